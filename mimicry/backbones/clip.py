@@ -1,0 +1,157 @@
+"""CLIP image towers through open_clip.
+
+Two ways to name one:
+- ``clip:ARCH/TAG``: an open_clip architecture and one of its pretrained tags
+  (``clip:ViT-B-32/laion2b_s34b_b79k``). Weights come from open_clip's normal
+  cache; they are downloaded only where a network exists (and not at all with
+  ``HF_HUB_OFFLINE=1``).
+- ``clip-file:ARCH:PATH``: an open_clip architecture and a local checkpoint file.
+
+Either way the weights file is hashed, so an index is pinned to the exact
+weights that built it. Vectors are the image tower's output, L2-normalised.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mimicry.backbones.base import BackboneError, l2_normalise, resolve_device
+
+
+def _hf_cache_dir(cache_dir: str | None) -> str:
+    if cache_dir:
+        return cache_dir
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover - huggingface_hub always ships with open_clip
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def resolve_pretrained(arch: str, tag: str, cache_dir: str | None = None) -> str:
+    """Local path of the weights for ``arch``/``tag`` from open_clip's cache.
+
+    Raises :class:`BackboneError` naming the model, where it looked and how to
+    supply a file, when the weights are not there and cannot be fetched.
+    """
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        raise BackboneError(
+            f"clip:{arch}/{tag}: open_clip has no architecture {arch!r} "
+            f"(see open_clip.list_models())"
+        )
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+        raise BackboneError(
+            f"clip:{arch}/{tag}: open_clip knows no pretrained tag {tag!r} for {arch} "
+            f"(known tags: {tags})"
+        )
+    where = cfg.get("hf_hub") or cfg.get("url") or cfg.get("file") or "?"
+    looked = _hf_cache_dir(cache_dir) if cfg.get("hf_hub") else (
+        cache_dir or os.path.expanduser("~/.cache/clip")
+    )
+    try:
+        path = open_clip.download_pretrained(cfg, cache_dir=cache_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure means: weights not available
+        raise BackboneError(
+            f"clip:{arch}/{tag}: weights not found. Looked for {where} in the open_clip "
+            f"cache at {looked} and could not download them ({type(exc).__name__}). "
+            f"Put the checkpoint file on this machine and use "
+            f"--model clip-file:{arch}:/path/to/open_clip_pytorch_model.bin"
+        ) from None
+    if not path or not Path(path).is_file():
+        raise BackboneError(
+            f"clip:{arch}/{tag}: weights not found in {looked}; use "
+            f"--model clip-file:{arch}:/path/to/checkpoint"
+        )
+    return str(path)
+
+
+class OpenClipEmbedder:
+    """An open_clip image tower as an :class:`~mimicry.backbones.base.Embedder`."""
+
+    def __init__(
+        self,
+        arch: str,
+        weights: str,
+        model_id: str,
+        device: str = "auto",
+        preprocess_cfg: dict | None = None,
+    ) -> None:
+        import open_clip
+
+        from mimicry.images import sha256_file
+
+        if not Path(weights).is_file():
+            raise BackboneError(
+                f"{model_id}: checkpoint file {weights} does not exist; give the path "
+                f"of an open_clip checkpoint (.bin, .pt or .safetensors)"
+            )
+        if arch not in open_clip.list_models():
+            raise BackboneError(
+                f"{model_id}: open_clip has no architecture {arch!r} "
+                f"(see open_clip.list_models())"
+            )
+        self.model_id = model_id
+        self.device = resolve_device(device)
+        self.weights_sha256 = sha256_file(weights)
+        kwargs = {}
+        if preprocess_cfg:
+            for key in ("mean", "std"):
+                if key in preprocess_cfg:
+                    kwargs[f"image_{key}"] = tuple(preprocess_cfg[key])
+        try:
+            model, _, transform = open_clip.create_model_and_transforms(
+                arch, pretrained=weights, device=self.device, **kwargs
+            )
+        except Exception as exc:  # noqa: BLE001 - a bad file is a user error
+            raise BackboneError(
+                f"{model_id}: could not load {weights} as open_clip {arch} "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        self.model = model.eval()
+        self.transform = transform
+        with torch.inference_mode():
+            size = getattr(self.model.visual, "image_size", 224)
+            size = size if isinstance(size, (tuple, list)) else (size, size)
+            probe = torch.zeros(1, 3, *size, device=self.device)
+            self.dim = int(self.model.encode_image(probe).shape[-1])
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self.transform(image)
+
+    @torch.inference_mode()
+    def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        feats = self.model.encode_image(batch.to(self.device))
+        return l2_normalise(feats.float().cpu().numpy())
+
+
+def from_tag(spec: str, device: str = "auto", cache_dir: str | None = None) -> OpenClipEmbedder:
+    """``ARCH/TAG`` from open_clip's cache."""
+    import open_clip
+
+    arch, sep, tag = spec.partition("/")
+    if not sep or not arch or not tag:
+        raise BackboneError(f"clip:{spec}: expected clip:ARCH/TAG, e.g. clip:ViT-B-32/openai")
+    path = resolve_pretrained(arch, tag, cache_dir)
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    return OpenClipEmbedder(arch, path, f"clip:{arch}/{tag}", device, preprocess_cfg=cfg)
+
+
+def from_file(spec: str, device: str = "auto") -> OpenClipEmbedder:
+    """``ARCH:PATH``, a local checkpoint."""
+    arch, sep, path = spec.partition(":")
+    if not sep or not arch or not path:
+        raise BackboneError(
+            f"clip-file:{spec}: expected clip-file:ARCH:PATH, e.g. "
+            f"clip-file:ViT-B-32:/models/open_clip_pytorch_model.bin"
+        )
+    return OpenClipEmbedder(arch, path, f"clip-file:{arch}", device)

@@ -1,0 +1,169 @@
+"""The SQLite catalogue: artists, their works, and which vector belongs to which work.
+
+Promises:
+- A work's ``id`` is its vector id in the FAISS file; ids are never reused.
+- ``meta['generation']`` names the FAISS file that matches the committed rows;
+  it changes in the same transaction as the rows (see :mod:`mimicry.vectors`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS artists (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    added_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS works (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    artist_id INTEGER NOT NULL REFERENCES artists(id),
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    added_at REAL NOT NULL,
+    UNIQUE (artist_id, path)
+);
+CREATE INDEX IF NOT EXISTS works_sha ON works(sha256);
+"""
+
+
+@dataclass(frozen=True)
+class Work:
+    """One indexed image of one artist."""
+
+    id: int
+    artist: str
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    added_at: float
+
+
+class Catalogue:
+    """Thin typed access to the catalogue database. Writes happen only inside
+    :meth:`transaction`, so rows and the vector generation commit together."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta -----------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
+    # -- transactions ---------------------------------------------------------
+    def begin(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
+    # -- artists and works ----------------------------------------------------
+    def artist_id(self, name: str, create: bool = False) -> int | None:
+        row = self.db.execute("SELECT id FROM artists WHERE name=?", (name,)).fetchone()
+        if row:
+            return int(row[0])
+        if not create:
+            return None
+        cur = self.db.execute(
+            "INSERT INTO artists(name, added_at) VALUES(?, ?)", (name, time.time())
+        )
+        return int(cur.lastrowid)
+
+    def artists(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM artists ORDER BY name")]
+
+    def artist_counts(self) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT a.name, COUNT(w.id) FROM artists a LEFT JOIN works w "
+            "ON w.artist_id=a.id GROUP BY a.id ORDER BY a.name"
+        )
+        return {name: int(n) for name, n in rows}
+
+    def works(self, artist: str | None = None) -> list[Work]:
+        sql = (
+            "SELECT w.id, a.name, w.path, w.sha256, w.size, w.mtime_ns, w.added_at "
+            "FROM works w JOIN artists a ON a.id=w.artist_id"
+        )
+        args: tuple = ()
+        if artist is not None:
+            sql += " WHERE a.name=?"
+            args = (artist,)
+        return [Work(*row) for row in self.db.execute(sql + " ORDER BY w.id", args)]
+
+    def works_by_ids(self, ids: Iterable[int]) -> dict[int, Work]:
+        ids = [int(i) for i in ids]
+        out: dict[int, Work] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                "SELECT w.id, a.name, w.path, w.sha256, w.size, w.mtime_ns, w.added_at "
+                f"FROM works w JOIN artists a ON a.id=w.artist_id WHERE w.id IN ({marks})",
+                chunk,
+            )
+            out.update({row[0]: Work(*row) for row in rows})
+        return out
+
+    def work_id_with_sha(self, sha256: str) -> int | None:
+        row = self.db.execute(
+            "SELECT id FROM works WHERE sha256=? LIMIT 1", (sha256,)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def add_work(
+        self, artist: str, path: str, sha256: str, size: int, mtime_ns: int
+    ) -> int:
+        aid = self.artist_id(artist, create=True)
+        cur = self.db.execute(
+            "INSERT INTO works(artist_id, path, sha256, size, mtime_ns, added_at) "
+            "VALUES(?, ?, ?, ?, ?, ?)",
+            (aid, path, sha256, size, mtime_ns, time.time()),
+        )
+        return int(cur.lastrowid)
+
+    def touch_work(self, work_id: int, size: int, mtime_ns: int) -> None:
+        self.db.execute(
+            "UPDATE works SET size=?, mtime_ns=? WHERE id=?", (size, mtime_ns, work_id)
+        )
+
+    def delete_works(self, ids: Iterable[int]) -> None:
+        self.db.executemany("DELETE FROM works WHERE id=?", [(int(i),) for i in ids])
+
+    def delete_artist(self, name: str) -> list[int]:
+        """Deletes the artist and their works; returns the removed work ids."""
+        ids = [w.id for w in self.works(name)]
+        self.delete_works(ids)
+        self.db.execute("DELETE FROM artists WHERE name=?", (name,))
+        return ids
+
+    def count_works(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM works").fetchone()[0])

@@ -1,0 +1,399 @@
+"""``StyleIndex``: the one Python API behind the CLI, the service and the report.
+
+An index is one folder::
+
+    manifest.json        the model pin (backbone id, weights sha256, dim, schema)
+    catalogue.sqlite     artists and works (path, sha256, size, time added, vector id)
+    vectors.<N>.faiss    the vectors of committed generation N (IndexIDMap2, exact IP)
+    lock                 held by the one writer at a time
+
+Promises:
+- Re-indexing unchanged files embeds nothing; a changed file is re-embedded; bytes
+  already embedded under another path are reused, not re-embedded.
+- A kill at any moment leaves the last committed state, loadable; indexing
+  commits every ``checkpoint`` images, so a long run resumes where it stopped.
+- One unreadable file is reported (path and reason) and skipped; the rest go on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from mimicry import manifest as manifest_io
+from mimicry import vectors as vector_io
+from mimicry.backbones import DEFAULT_MODEL, Embedder, load_embedder
+from mimicry.catalogue import Catalogue, Work
+from mimicry.embedding import embed_paths
+from mimicry.images import ImageError, expand_inputs, sha256_file
+from mimicry.manifest import IndexMismatchError, Manifest
+from mimicry.portfolio import read_portfolio
+from mimicry.results import IndexReport, ScanResult, Skipped
+from mimicry.scoring import matches_from_neighbours
+
+log = logging.getLogger(__name__)
+
+__all__ = ["IndexInfo", "IndexMismatchError", "StyleIndex"]
+
+CATALOGUE = "catalogue.sqlite"
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What an index holds and which model it is pinned to."""
+
+    path: str
+    backbone_id: str
+    model_spec: str
+    weights_sha256: str
+    dim: int
+    schema_version: int
+    package_version: str
+    artists: dict[str, int]
+    works: int
+
+
+@dataclass
+class _Pending:
+    artist: str
+    path: Path
+    sha256: str
+    size: int
+    mtime_ns: int
+    replaces: int | None  # work id whose vector this one replaces
+
+
+def _replaced(items: object) -> list[int]:
+    """Work ids that the given pending works replace."""
+    return [p.replaces for p in items if p.replaces is not None]  # type: ignore[attr-defined]
+
+
+class StyleIndex:
+    """A folder of artists' works embedded with one pinned model."""
+
+    def __init__(self, folder: Path, man: Manifest, embedder: Embedder | None, device: str) -> None:
+        self.folder = folder
+        self.manifest = man
+        self._embedder = embedder
+        self._device = device
+        self.catalogue = Catalogue(folder / CATALOGUE)
+        self._load_vectors()
+
+    # -- opening --------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        model: str = DEFAULT_MODEL,
+        device: str = "auto",
+        embedder: Embedder | None = None,
+    ) -> StyleIndex:
+        """Creates an empty index at ``path`` pinned to ``model`` (or opens it, if
+        one pinned to the same model is already there)."""
+        folder = Path(path)
+        if (folder / manifest_io.FILENAME).exists():
+            return cls.open(folder, device=device, model=model, embedder=embedder)
+        embedder = embedder or load_embedder(model, device)
+        folder.mkdir(parents=True, exist_ok=True)
+        man = Manifest.new(embedder.model_id, model, embedder.weights_sha256, embedder.dim)
+        Catalogue(folder / CATALOGUE).close()
+        manifest_io.write(folder, man)
+        return cls(folder, man, embedder, device)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        model: str | None = None,
+        embedder: Embedder | None = None,
+    ) -> StyleIndex:
+        """Opens an existing index. The model is built lazily from the manifest
+        (or from ``model``/``embedder``, which must match the pin exactly)."""
+        folder = Path(path)
+        man = manifest_io.read(folder)
+        if embedder is None and model is not None:
+            embedder = load_embedder(model, device)
+        if embedder is not None:
+            man.check_model(embedder.model_id, embedder.weights_sha256, embedder.dim, folder)
+        return cls(folder, man, embedder, device)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The pinned model, built on first use."""
+        if self._embedder is None:
+            emb = load_embedder(self.manifest.model_spec, self._device)
+            self.manifest.check_model(emb.model_id, emb.weights_sha256, emb.dim, self.folder)
+            self._embedder = emb
+        return self._embedder
+
+    def close(self) -> None:
+        self.catalogue.close()
+
+    def __enter__(self) -> StyleIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _load_vectors(self) -> None:
+        """Loads the committed generation, retrying if a writer replaces it meanwhile."""
+        for attempt in range(20):
+            generation = int(self.catalogue.get_meta("generation", "0") or 0)
+            try:
+                self._index = vector_io.load(self.folder, generation, self.manifest.dim)
+                break
+            except RuntimeError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.05)
+        self._generation = generation
+        works = self.catalogue.works()
+        self._work_artist = {w.id: w.artist for w in works}
+        self._work_path = {w.id: w.path for w in works}
+
+    # -- information ----------------------------------------------------------
+    def info(self) -> IndexInfo:
+        m = self.manifest
+        counts = self.catalogue.artist_counts()
+        return IndexInfo(
+            str(self.folder), m.backbone_id, m.model_spec, m.weights_sha256, m.dim,
+            m.schema_version, m.package_version, counts, sum(counts.values()),
+        )
+
+    def artists(self) -> list[str]:
+        return self.catalogue.artists()
+
+    def works(self, artist: str | None = None) -> list[Work]:
+        return self.catalogue.works(artist)
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(work ids, vectors) of everything indexed."""
+        return vector_io.all_vectors(self._index)
+
+    # -- writing --------------------------------------------------------------
+    @contextmanager
+    def _writer(self) -> Iterator[None]:
+        """Exclusive write access; reloads the committed state and clears leftovers."""
+        with open(self.folder / "lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._load_vectors()
+                vector_io.remove_stale(self.folder, self._generation)
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _commit(self, add: list[tuple[_Pending, np.ndarray]], remove_ids: list[int]) -> None:
+        """Adds and removes works as one transaction: rows, vectors and generation
+        commit together or not at all."""
+        if not add and not remove_ids:
+            return
+        cat = self.catalogue
+        cat.begin()
+        try:
+            new_ids = [
+                cat.add_work(p.artist, str(p.path), p.sha256, p.size, p.mtime_ns) for p, _ in add
+            ]
+            cat.delete_works(remove_ids)
+            vector_io.remove(self._index, remove_ids)
+            if add:
+                vector_io.add(self._index, np.stack([v for _, v in add]), new_ids)
+            generation = self._generation + 1
+            vector_io.write(self.folder, generation, self._index)
+            cat.set_meta("generation", str(generation))
+            cat.commit()
+        except BaseException:
+            cat.rollback()
+            self._load_vectors()  # back to the committed state
+            raise
+        previous, self._generation = self._generation, generation
+        for wid in remove_ids:
+            self._work_artist.pop(wid, None)
+            self._work_path.pop(wid, None)
+        for (p, _), wid in zip(add, new_ids):
+            self._work_artist[wid] = p.artist
+            self._work_path[wid] = str(p.path)
+        vector_io.remove_stale(self.folder, self._generation)
+        log.debug("committed generation %d (was %d)", generation, previous)
+
+    def add_artist(
+        self,
+        name: str,
+        paths: Sequence[str | Path],
+        *,
+        prune: bool = False,
+        batch_size: int = 32,
+        checkpoint: int = 512,
+        progress: bool = False,
+    ) -> IndexReport:
+        """Adds (or updates) ``name``'s works from ``paths`` (files or folders).
+
+        With ``prune``, works of ``name`` not among ``paths`` are removed.
+        """
+        return self.sync({name: [Path(p) for p in paths]}, prune=prune, batch_size=batch_size,
+                         checkpoint=checkpoint, progress=progress)
+
+    def add_folder(
+        self, source: str | Path, *, batch_size: int = 32, checkpoint: int = 512, progress: bool = False
+    ) -> IndexReport:
+        """Indexes a portfolio folder (one sub-folder per artist) or ``path,artist`` CSV.
+
+        For each artist it contains, the index afterwards holds exactly that
+        artist's readable files there: new and changed files are embedded, files
+        that are gone are removed. Artists not in ``source`` are left alone.
+        """
+        portfolio = read_portfolio(source)
+        report = self.sync(portfolio.works, prune=True, batch_size=batch_size,
+                           checkpoint=checkpoint, progress=progress)
+        report.skipped[:0] = portfolio.skipped
+        return report
+
+    def sync(
+        self,
+        works: dict[str, list[Path]],
+        *,
+        prune: bool = True,
+        batch_size: int = 32,
+        checkpoint: int = 512,
+        progress: bool = False,
+    ) -> IndexReport:
+        """Brings the listed artists' works in line with ``works`` (see :meth:`add_folder`)."""
+        report = IndexReport()
+        with self._writer():
+            pending, pruned = self._plan(works, prune, report)
+            # Bytes already embedded (under another path or artist) are reused.
+            known_sha = {w.sha256: w.id for w in self.catalogue.works()}
+            reuse = [(p, vector_io.reconstruct(self._index, [known_sha[p.sha256]])[0])
+                     for p in pending if p.sha256 in known_sha]
+            to_embed = [p for p in pending if p.sha256 not in known_sha]
+            self._commit(reuse, pruned + _replaced(p for p, _ in reuse))
+            report.removed += len(pruned)
+            report.embedded += len(reuse)
+            by_path: dict[Path, list[_Pending]] = {}
+            for p in to_embed:
+                by_path.setdefault(p.path, []).append(p)
+            buffer: list[tuple[_Pending, np.ndarray]] = []
+            failed: list[_Pending] = []
+            for batch in embed_paths(self.embedder, list(by_path), batch_size=batch_size,
+                                     progress=progress, desc="indexing"):
+                for err in batch.errors:
+                    report.skipped.append(Skipped(err.path, err.reason))
+                    failed.extend(by_path[Path(err.path)])
+                buffer.extend((p, vec) for path, vec in zip(batch.paths, batch.vectors)
+                              for p in by_path[path])
+                if len(buffer) >= checkpoint:
+                    self._commit(buffer, _replaced(p for p, _ in buffer))
+                    report.embedded += len(buffer)
+                    buffer = []
+            # A changed file that no longer reads loses its old vector too.
+            self._commit(buffer, _replaced(p for p, _ in buffer) + _replaced(failed))
+            report.embedded += len(buffer)
+            self.catalogue.db.execute(
+                "DELETE FROM artists WHERE id NOT IN (SELECT DISTINCT artist_id FROM works)"
+            )
+            counts = self.catalogue.artist_counts()
+            report.artists = len(counts)
+            report.works = sum(counts.values())
+        return report
+
+    def _plan(
+        self, works: dict[str, list[Path]], prune: bool, report: IndexReport
+    ) -> tuple[list[_Pending], list[int]]:
+        """Decides, per listed file, unchanged / new / changed; and which works go."""
+        pending: list[_Pending] = []
+        pruned: list[int] = []
+        for artist, paths in works.items():
+            existing = {w.path: w for w in self.catalogue.works(artist)}
+            listed: set[str] = set()
+            for path in expand_inputs(paths):
+                path = path.resolve()
+                key = str(path)
+                if key in listed:
+                    continue
+                listed.add(key)
+                try:
+                    st = path.stat()
+                except OSError as exc:
+                    report.skipped.append(Skipped(key, f"cannot read file ({exc.strerror or exc})"))
+                    continue
+                old = existing.get(key)
+                if old and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
+                    report.unchanged += 1
+                    continue
+                try:
+                    sha = sha256_file(path)
+                except OSError as exc:
+                    report.skipped.append(Skipped(key, f"cannot read file ({exc.strerror or exc})"))
+                    continue
+                if old and old.sha256 == sha:
+                    self.catalogue.touch_work(old.id, st.st_size, st.st_mtime_ns)
+                    report.unchanged += 1
+                    continue
+                pending.append(_Pending(artist, path, sha, st.st_size, st.st_mtime_ns,
+                                        old.id if old else None))
+            if prune:
+                pruned.extend(w.id for p, w in existing.items() if p not in listed)
+        return pending, pruned
+
+    def remove_artist(self, name: str) -> int:
+        """Removes ``name`` and all their vectors; returns how many works went.
+        Raises ``KeyError`` for an artist the index does not hold."""
+        with self._writer():
+            ids = [w.id for w in self.catalogue.works(name)]
+            if self.catalogue.artist_id(name) is None:
+                raise KeyError(f"no artist {name!r} in {self.folder}")
+            self._commit([], ids)
+            self.catalogue.db.execute("DELETE FROM artists WHERE name=?", (name,))
+            return len(ids)
+
+    # -- scanning -------------------------------------------------------------
+    def scan(
+        self,
+        images: Sequence[str | Path],
+        top: int = 3,
+        evidence: int = 3,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> list[ScanResult]:
+        """Scores each image (files, or folders of images) against every artist.
+
+        Returns one :class:`ScanResult` per input file, in input order; a file
+        that cannot be read gets ``error`` set and no matches.
+        """
+        paths = expand_inputs(images)
+        results: dict[Path, ScanResult] = {}
+        for batch in embed_paths(self.embedder, paths, batch_size=batch_size,
+                                 progress=progress, desc="scanning"):
+            for err in batch.errors:
+                results[Path(err.path)] = ScanResult(err.path, [], err.reason)
+            for path, res in zip(batch.paths, self.scan_vectors(batch.vectors, top, evidence)):
+                results[path] = ScanResult(str(path), res.matches)
+        return [results[p] for p in paths]
+
+    def scan_vectors(self, vectors: np.ndarray, top: int = 3, evidence: int = 3) -> list[ScanResult]:
+        """Scores already-embedded query vectors (rows) against every artist."""
+        n_works = self._index.ntotal
+        if n_works == 0 or len(vectors) == 0:
+            return [ScanResult("", []) for _ in range(len(vectors))]
+        want_artists = min(top, len(set(self._work_artist.values())))
+        k = min(n_works, max(64, 8 * top * evidence))
+        queries = np.ascontiguousarray(vectors, dtype=np.float32)
+        while True:
+            sims, ids = self._index.search(queries, k)
+            out = [
+                matches_from_neighbours(s, i, self._work_artist, self._work_path, top, evidence)
+                for s, i in zip(sims, ids)
+            ]
+            if k >= n_works or all(len(m) >= want_artists for m in out):
+                break
+            k = min(n_works, k * 4)
+        return [ScanResult("", m) for m in out]

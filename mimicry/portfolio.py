@@ -1,0 +1,79 @@
+"""Portfolios: which image belongs to which artist.
+
+Two layouts are read:
+- a folder with one sub-folder per artist (``portfolios/<artist>/...``, nested
+  folders allowed; the top-level folder name is the artist);
+- a CSV file with a header naming ``path`` and ``artist`` columns (other columns
+  ignored; relative paths are taken from the CSV's own folder).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mimicry.images import iter_image_files
+from mimicry.results import Skipped
+
+
+class PortfolioError(Exception):
+    """The portfolio source itself cannot be read (names the file and why)."""
+
+
+@dataclass
+class Portfolio:
+    """Artist name -> image paths (absolute), plus entries that were not usable."""
+
+    works: dict[str, list[Path]] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def read_portfolio(source: str | Path) -> Portfolio:
+    """Reads a portfolio folder or CSV. Raises :class:`PortfolioError` if ``source``
+    is neither, or a CSV lacks the ``path`` and ``artist`` columns."""
+    source = Path(source)
+    if source.is_dir():
+        return _from_folder(source)
+    if source.is_file() and source.suffix.lower() == ".csv":
+        return _from_csv(source)
+    if not source.exists():
+        raise PortfolioError(f"{source}: no such file or folder")
+    raise PortfolioError(f"{source}: expected a folder of artist folders or a .csv of path,artist")
+
+
+def _from_folder(root: Path) -> Portfolio:
+    out = Portfolio()
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            files = [p.resolve() for p in iter_image_files(entry)]
+            if files:
+                out.works[entry.name] = files
+        elif entry.is_file():
+            out.skipped.append(
+                Skipped(str(entry), "file at the top level: put each artist's works in a folder named for the artist")
+            )
+    return out
+
+
+def _from_csv(path: Path) -> Portfolio:
+    out = Portfolio()
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+            if "path" not in cols or "artist" not in cols:
+                raise PortfolioError(f"{path}: CSV needs a header with 'path' and 'artist' columns")
+            for line, row in enumerate(reader, start=2):
+                p = (row.get(cols["path"]) or "").strip()
+                artist = (row.get(cols["artist"]) or "").strip()
+                if not p or not artist:
+                    out.skipped.append(Skipped(f"{path}:{line}", "row lacks a path or an artist"))
+                    continue
+                file = Path(p) if Path(p).is_absolute() else path.parent / p
+                out.works.setdefault(artist, []).append(file.resolve())
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise PortfolioError(f"{path}: cannot read CSV ({exc})") from None
+    return out
