@@ -200,10 +200,10 @@ class StyleIndex:
         cat = self.catalogue
         cat.begin()
         try:
+            cat.delete_works(remove_ids)
             new_ids = [
                 cat.add_work(p.artist, str(p.path), p.sha256, p.size, p.mtime_ns) for p, _ in add
             ]
-            cat.delete_works(remove_ids)
             vector_io.remove(self._index, remove_ids)
             if add:
                 vector_io.add(self._index, np.stack([v for _, v in add]), new_ids)

@@ -7,8 +7,9 @@ Two ways to name one:
   ``HF_HUB_OFFLINE=1``).
 - ``clip-file:ARCH:PATH``: an open_clip architecture and a local checkpoint file.
 
-Either way the weights file is hashed, so an index is pinned to the exact
-weights that built it. Vectors are the image tower's output, L2-normalised.
+Either way the backbone id is ``open_clip:ARCH`` and the weights file is
+hashed, so an index is pinned to the exact weights that built it, whichever
+route brought them. Vectors are the image tower's output, L2-normalised.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def from_tag(spec: str, device: str = "auto", cache_dir: str | None = None) -> O
         raise BackboneError(f"clip:{spec}: expected clip:ARCH/TAG, e.g. clip:ViT-B-32/openai")
     path = resolve_pretrained(arch, tag, cache_dir)
     cfg = open_clip.get_pretrained_cfg(arch, tag)
-    return OpenClipEmbedder(arch, path, f"clip:{arch}/{tag}", device, preprocess_cfg=cfg)
+    return OpenClipEmbedder(arch, path, f"open_clip:{arch}", device, preprocess_cfg=cfg)
 
 
 def from_file(spec: str, device: str = "auto") -> OpenClipEmbedder:
@@ -154,4 +155,4 @@ def from_file(spec: str, device: str = "auto") -> OpenClipEmbedder:
             f"clip-file:{spec}: expected clip-file:ARCH:PATH, e.g. "
             f"clip-file:ViT-B-32:/models/open_clip_pytorch_model.bin"
         )
-    return OpenClipEmbedder(arch, path, f"clip-file:{arch}", device)
+    return OpenClipEmbedder(arch, path, f"open_clip:{arch}", device)
