@@ -158,6 +158,34 @@ def remove(
 
 
 @app.command()
+def evaluate(
+    manifest: Path = typer.Argument(..., help="CSV with path, role, artist columns."),
+    model: str = typer.Option(DEFAULT_MODEL, help="default | clip:ARCH/TAG | clip-file:ARCH:PATH"),
+    out: Optional[Path] = typer.Option(None, help="Folder for metrics.json."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Index a manifest's genuine works, scan the rest, report attribution and detection metrics."""
+    from mimicry.evaluate import evaluate as run_evaluate
+    from mimicry.evaluate import write_metrics
+
+    try:
+        metrics = run_evaluate(manifest, model=model, device=device)
+    except USAGE_ERRORS as exc:
+        _fail(str(exc).strip("'\""))
+    if out is not None:
+        write_metrics(metrics, out)
+    data = metrics.to_dict()
+    if as_json:
+        _emit(data)
+        return
+    for key in ("top1", "top3", "auc", "tpr_at_1pct_fpr"):
+        typer.echo(f"{key:<16} {data[key]:.3f}")
+    typer.echo(f"genuine {data['n_genuine']}, imitation {data['n_imitation']}, "
+               f"negative {data['n_negative']}, skipped {data['n_skipped']}")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Where to write the generated images and index."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),

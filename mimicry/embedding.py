@@ -20,9 +20,10 @@ import torch
 from mimicry.backbones.base import Embedder
 from mimicry.images import ImageError, load_image
 
-#: JPEGs are decoded at reduced scale down to about this many pixels (see
-#: :func:`mimicry.images.load_image`); every backbone here works at 224-336 px.
-DRAFT_SIZE = 448
+#: JPEGs are decoded at reduced scale (in the DCT, which also anti-aliases),
+#: never below this many pixels on the short side (see
+#: :func:`mimicry.images.load_image`); the backbones here take 224 px inputs.
+DRAFT_SIZE = 224
 
 
 @dataclass
