@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS works (
     UNIQUE (artist_id, path)
 );
 CREATE INDEX IF NOT EXISTS works_sha ON works(sha256);
+CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, data BLOB NOT NULL);
 """
 
 
@@ -73,6 +74,17 @@ class Catalogue:
             "INSERT INTO meta(key, value) VALUES(?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (key, value),
+        )
+
+    def get_blob(self, name: str) -> bytes | None:
+        row = self.db.execute("SELECT data FROM blobs WHERE name=?", (name,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def set_blob(self, name: str, data: bytes) -> None:
+        self.db.execute(
+            "INSERT INTO blobs(name, data) VALUES(?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET data=excluded.data",
+            (name, sqlite3.Binary(data)),
         )
 
     # -- transactions ---------------------------------------------------------

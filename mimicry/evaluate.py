@@ -1,43 +1,33 @@
-"""Evaluation on a labelled manifest: how well imitations are attributed and
-separated from negatives, measured through the same API users call.
+"""Evaluation on a labelled manifest, measured through the same scoring users get.
 
 A manifest is a CSV with columns ``path, role, artist`` (role: genuine,
 imitation, negative; other columns ignored; paths relative to the manifest's
-folder or absolute). Genuine rows become the portfolio; the rest are scanned.
+folder or absolute). Genuine rows are the portfolio; the rest are scanned.
+An imitation of an artist with no portfolio is art no registered artist made:
+it counts as a negative.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+from PIL import Image, ImageFilter  # noqa: F401 - ImageFilter kept for perturbations
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from mimicry.backbones import DEFAULT_MODEL, load_embedder
-from mimicry.embedding import embed_paths
-from mimicry.index import StyleIndex
+from mimicry.backbones import DEFAULT_MODEL, Embedder, load_embedder
+from mimicry.calibration import Calibration, calibrate
+from mimicry.embedding import DRAFT_SIZE, embed_images, embed_paths
+from mimicry.images import ImageError, load_image
 from mimicry.scoring import artist_score_matrix
+from mimicry.verdict import set_statistic
 
-
-@dataclass
-class Metrics:
-    """Attribution and detection metrics (see README, "Accuracy")."""
-
-    top1: float
-    top3: float
-    auc: float
-    tpr_at_1pct_fpr: float
-    n_genuine: int
-    n_imitation: int
-    n_negative: int
-    n_skipped: int
-    skipped: list[dict] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+METRIC_KEYS = ("top1", "top3", "auc", "tpr_at_1pct_fpr", "negatives_flagged", "set_auc")
 
 
 @dataclass(frozen=True)
@@ -52,7 +42,10 @@ def read_manifest(path: str | Path) -> list[Row]:
     path = Path(path)
     rows = []
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        for r in csv.DictReader(fh):
+        reader = csv.DictReader(fh)
+        if not {"path", "role"} <= set(reader.fieldnames or []):
+            raise ValueError(f"{path}: manifest needs path, role and artist columns")
+        for r in reader:
             p = Path(r["path"])
             rows.append(Row(p if p.is_absolute() else (path.parent / p).resolve(),
                             r["role"].strip(), (r.get("artist") or "").strip()))
@@ -60,66 +53,218 @@ def read_manifest(path: str | Path) -> list[Row]:
 
 
 def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_target: float = 0.01) -> float:
-    """True-positive rate at the largest threshold whose false-positive rate is
-    at most ``fpr_target`` (no interpolation above the target)."""
+    """True-positive rate at the best threshold whose false-positive rate is at
+    most ``fpr_target`` (no interpolation past the target)."""
     fpr, tpr, _ = roc_curve(labels, scores)
     ok = fpr <= fpr_target + 1e-12
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
-def evaluate(manifest: str | Path, model: str = DEFAULT_MODEL, device: str = "auto",
-             batch_size: int = 32) -> Metrics:
-    """Indexes the genuine rows into a fresh index, scans the others, scores them."""
-    import tempfile
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")
 
+
+# -- perturbations that launder an image --------------------------------------
+def _jpeg40(img: Image.Image) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=40)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _half(img: Image.Image) -> Image.Image:
+    w, h = img.size
+    return img.resize((max(1, w // 2), max(1, h // 2)), Image.BICUBIC).resize((w, h), Image.BICUBIC)
+
+
+def _noise(img: Image.Image) -> Image.Image:
+    rng = np.random.default_rng(0)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = np.clip(arr + rng.normal(0, 0.03, arr.shape), 0, 1)
+    return Image.fromarray((arr * 255).round().astype(np.uint8))
+
+
+def _crop80(img: Image.Image) -> Image.Image:
+    w, h = img.size
+    dw, dh = round(w * 0.1), round(h * 0.1)
+    return img.crop((dw, dh, w - dw, h - dh))
+
+
+def _flip(img: Image.Image) -> Image.Image:
+    return img.transpose(Image.FLIP_LEFT_RIGHT)
+
+
+PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "jpeg40": _jpeg40, "downscale_half": _half, "noise_0.03": _noise,
+    "crop80": _crop80, "hflip": _flip,
+}
+
+
+# -- the harness ---------------------------------------------------------------
+def _embed_files(embedder: Embedder, paths: list[Path], batch_size: int) -> tuple[dict, list[dict]]:
+    got: dict[Path, np.ndarray] = {}
+    skipped: list[dict] = []
+    for batch in embed_paths(embedder, paths, batch_size=batch_size):
+        got.update(zip(batch.paths, batch.vectors))
+        skipped += [{"path": e.path, "reason": e.reason} for e in batch.errors]
+    return got, skipped
+
+
+def _embed_perturbed(embedder: Embedder, paths: list[Path], fn) -> dict:
+    imgs, ok = [], []
+    for p in paths:
+        try:
+            imgs.append(fn(load_image(p, draft_size=DRAFT_SIZE * 2)))
+            ok.append(p)
+        except ImageError:
+            continue
+    return dict(zip(ok, embed_images(embedder, imgs)))
+
+
+def choose_unregistered(rows: list[Row], n: int, seed: int) -> set[str]:
+    """``n`` artists, among those with genuine works and imitations, chosen by ``seed``."""
+    with_imi = {r.artist for r in rows if r.role == "imitation"}
+    with_gen = {r.artist for r in rows if r.role == "genuine"}
+    pool = sorted(with_imi & with_gen)
+    if n > len(pool):
+        raise ValueError(f"--unregistered {n}: only {len(pool)} artists have both works and imitations")
+    rng = np.random.default_rng(seed)
+    return set(rng.choice(pool, size=n, replace=False).tolist()) if n else set()
+
+
+def evaluate(
+    manifest: str | Path,
+    model: str = DEFAULT_MODEL,
+    device: str = "auto",
+    unregistered: int = 0,
+    seed: int = 0,
+    perturb: bool = False,
+    fpr: float = 0.01,
+    batch_size: int = 32,
+    out: str | Path | None = None,
+    embedder: Embedder | None = None,
+) -> dict:
+    """Runs the evaluation and returns the metrics object (see README, "Accuracy").
+
+    With ``out``, writes ``metrics.json`` and ``roc.png`` there.
+    """
     rows = read_manifest(manifest)
-    embedder = load_embedder(model, device)
-    with tempfile.TemporaryDirectory() as tmp:
-        ix = StyleIndex.create(Path(tmp) / "index", model=model, embedder=embedder)
-        genuine: dict[str, list[Path]] = {}
-        for r in rows:
-            if r.role == "genuine":
-                genuine.setdefault(r.artist, []).append(r.path)
-        report = ix.sync(genuine, prune=True, batch_size=batch_size)
-        ids, vecs = ix.vectors()
-        work_by_id = {w.id: w.artist for w in ix.works()}
-        work_artists = [work_by_id[int(i)] for i in ids]
-        artists = sorted(set(work_artists))
-        queries = [r for r in rows if r.role in ("imitation", "negative")]
-        got: dict[Path, np.ndarray] = {}
-        skipped = [{"path": s.path, "reason": s.reason} for s in report.skipped]
-        for batch in embed_paths(embedder, [r.path for r in queries], batch_size=batch_size):
-            got.update(zip(batch.paths, batch.vectors))
-            skipped += [{"path": e.path, "reason": e.reason} for e in batch.errors]
-        ix.close()
-    queries = [r for r in queries if r.path in got]
-    scores = artist_score_matrix(np.stack([got[r.path] for r in queries]), vecs, work_artists, artists)
-    return _metrics(queries, scores, artists, report.works, skipped)
+    embedder = embedder or load_embedder(model, device)
+    unreg = choose_unregistered(rows, unregistered, seed)
+    vecs, skipped = _embed_files(embedder, sorted({r.path for r in rows}), batch_size)
+
+    portfolio = [r for r in rows if r.role == "genuine" and r.artist not in unreg and r.path in vecs]
+    work_vecs = np.stack([vecs[r.path] for r in portfolio])
+    work_artists = [r.artist for r in portfolio]
+    cal = calibrate(work_vecs, work_artists, fpr=fpr)
+    artists = cal.artists
+
+    def role(r: Row) -> str | None:
+        if r.role == "imitation" and r.artist in artists:
+            return "imitation"
+        if r.role == "negative" or (r.role == "imitation" and r.artist not in artists):
+            return "unregistered" if r.artist in unreg else "negative"
+        if r.role == "genuine" and r.artist in unreg:
+            return "unregistered"
+        return None
+
+    queries = [(r, role(r)) for r in rows if role(r) is not None and r.path in vecs]
+    q_paths = [r.path for r, _ in queries]
+    roles = np.array([k for _, k in queries])
+    truth = np.array([r.artist for r, _ in queries])
+
+    def metrics_for(qvecs: np.ndarray) -> dict:
+        raw = artist_score_matrix(qvecs, work_vecs, work_artists, artists)
+        return _metrics(raw, cal, roles, truth, seed)
+
+    result = metrics_for(np.stack([vecs[p] for p in q_paths]))
+    result.update(n_genuine=len(portfolio), n_imitation=int((roles == "imitation").sum()),
+                  n_negative=int((roles != "imitation").sum()), n_skipped=len(skipped),
+                  skipped=skipped, unregistered_artists=sorted(unreg), fpr_target=fpr)
+    result["perturbations"] = {}
+    if perturb:
+        for name, fn in PERTURBATIONS.items():
+            pv = _embed_perturbed(embedder, q_paths, fn)
+            m = metrics_for(np.stack([pv.get(p, vecs[p]) for p in q_paths]))
+            result["perturbations"][name] = {k: m[k] for k in m if k in METRIC_KEYS or k.endswith("_unregistered")}
+    if out is not None:
+        write_outputs(result, out)
+    return result
 
 
-def _metrics(queries: list[Row], scores: np.ndarray, artists: list[str], n_genuine: int,
-             skipped: list[dict]) -> Metrics:
-    names = np.asarray(artists)
-    imi = np.array([r.role == "imitation" and r.artist in artists for r in queries])
-    # An imitation of an artist with no portfolio is art no registered artist
-    # made: it must not be flagged, so it counts as a negative.
-    neg = np.array([r.role == "negative" or (r.role == "imitation" and r.artist not in artists)
-                    for r in queries])
-    order = np.argsort(-scores, axis=1)
-    truth = np.array([r.artist for r in queries])
-    top1 = float(np.mean(names[order[imi, 0]] == truth[imi])) if imi.any() else float("nan")
-    top3 = float(np.mean([t in names[o[:3]] for t, o in zip(truth[imi], order[imi])])) if imi.any() else float("nan")
-    best = scores.max(axis=1)
+def _metrics(raw: np.ndarray, cal: Calibration, roles: np.ndarray, truth: np.ndarray, seed: int) -> dict:
+    names = np.asarray(cal.artists)
+    z = cal.normalise(raw)
+    imi = roles == "imitation"
+    neg = roles != "imitation"
+    order = np.argsort(-z, axis=1)
+    res: dict = {}
+    res["top1"] = float(np.mean(names[order[imi, 0]] == truth[imi])) if imi.any() else float("nan")
+    res["top3"] = (float(np.mean([t in names[o[:3]] for t, o in zip(truth[imi], order[imi])]))
+                   if imi.any() else float("nan"))
+    best = z.max(axis=1)
     labels = np.r_[np.ones(imi.sum()), np.zeros(neg.sum())]
     s = np.r_[best[imi], best[neg]]
-    auc = float(roc_auc_score(labels, s)) if imi.any() and neg.any() else float("nan")
-    tpr = tpr_at_fpr(labels, s) if imi.any() and neg.any() else float("nan")
-    return Metrics(top1, top3, auc, tpr, n_genuine, int(imi.sum()), int(neg.sum()), len(skipped), skipped)
+    res["auc"] = _auc(labels, s)
+    res["tpr_at_1pct_fpr"] = tpr_at_fpr(labels, s) if neg.any() and imi.any() else float("nan")
+    flags = raw > cal.threshold[None, :]
+    res["negatives_flagged"] = float(flags[neg].any(axis=1).mean()) if neg.any() else float("nan")
+    res["set_auc"] = _set_auc(raw, cal, imi, neg, truth, seed)
+    hard = roles == "unregistered"
+    if hard.any():
+        labels = np.r_[np.ones(imi.sum()), np.zeros(hard.sum())]
+        s = np.r_[best[imi], best[hard]]
+        res["auc_unregistered"] = _auc(labels, s)
+        res["tpr_at_1pct_fpr_unregistered"] = tpr_at_fpr(labels, s)
+    res["roc"] = {"imitation": best[imi].tolist(), "negative": best[neg].tolist()}
+    return res
 
 
-def write_metrics(metrics: Metrics, out: str | Path) -> Path:
+def _set_auc(raw: np.ndarray, cal: Calibration, imi: np.ndarray, neg: np.ndarray,
+             truth: np.ndarray, seed: int, n_sets: int = 200, set_size: int = 8) -> float:
+    """AUC of the model-level statistic: sets of ``set_size`` drawn with
+    replacement from one artist's imitations vs sets drawn from the negatives."""
+    if not imi.any() or not neg.any():
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    imi_idx = np.flatnonzero(imi)
+    by_artist: dict[str, np.ndarray] = {}
+    for a in np.unique(truth[imi_idx]):
+        by_artist[a] = imi_idx[truth[imi_idx] == a]
+    keys = sorted(by_artist)
+    neg_idx = np.flatnonzero(neg)
+    pos, negs = [], []
+    for _ in range(n_sets):
+        members = by_artist[keys[rng.integers(len(keys))]]
+        pos.append(set_statistic(raw[rng.choice(members, set_size)], cal))
+        negs.append(set_statistic(raw[rng.choice(neg_idx, set_size)], cal))
+    return _auc(np.r_[np.ones(n_sets), np.zeros(n_sets)], np.r_[pos, negs])
+
+
+def write_outputs(result: dict, out: str | Path) -> Path:
+    """``metrics.json`` (without the raw ROC scores) and ``roc.png`` under ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "metrics.json"
-    path.write_text(json.dumps(metrics.to_dict(), indent=2) + "\n")
-    return path
+    public = {k: v for k, v in result.items() if k != "roc"}
+    (out / "metrics.json").write_text(json.dumps(public, indent=2) + "\n")
+    roc = result["roc"]
+    labels = np.r_[np.ones(len(roc["imitation"])), np.zeros(len(roc["negative"]))]
+    scores = np.r_[roc["imitation"], roc["negative"]]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if 0 < labels.sum() < len(labels):
+        f, t, _ = roc_curve(labels, scores)
+        ax.plot(f, t, label=f"AUC {result['auc']:.3f}")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey")
+    ax.axvline(0.01, ls="--", c="red", lw=0.8, label="1% FPR")
+    ax.set_xlabel("false-positive rate (negatives)")
+    ax.set_ylabel("true-positive rate (imitations)")
+    ax.set_title("imitation vs negative, best normalised artist score")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "roc.png", dpi=100)
+    plt.close(fig)
+    return out / "metrics.json"

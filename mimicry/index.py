@@ -37,7 +37,10 @@ from mimicry.images import ImageError, expand_inputs, sha256_file
 from mimicry.manifest import IndexMismatchError, Manifest
 from mimicry.portfolio import read_portfolio
 from mimicry.results import IndexReport, ScanResult, Skipped
+from mimicry.calibration import Calibration, calibrate
+from mimicry.results import Evidence, Match
 from mimicry.scoring import matches_from_neighbours
+from mimicry.verdict import ArtistFinding, ModelVerdict, binomial_pvalues
 
 log = logging.getLogger(__name__)
 
@@ -355,6 +358,57 @@ class StyleIndex:
             self.catalogue.db.execute("DELETE FROM artists WHERE name=?", (name,))
             return len(ids)
 
+    # -- calibration ----------------------------------------------------------
+    def calibrate(self, background: Sequence[str | Path] | None = None, fpr: float = 0.01,
+                  batch_size: int = 32, progress: bool = False) -> Calibration:
+        """Computes and stores per-artist thresholds at false-positive rate ``fpr``.
+
+        Negatives: every other artist's works, plus ``background`` images
+        (embedded once and kept in the index, so recalibration after a portfolio
+        change reuses them). Without ``background`` the stored set, if any, is used.
+        Returns the calibration; skipped background files are logged.
+        """
+        with self._writer():
+            if background is not None:
+                vecs = []
+                for batch in embed_paths(self.embedder, expand_inputs(background), batch_size=batch_size,
+                                         progress=progress, desc="background"):
+                    vecs.append(batch.vectors)
+                    for err in batch.errors:
+                        log.warning("background image skipped: %s", err)
+                bg = np.concatenate(vecs) if vecs else np.zeros((0, self.manifest.dim), np.float32)
+                buf = __import__("io").BytesIO()
+                np.save(buf, bg)
+                self.catalogue.set_blob("background", buf.getvalue())
+            return self._recalibrate(fpr)
+
+    def _background(self) -> np.ndarray | None:
+        data = self.catalogue.get_blob("background")
+        return None if data is None else np.load(__import__("io").BytesIO(data))
+
+    def _recalibrate(self, fpr: float) -> Calibration:
+        ids, vecs = self.vectors()
+        if len(set(self._work_artist.values())) < 2:
+            raise ValueError(f"{self.folder}: calibration needs at least two artists")
+        artists = [self._work_artist[int(i)] for i in ids]
+        cal = calibrate(vecs, artists, self._background(), fpr=fpr, generation=self._generation)
+        self.catalogue.set_blob("calibration", cal.to_bytes())
+        return cal
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The stored calibration, redone first if the portfolio changed since;
+        None if the index was never calibrated."""
+        data = self.catalogue.get_blob("calibration")
+        if data is None:
+            return None
+        cal = Calibration.from_bytes(data)
+        if cal.generation != self._generation or cal.artists != sorted(set(self._work_artist.values())):
+            log.info("portfolio changed since calibration: recalibrating")
+            with self._writer():
+                cal = self._recalibrate(cal.fpr)
+        return cal
+
     # -- scanning -------------------------------------------------------------
     def scan(
         self,
@@ -376,11 +430,17 @@ class StyleIndex:
             for err in batch.errors:
                 results[Path(err.path)] = ScanResult(err.path, [], err.reason)
             for path, res in zip(batch.paths, self.scan_vectors(batch.vectors, top, evidence)):
-                results[path] = ScanResult(str(path), res.matches)
+                results[path] = ScanResult(str(path), res.matches, None, res.artist)
         return [results[p] for p in paths]
 
     def scan_vectors(self, vectors: np.ndarray, top: int = 3, evidence: int = 3) -> list[ScanResult]:
-        """Scores already-embedded query vectors (rows) against every artist."""
+        """Scores already-embedded query vectors (rows) against every artist.
+
+        On a calibrated index artists are ranked by normalised score and each
+        match says whether it is flagged; otherwise by raw similarity."""
+        cal = self.calibration
+        if cal is not None and len(vectors):
+            return self._scan_calibrated(vectors, cal, top, evidence)
         n_works = self._index.ntotal
         if n_works == 0 or len(vectors) == 0:
             return [ScanResult("", []) for _ in range(len(vectors))]
@@ -397,3 +457,67 @@ class StyleIndex:
                 break
             k = min(n_works, k * 4)
         return [ScanResult("", m) for m in out]
+
+    def _scan_calibrated(self, vectors: np.ndarray, cal: Calibration, top: int,
+                         evidence: int) -> list[ScanResult]:
+        ids, works = self.vectors()
+        labels = np.asarray([self._work_artist[int(i)] for i in ids])
+        sims = np.asarray(vectors, dtype=np.float32) @ works.T
+        cols = [np.flatnonzero(labels == a) for a in cal.artists]
+        raw = np.stack([sims[:, c].max(axis=1) for c in cols], axis=1)
+        z = cal.normalise(raw)
+        out = []
+        for q in range(len(vectors)):
+            order = np.argsort(-z[q])
+            matches = []
+            for j in order:
+                flagged = bool(raw[q, j] > cal.threshold[j])
+                if len(matches) >= top and not flagged:
+                    continue
+                near = cols[j][np.argsort(-sims[q, cols[j]])[:evidence]]
+                ev = [Evidence(self._work_path[int(ids[i])], float(sims[q, i])) for i in near]
+                matches.append(Match(cal.artists[j], float(raw[q, j]), ev, float(z[q, j]), flagged,
+                                     cal.fpr_at(int(j), float(raw[q, j]))))
+            flagged = [m for m in matches if m.flagged]
+            verdict = min(flagged, key=lambda m: (m.fpr, -m.normalised)).artist if flagged else None
+            out.append(ScanResult("", matches, None, verdict))
+        return out
+
+    def scan_model(self, samples: Sequence[str | Path], alpha: float = 0.001,
+                   batch_size: int = 32, evidence: int = 3) -> ModelVerdict:
+        """Model-level verdict on images sampled from one fine-tuned model.
+
+        Needs a calibrated index. For each artist, the number of samples flagged
+        for them is tested against their calibrated per-image false-positive
+        rate (one-sided binomial); artists with p < ``alpha`` are the verdict.
+        """
+        cal = self.calibration
+        if cal is None:
+            raise ValueError(f"{self.folder}: scan-model needs a calibrated index; run `mimicry calibrate`")
+        paths = expand_inputs(samples)
+        vecs, ok, skipped = [], [], []
+        for batch in embed_paths(self.embedder, paths, batch_size=batch_size):
+            vecs.append(batch.vectors)
+            ok += [str(p) for p in batch.paths]
+            skipped += [{"path": e.path, "reason": e.reason} for e in batch.errors]
+        if not ok:
+            raise ValueError("no readable samples in " + ", ".join(map(str, samples)))
+        q = np.concatenate(vecs)
+        ids, works = self.vectors()
+        labels = np.asarray([self._work_artist[int(i)] for i in ids])
+        sims = q @ works.T
+        cols = [np.flatnonzero(labels == a) for a in cal.artists]
+        raw = np.stack([sims[:, c].max(axis=1) for c in cols], axis=1)
+        counts, pvals = binomial_pvalues(raw, cal)
+        findings = []
+        for j in np.argsort(pvals):
+            if counts[j] == 0:
+                continue
+            hit = np.flatnonzero(raw[:, j] > cal.threshold[j])
+            hit = hit[np.argsort(-raw[hit, j])]
+            near = cols[j][np.argsort(-sims[hit, :][:, cols[j]].max(axis=0))[:evidence]]
+            findings.append(ArtistFinding(cal.artists[j], int(counts[j]), float(pvals[j]),
+                                          [ok[i] for i in hit],
+                                          [self._work_path[int(ids[i])] for i in near]))
+        verdict = [f.artist for f in findings if f.p_value < alpha]
+        return ModelVerdict(len(ok), alpha, verdict, findings, skipped)

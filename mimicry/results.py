@@ -43,21 +43,31 @@ class Match:
 
     ``score`` is the cosine similarity of the query to the artist's nearest work
     (higher is closer, at most 1); ``evidence`` lists the artist's nearest works.
+    On a calibrated index, ``normalised`` is the score in standard deviations
+    above the artist's negatives, ``flagged`` says whether it passes the artist's
+    threshold, and ``fpr`` is the share of the artist's negatives scoring at
+    least as high (a conservative estimate); otherwise all three are None.
     """
 
     artist: str
     score: float
     evidence: list[Evidence]
+    normalised: float | None = None
+    flagged: bool | None = None
+    fpr: float | None = None
 
 
 @dataclass(frozen=True)
 class ScanResult:
     """The scan of one image: ``matches`` best first, or ``error`` when the image
-    could not be read (then ``matches`` is empty)."""
+    could not be read (then ``matches`` is empty). ``artist`` is the verdict on a
+    calibrated index: the flagged artist with the lowest ``fpr``, or None when
+    no registered artist passes its threshold."""
 
     image: str
     matches: list[Match]
     error: str | None = None
+    artist: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
