@@ -108,12 +108,74 @@ def scan(
         elif r.error:
             typer.echo(f"{r.image}\n  error: {r.error}")
         else:
-            typer.echo(r.image)
+            verdict = f"   FLAGGED: imitates {r.artist}" if r.artist else ""
+            typer.echo(f"{r.image}{verdict}")
             for m in r.matches:
                 near = ", ".join(f"{Path(e.path).name} ({e.similarity:.3f})" for e in m.evidence)
-                typer.echo(f"  {m.artist:<28} {m.score:.3f}   nearest: {near}")
+                flag = "" if m.flagged is None else (f"  flag fpr {m.fpr:.3f}" if m.flagged else f"  fpr {m.fpr:.3f}")
+                typer.echo(f"  {m.artist:<28} {m.score:.3f}{flag}   nearest: {near}")
     if all(r.error for r in results):
         raise typer.Exit(2)
+    if any(r.artist for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def calibrate(
+    index: Optional[Path] = typer.Option(None, "--index", "-i", help=INDEX_HELP),
+    background: Optional[List[Path]] = typer.Option(None, help="Folder(s) of unrelated images used as extra negatives."),
+    fpr: float = typer.Option(0.01, help="Target false-positive rate per artist."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Compute per-artist thresholds so that at most FPR of negatives are flagged."""
+    _setup_logging(quiet)
+    try:
+        with StyleIndex.open(_index_dir(index), device=device) as ix:
+            cal = ix.calibrate(background=background, fpr=fpr, progress=not quiet)
+    except USAGE_ERRORS as exc:
+        _fail(str(exc).strip("'\""))
+    data = {"fpr": cal.fpr, "n_background": cal.n_background,
+            "artists": {a: {"threshold": float(t), "mean": float(m), "std": float(sd), "negatives": len(n)}
+                        for a, t, m, sd, n in zip(cal.artists, cal.threshold, cal.mu, cal.sigma, cal.negatives)}}
+    if as_json:
+        _emit(data)
+        return
+    typer.echo(f"calibrated {len(cal.artists)} artists at fpr {cal.fpr} "
+               f"({cal.n_background} background images)")
+    for a, d in data["artists"].items():
+        typer.echo(f"  {a:<28} threshold {d['threshold']:.3f}  negatives {d['negatives']}")
+
+
+@app.command("scan-model")
+def scan_model(
+    samples: List[Path] = typer.Argument(..., help="Folder(s) of images sampled from one model."),
+    index: Optional[Path] = typer.Option(None, "--index", "-i", help=INDEX_HELP),
+    alpha: float = typer.Option(0.001, help="Significance level of the verdict."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Verdict on a fine-tuned model from 8-200 of its samples: which artist, if any, it imitates."""
+    _setup_logging(quiet)
+    try:
+        with StyleIndex.open(_index_dir(index), device=device) as ix:
+            verdict = ix.scan_model(samples, alpha=alpha)
+    except USAGE_ERRORS as exc:
+        _fail(str(exc).strip("'\""))
+    if not 8 <= verdict.n_samples <= 200:
+        typer.echo(f"mimicry: warning: {verdict.n_samples} samples; the test is designed for 8 to 200", err=True)
+    if as_json:
+        _emit(verdict.to_dict())
+    else:
+        who = ", ".join(verdict.artists) or "no registered artist"
+        typer.echo(f"{verdict.n_samples} samples: imitates {who} (alpha {verdict.alpha})")
+        for f in verdict.findings:
+            typer.echo(f"  {f.artist:<28} {f.flagged} flagged  p={f.p_value:.2e}  "
+                       f"nearest works: {', '.join(Path(w).name for w in f.nearest_works)}")
+    if verdict.artists:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -161,26 +223,31 @@ def remove(
 def evaluate(
     manifest: Path = typer.Argument(..., help="CSV with path, role, artist columns."),
     model: str = typer.Option(DEFAULT_MODEL, help="default | clip:ARCH/TAG | clip-file:ARCH:PATH"),
-    out: Optional[Path] = typer.Option(None, help="Folder for metrics.json."),
+    out: Optional[Path] = typer.Option(None, help="Folder for metrics.json and roc.png."),
+    unregistered: int = typer.Option(0, help="Move N artists out of the portfolio; their art becomes negatives."),
+    seed: int = typer.Option(0, help="Seed for --unregistered and set sampling."),
+    perturb: bool = typer.Option(False, help="Repeat the scan under JPEG, downscale, noise, crop and flip."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Index a manifest's genuine works, scan the rest, report attribution and detection metrics."""
+    from mimicry.evaluate import METRIC_KEYS
     from mimicry.evaluate import evaluate as run_evaluate
-    from mimicry.evaluate import write_metrics
 
     try:
-        metrics = run_evaluate(manifest, model=model, device=device)
+        data = run_evaluate(manifest, model=model, device=device, unregistered=unregistered,
+                            seed=seed, perturb=perturb, out=out)
     except USAGE_ERRORS as exc:
         _fail(str(exc).strip("'\""))
-    if out is not None:
-        write_metrics(metrics, out)
-    data = metrics.to_dict()
+    data.pop("roc", None)
     if as_json:
         _emit(data)
         return
-    for key in ("top1", "top3", "auc", "tpr_at_1pct_fpr"):
-        typer.echo(f"{key:<16} {data[key]:.3f}")
+    keys = list(METRIC_KEYS) + [k for k in ("auc_unregistered", "tpr_at_1pct_fpr_unregistered") if k in data]
+    typer.echo(f"{'metric':<30} {'clean':>7} " + " ".join(f"{p:>14}" for p in data["perturbations"]))
+    for key in keys:
+        row = " ".join(f"{data['perturbations'][p].get(key, float('nan')):>14.3f}" for p in data["perturbations"])
+        typer.echo(f"{key:<30} {data[key]:>7.3f} {row}")
     typer.echo(f"genuine {data['n_genuine']}, imitation {data['n_imitation']}, "
                f"negative {data['n_negative']}, skipped {data['n_skipped']}")
 

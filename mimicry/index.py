@@ -40,7 +40,7 @@ from mimicry.results import IndexReport, ScanResult, Skipped
 from mimicry.calibration import Calibration, calibrate
 from mimicry.results import Evidence, Match
 from mimicry.scoring import matches_from_neighbours
-from mimicry.verdict import ArtistFinding, ModelVerdict, binomial_pvalues
+from mimicry.verdict import ArtistFinding, ModelVerdict, binomial_pvalues, sample_votes
 
 log = logging.getLogger(__name__)
 
@@ -513,7 +513,7 @@ class StyleIndex:
         for j in np.argsort(pvals):
             if counts[j] == 0:
                 continue
-            hit = np.flatnonzero(raw[:, j] > cal.threshold[j])
+            hit = np.flatnonzero(sample_votes(raw, cal) == j)
             hit = hit[np.argsort(-raw[hit, j])]
             near = cols[j][np.argsort(-sims[hit, :][:, cols[j]].max(axis=0))[:evidence]]
             findings.append(ArtistFinding(cal.artists[j], int(counts[j]), float(pvals[j]),

@@ -27,9 +27,22 @@ def null_rates(cal: Calibration) -> np.ndarray:
     return np.asarray(rates)
 
 
+def sample_votes(raw: np.ndarray, cal: Calibration) -> np.ndarray:
+    """Each sample's vote: the index of its image-level verdict artist (the
+    flagged artist with the highest normalised score), or -1 when none is flagged."""
+    flags = raw > cal.threshold[None, :]
+    z = np.where(flags, cal.normalise(raw), -np.inf)
+    return np.where(flags.any(axis=1), z.argmax(axis=1), -1)
+
+
 def binomial_pvalues(raw: np.ndarray, cal: Calibration) -> tuple[np.ndarray, np.ndarray]:
-    """(flag counts, p-values) per artist for a set of samples' raw scores."""
-    flagged = (raw > cal.threshold[None, :]).sum(axis=0)
+    """(vote counts, p-values) per artist for a set of samples' raw scores.
+
+    A sample counts for an artist only when that artist is its image-level
+    verdict, so one sample never counts for two artists; the null rate (the
+    chance of a flag for that artist) bounds the chance of such a vote."""
+    votes = sample_votes(raw, cal)
+    flagged = np.array([(votes == j).sum() for j in range(raw.shape[1])])
     p = binom.sf(flagged - 1, raw.shape[0], null_rates(cal))
     return flagged, np.where(flagged > 0, p, 1.0)
 
