@@ -436,8 +436,8 @@ class StyleIndex:
     def scan_vectors(self, vectors: np.ndarray, top: int = 3, evidence: int = 3) -> list[ScanResult]:
         """Scores already-embedded query vectors (rows) against every artist.
 
-        On a calibrated index artists are ranked by normalised score and each
-        match says whether it is flagged; otherwise by raw similarity."""
+        Artists are ranked by similarity; on a calibrated index each match also
+        says whether it is flagged, at what false-positive rate."""
         cal = self.calibration
         if cal is not None and len(vectors):
             return self._scan_calibrated(vectors, cal, top, evidence)
@@ -468,7 +468,7 @@ class StyleIndex:
         z = cal.normalise(raw)
         out = []
         for q in range(len(vectors)):
-            order = np.argsort(-z[q])
+            order = np.argsort(-raw[q])  # raw ranks better than z (README, "Accuracy")
             matches = []
             for j in order:
                 flagged = bool(raw[q, j] > cal.threshold[j])
@@ -479,7 +479,7 @@ class StyleIndex:
                 matches.append(Match(cal.artists[j], float(raw[q, j]), ev, float(z[q, j]), flagged,
                                      cal.fpr_at(int(j), float(raw[q, j]))))
             flagged = [m for m in matches if m.flagged]
-            verdict = min(flagged, key=lambda m: (m.fpr, -m.normalised)).artist if flagged else None
+            verdict = min(flagged, key=lambda m: (m.fpr, -m.score)).artist if flagged else None
             out.append(ScanResult("", matches, None, verdict))
         return out
 

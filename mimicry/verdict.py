@@ -29,9 +29,9 @@ def null_rates(cal: Calibration) -> np.ndarray:
 
 def sample_votes(raw: np.ndarray, cal: Calibration) -> np.ndarray:
     """Each sample's vote: the index of its image-level verdict artist (the
-    flagged artist with the highest normalised score), or -1 when none is flagged."""
+    flagged artist with the highest score), or -1 when none is flagged."""
     flags = raw > cal.threshold[None, :]
-    z = np.where(flags, cal.normalise(raw), -np.inf)
+    z = np.where(flags, raw, -np.inf)
     return np.where(flags.any(axis=1), z.argmax(axis=1), -1)
 
 
