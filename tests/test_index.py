@@ -159,12 +159,16 @@ def test_kill_at_any_moment_leaves_a_usable_index(tmp_path):
     opens, rows and vectors agree, and a rerun completes the job."""
     portfolio = write_portfolio(tmp_path / "p", artists=2, works=20)
     folder = tmp_path / "ix"
-    delays = [0.3, 0.3, 0.4, 0.5]
+    delays = [0.0, 0.3, 0.4, 0.5]
     seen = []
     for delay in delays:
         proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(folder), str(portfolio)],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
+        if not seen:  # first kill: right after the first commit, whatever the machine's speed
+            deadline = time.time() + 120
+            while not list(folder.glob("vectors.*.faiss")) and time.time() < deadline:
+                time.sleep(0.01)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
