@@ -9,7 +9,7 @@ unrelated images. From the artist's raw scores (max cosine) on those negatives:
   everything gets a high ``mu``) and makes artists comparable for ranking.
 - ``threshold``: the raw score a query must exceed to be flagged; at most
   ``fpr`` of the negatives exceed it.
-- ``fpr_at(score)``: the share of negatives scoring at least ``score``
+- ``fpr_matrix(scores)``: the share of negatives scoring at least each score
   (``(k + 1) / (n + 1)``, never 0: with n negatives no rate below 1/(n+1) can
   be claimed).
 """
@@ -17,6 +17,7 @@ unrelated images. From the artist's raw scores (max cosine) on those negatives:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -58,18 +59,25 @@ class Calibration:
         return Calibration(list(z["artists"]), z["mu"], z["sigma"], z["threshold"], negs,
                            float(fpr), int(gen), int(n_bg))
 
-    def index_of(self) -> dict[str, int]:
-        return {a: i for i, a in enumerate(self.artists)}
-
     def normalise(self, scores: np.ndarray) -> np.ndarray:
         """Raw ``(n, n_artists)`` scores (columns in ``artists`` order) to z-scores."""
         return (scores - self.mu[None, :]) / self.sigma[None, :]
 
-    def fpr_at(self, j: int, score: float) -> float:
-        """Share of artist ``j``'s negatives scoring at least ``score``."""
-        neg = self.negatives[j]
-        k = len(neg) - int(np.searchsorted(neg, score, side="left"))
-        return (k + 1) / (len(neg) + 1)
+    def fpr_matrix(self, scores: np.ndarray) -> np.ndarray:
+        """For raw ``(n, n_artists)`` scores, the share of each artist's negatives
+        scoring at least as high, ``(k + 1) / (n + 1)``."""
+        out = np.empty(scores.shape, dtype=np.float64)
+        for j, neg in enumerate(self.negatives):
+            k = len(neg) - np.searchsorted(neg, scores[:, j], side="left")
+            out[:, j] = (k + 1) / (len(neg) + 1)
+        return out
+
+    @cached_property
+    def null_rate(self) -> np.ndarray:
+        """Per-artist chance that a non-imitating image is flagged: the share of
+        the artist's negatives above its threshold, never below ``1 / (n + 1)``."""
+        return np.array([max(int((neg > t).sum()), 1) / (len(neg) + 1) if len(neg) else 1.0
+                         for neg, t in zip(self.negatives, self.threshold)])
 
 
 def negative_scores(

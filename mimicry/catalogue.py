@@ -131,26 +131,6 @@ class Catalogue:
             args = (artist,)
         return [Work(*row) for row in self.db.execute(sql + " ORDER BY w.id", args)]
 
-    def works_by_ids(self, ids: Iterable[int]) -> dict[int, Work]:
-        ids = [int(i) for i in ids]
-        out: dict[int, Work] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                "SELECT w.id, a.name, w.path, w.sha256, w.size, w.mtime_ns, w.added_at "
-                f"FROM works w JOIN artists a ON a.id=w.artist_id WHERE w.id IN ({marks})",
-                chunk,
-            )
-            out.update({row[0]: Work(*row) for row in rows})
-        return out
-
-    def work_id_with_sha(self, sha256: str) -> int | None:
-        row = self.db.execute(
-            "SELECT id FROM works WHERE sha256=? LIMIT 1", (sha256,)
-        ).fetchone()
-        return int(row[0]) if row else None
-
     def add_work(
         self, artist: str, path: str, sha256: str, size: int, mtime_ns: int
     ) -> int:
@@ -176,6 +156,3 @@ class Catalogue:
         self.delete_works(ids)
         self.db.execute("DELETE FROM artists WHERE name=?", (name,))
         return ids
-
-    def count_works(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM works").fetchone()[0])

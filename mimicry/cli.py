@@ -10,8 +10,9 @@ import json
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -42,6 +43,22 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """Turns the API's input errors into one line on stderr and exit code 2."""
+    try:
+        yield
+    except USAGE_ERRORS as exc:
+        _fail(str(exc).strip("'\""))
+
+
+@contextmanager
+def _opened(index: Optional[Path], device: str = "auto") -> Iterator[StyleIndex]:
+    """The index named by ``--index`` or ``MIMICRY_INDEX``, input errors handled."""
+    with _usage_errors(), StyleIndex.open(_index_dir(index), device=device) as ix:
+        yield ix
+
+
 def _emit(obj: object) -> None:
     typer.echo(json.dumps(obj, ensure_ascii=False))
 
@@ -64,11 +81,8 @@ def index(
     """Embed portfolios into an index (incremental: unchanged files cost nothing)."""
     _setup_logging(quiet)
     folder = _index_dir(index)
-    try:
-        with StyleIndex.create(folder, model=model, device=device) as ix:
-            report = ix.add_folder(portfolios, batch_size=batch_size, progress=not quiet)
-    except USAGE_ERRORS as exc:
-        _fail(str(exc).strip("'\""))
+    with _usage_errors(), StyleIndex.create(folder, model=model, device=device) as ix:
+        report = ix.add_folder(portfolios, batch_size=batch_size, progress=not quiet)
     if as_json:
         _emit(report.to_dict())
     else:
@@ -94,12 +108,9 @@ def scan(
 ) -> None:
     """Score images against every registered artist, with the nearest works as evidence."""
     _setup_logging(quiet)
-    try:
-        with StyleIndex.open(_index_dir(index), device=device) as ix:
-            results = ix.scan(images, top=top, evidence=evidence, batch_size=batch_size,
-                              progress=not quiet)
-    except USAGE_ERRORS as exc:
-        _fail(str(exc).strip("'\""))
+    with _opened(index, device) as ix:
+        results = ix.scan(images, top=top, evidence=evidence, batch_size=batch_size,
+                          progress=not quiet)
     if not results:
         _fail("no images found in " + ", ".join(map(str, images)))
     for r in results:
@@ -131,11 +142,8 @@ def calibrate(
 ) -> None:
     """Compute per-artist thresholds so that at most FPR of negatives are flagged."""
     _setup_logging(quiet)
-    try:
-        with StyleIndex.open(_index_dir(index), device=device) as ix:
-            cal = ix.calibrate(background=background, fpr=fpr, progress=not quiet)
-    except USAGE_ERRORS as exc:
-        _fail(str(exc).strip("'\""))
+    with _opened(index, device) as ix:
+        cal = ix.calibrate(background=background, fpr=fpr, progress=not quiet)
     data = {"fpr": cal.fpr, "n_background": cal.n_background,
             "artists": {a: {"threshold": float(t), "mean": float(m), "std": float(sd), "negatives": len(n)}
                         for a, t, m, sd, n in zip(cal.artists, cal.threshold, cal.mu, cal.sigma, cal.negatives)}}
@@ -159,11 +167,8 @@ def scan_model(
 ) -> None:
     """Verdict on a fine-tuned model from 8-200 of its samples: which artist, if any, it imitates."""
     _setup_logging(quiet)
-    try:
-        with StyleIndex.open(_index_dir(index), device=device) as ix:
-            verdict = ix.scan_model(samples, alpha=alpha)
-    except USAGE_ERRORS as exc:
-        _fail(str(exc).strip("'\""))
+    with _opened(index, device) as ix:
+        verdict = ix.scan_model(samples, alpha=alpha)
     if not 8 <= verdict.n_samples <= 200:
         typer.echo(f"mimicry: warning: {verdict.n_samples} samples; the test is designed for 8 to 200", err=True)
     if as_json:
@@ -186,11 +191,8 @@ def info(
     """Show the index's model pin, artists and work counts."""
     from dataclasses import asdict
 
-    try:
-        with StyleIndex.open(_index_dir(index)) as ix:
-            data = asdict(ix.info())
-    except USAGE_ERRORS as exc:
-        _fail(str(exc).strip("'\""))
+    with _opened(index) as ix:
+        data = asdict(ix.info())
     if as_json:
         _emit(data)
         return
@@ -208,11 +210,8 @@ def remove(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Remove an artist and all their vectors."""
-    try:
-        with StyleIndex.open(_index_dir(index)) as ix:
-            n = ix.remove_artist(artist)
-    except USAGE_ERRORS as exc:
-        _fail(str(exc).strip("'\""))
+    with _opened(index) as ix:
+        n = ix.remove_artist(artist)
     if as_json:
         _emit({"artist": artist, "removed": n})
     else:
@@ -234,11 +233,9 @@ def evaluate(
     from mimicry.evaluate import METRIC_KEYS
     from mimicry.evaluate import evaluate as run_evaluate
 
-    try:
+    with _usage_errors():
         data = run_evaluate(manifest, model=model, device=device, unregistered=unregistered,
                             seed=seed, perturb=perturb, out=out)
-    except USAGE_ERRORS as exc:
-        _fail(str(exc).strip("'\""))
     data.pop("roc", None)
     if as_json:
         _emit(data)

@@ -104,6 +104,25 @@ def embed_paths(
         bar.close()
 
 
+def embed_all(
+    embedder: Embedder,
+    paths: Sequence[str | Path],
+    batch_size: int = 32,
+    progress: bool = False,
+    desc: str = "embedding",
+) -> tuple[list[Path], np.ndarray, list[ImageError]]:
+    """:func:`embed_paths` gathered: (readable paths, their vectors as rows, errors)."""
+    ok: list[Path] = []
+    vecs: list[np.ndarray] = []
+    errors: list[ImageError] = []
+    for batch in embed_paths(embedder, paths, batch_size=batch_size, progress=progress, desc=desc):
+        ok += batch.paths
+        vecs.append(batch.vectors)
+        errors += batch.errors
+    vectors = np.concatenate(vecs) if vecs else np.zeros((0, embedder.dim), dtype=np.float32)
+    return ok, vectors, errors
+
+
 def embed_images(embedder: Embedder, images: Iterable, batch_size: int = 32) -> np.ndarray:
     """Embeds already-decoded RGB PIL images (no file I/O), one row per image."""
     out = []

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageFilter  # noqa: F401 - ImageFilter kept for perturbations
+from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from mimicry.backbones import DEFAULT_MODEL, Embedder, load_embedder
 from mimicry.calibration import Calibration, calibrate
-from mimicry.embedding import DRAFT_SIZE, embed_images, embed_paths
+from mimicry.embedding import DRAFT_SIZE, embed_all, embed_images
 from mimicry.images import ImageError, load_image
 from mimicry.scoring import artist_score_matrix
 from mimicry.verdict import set_statistic
@@ -100,15 +100,6 @@ PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
 
 
 # -- the harness ---------------------------------------------------------------
-def _embed_files(embedder: Embedder, paths: list[Path], batch_size: int) -> tuple[dict, list[dict]]:
-    got: dict[Path, np.ndarray] = {}
-    skipped: list[dict] = []
-    for batch in embed_paths(embedder, paths, batch_size=batch_size):
-        got.update(zip(batch.paths, batch.vectors))
-        skipped += [{"path": e.path, "reason": e.reason} for e in batch.errors]
-    return got, skipped
-
-
 def _embed_perturbed(embedder: Embedder, paths: list[Path], fn) -> dict:
     imgs, ok = [], []
     for p in paths:
@@ -150,7 +141,9 @@ def evaluate(
     rows = read_manifest(manifest)
     embedder = embedder or load_embedder(model, device)
     unreg = choose_unregistered(rows, unregistered, seed)
-    vecs, skipped = _embed_files(embedder, sorted({r.path for r in rows}), batch_size)
+    ok, embedded, errors = embed_all(embedder, sorted({r.path for r in rows}), batch_size)
+    vecs = dict(zip(ok, embedded))
+    skipped = [{"path": e.path, "reason": e.reason} for e in errors]
 
     portfolio = [r for r in rows if r.role == "genuine" and r.artist not in unreg and r.path in vecs]
     work_vecs = np.stack([vecs[r.path] for r in portfolio])
@@ -196,15 +189,14 @@ def _metrics(raw: np.ndarray, cal: Calibration, roles: np.ndarray, truth: np.nda
     # Ranking and detection use the raw score: on the development set the
     # background-mean normalisation (cal.normalise) measured worse on top-1, AUC
     # and open-set AUC (README, "Accuracy"); per-artist thresholds still decide flags.
-    z = raw
     imi = roles == "imitation"
     neg = roles != "imitation"
-    order = np.argsort(-z, axis=1)
+    order = np.argsort(-raw, axis=1)
     res: dict = {}
     res["top1"] = float(np.mean(names[order[imi, 0]] == truth[imi])) if imi.any() else float("nan")
     res["top3"] = (float(np.mean([t in names[o[:3]] for t, o in zip(truth[imi], order[imi])]))
                    if imi.any() else float("nan"))
-    best = z.max(axis=1)
+    best = raw.max(axis=1)
     labels = np.r_[np.ones(imi.sum()), np.zeros(neg.sum())]
     s = np.r_[best[imi], best[neg]]
     res["auc"] = _auc(labels, s)

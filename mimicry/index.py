@@ -18,8 +18,8 @@ Promises:
 from __future__ import annotations
 
 import fcntl
+import io
 import logging
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,15 +32,14 @@ from mimicry import manifest as manifest_io
 from mimicry import vectors as vector_io
 from mimicry.backbones import DEFAULT_MODEL, Embedder, load_embedder
 from mimicry.catalogue import Catalogue, Work
-from mimicry.embedding import embed_paths
-from mimicry.images import ImageError, expand_inputs, sha256_file
+from mimicry.calibration import Calibration, calibrate
+from mimicry.embedding import embed_all, embed_paths
+from mimicry.images import expand_inputs, sha256_file
 from mimicry.manifest import IndexMismatchError, Manifest
 from mimicry.portfolio import read_portfolio
-from mimicry.results import IndexReport, ScanResult, Skipped
-from mimicry.calibration import Calibration, calibrate
-from mimicry.results import Evidence, Match
-from mimicry.scoring import matches_from_neighbours
-from mimicry.verdict import ArtistFinding, ModelVerdict, binomial_pvalues, sample_votes
+from mimicry.results import Evidence, IndexReport, Match, ScanResult, Skipped
+from mimicry.scoring import artist_columns, matches_from_neighbours, max_per_artist
+from mimicry.verdict import ArtistFinding, ModelVerdict, binomial_pvalues, image_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +158,7 @@ class StyleIndex:
                     raise
                 time.sleep(0.05)
         self._generation = generation
+        self._vectors_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         works = self.catalogue.works()
         self._work_artist = {w.id: w.artist for w in works}
         self._work_path = {w.id: w.path for w in works}
@@ -179,8 +179,11 @@ class StyleIndex:
         return self.catalogue.works(artist)
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(work ids, vectors) of everything indexed."""
-        return vector_io.all_vectors(self._index)
+        """(work ids, vectors) of everything indexed, as of the committed
+        generation (one copy per generation; treat the arrays as read-only)."""
+        if self._vectors_cache is None or self._vectors_cache[0] != self._generation:
+            self._vectors_cache = (self._generation, *vector_io.all_vectors(self._index))
+        return self._vectors_cache[1], self._vectors_cache[2]
 
     # -- writing --------------------------------------------------------------
     @contextmanager
@@ -370,21 +373,18 @@ class StyleIndex:
         """
         with self._writer():
             if background is not None:
-                vecs = []
-                for batch in embed_paths(self.embedder, expand_inputs(background), batch_size=batch_size,
-                                         progress=progress, desc="background"):
-                    vecs.append(batch.vectors)
-                    for err in batch.errors:
-                        log.warning("background image skipped: %s", err)
-                bg = np.concatenate(vecs) if vecs else np.zeros((0, self.manifest.dim), np.float32)
-                buf = __import__("io").BytesIO()
+                _, bg, errors = embed_all(self.embedder, expand_inputs(background), batch_size,
+                                          progress=progress, desc="background")
+                for err in errors:
+                    log.warning("background image skipped: %s", err)
+                buf = io.BytesIO()
                 np.save(buf, bg)
                 self.catalogue.set_blob("background", buf.getvalue())
             return self._recalibrate(fpr)
 
     def _background(self) -> np.ndarray | None:
         data = self.catalogue.get_blob("background")
-        return None if data is None else np.load(__import__("io").BytesIO(data))
+        return None if data is None else np.load(io.BytesIO(data))
 
     def _recalibrate(self, fpr: float) -> Calibration:
         ids, vecs = self.vectors()
@@ -424,12 +424,14 @@ class StyleIndex:
         that cannot be read gets ``error`` set and no matches.
         """
         paths = expand_inputs(images)
+        cal = self.calibration
         results: dict[Path, ScanResult] = {}
         for batch in embed_paths(self.embedder, paths, batch_size=batch_size,
                                  progress=progress, desc="scanning"):
             for err in batch.errors:
                 results[Path(err.path)] = ScanResult(err.path, [], err.reason)
-            for path, res in zip(batch.paths, self.scan_vectors(batch.vectors, top, evidence)):
+            scored = self._score(batch.vectors, cal, top, evidence)
+            for path, res in zip(batch.paths, scored):
                 results[path] = ScanResult(str(path), res.matches, None, res.artist)
         return [results[p] for p in paths]
 
@@ -438,7 +440,10 @@ class StyleIndex:
 
         Artists are ranked by similarity; on a calibrated index each match also
         says whether it is flagged, at what false-positive rate."""
-        cal = self.calibration
+        return self._score(vectors, self.calibration, top, evidence)
+
+    def _score(self, vectors: np.ndarray, cal: Calibration | None, top: int,
+               evidence: int) -> list[ScanResult]:
         if cal is not None and len(vectors):
             return self._scan_calibrated(vectors, cal, top, evidence)
         n_works = self._index.ntotal
@@ -458,28 +463,34 @@ class StyleIndex:
             k = min(n_works, k * 4)
         return [ScanResult("", m) for m in out]
 
+    def _artist_similarities(
+        self, vectors: np.ndarray, artists: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+        """(work ids, query x work similarities, each artist's work columns,
+        query x artist max similarity) against every indexed work."""
+        ids, works = self.vectors()
+        sims = np.asarray(vectors, dtype=np.float32) @ works.T
+        cols = artist_columns([self._work_artist[int(i)] for i in ids], artists)
+        return ids, sims, cols, max_per_artist(sims, cols)
+
     def _scan_calibrated(self, vectors: np.ndarray, cal: Calibration, top: int,
                          evidence: int) -> list[ScanResult]:
-        ids, works = self.vectors()
-        labels = np.asarray([self._work_artist[int(i)] for i in ids])
-        sims = np.asarray(vectors, dtype=np.float32) @ works.T
-        cols = [np.flatnonzero(labels == a) for a in cal.artists]
-        raw = np.stack([sims[:, c].max(axis=1) for c in cols], axis=1)
+        ids, sims, cols, raw = self._artist_similarities(vectors, cal.artists)
         z = cal.normalise(raw)
+        fpr = cal.fpr_matrix(raw)
+        verdicts = image_verdicts(raw, cal)
         out = []
         for q in range(len(vectors)):
-            order = np.argsort(-raw[q])  # raw ranks better than z (README, "Accuracy")
             matches = []
-            for j in order:
+            for j in np.argsort(-raw[q]):  # raw ranks better than z (README, "Accuracy")
                 flagged = bool(raw[q, j] > cal.threshold[j])
                 if len(matches) >= top and not flagged:
                     continue
                 near = cols[j][np.argsort(-sims[q, cols[j]])[:evidence]]
                 ev = [Evidence(self._work_path[int(ids[i])], float(sims[q, i])) for i in near]
                 matches.append(Match(cal.artists[j], float(raw[q, j]), ev, float(z[q, j]), flagged,
-                                     cal.fpr_at(int(j), float(raw[q, j]))))
-            flagged = [m for m in matches if m.flagged]
-            verdict = min(flagged, key=lambda m: (m.fpr, -m.score)).artist if flagged else None
+                                     float(fpr[q, j])))
+            verdict = cal.artists[verdicts[q]] if verdicts[q] >= 0 else None
             out.append(ScanResult("", matches, None, verdict))
         return out
 
@@ -487,37 +498,30 @@ class StyleIndex:
                    batch_size: int = 32, evidence: int = 3) -> ModelVerdict:
         """Model-level verdict on images sampled from one fine-tuned model.
 
-        Needs a calibrated index. For each artist, the number of samples flagged
-        for them is tested against their calibrated per-image false-positive
-        rate (one-sided binomial); artists with p < ``alpha`` are the verdict.
+        Needs a calibrated index. Each sample votes for its image-level verdict
+        artist, if any; each artist's votes are tested against their calibrated
+        per-image false-positive rate (one-sided binomial); artists with
+        p < ``alpha`` are the verdict.
         """
         cal = self.calibration
         if cal is None:
             raise ValueError(f"{self.folder}: scan-model needs a calibrated index; run `mimicry calibrate`")
-        paths = expand_inputs(samples)
-        vecs, ok, skipped = [], [], []
-        for batch in embed_paths(self.embedder, paths, batch_size=batch_size):
-            vecs.append(batch.vectors)
-            ok += [str(p) for p in batch.paths]
-            skipped += [{"path": e.path, "reason": e.reason} for e in batch.errors]
+        ok, q, errors = embed_all(self.embedder, expand_inputs(samples), batch_size)
         if not ok:
             raise ValueError("no readable samples in " + ", ".join(map(str, samples)))
-        q = np.concatenate(vecs)
-        ids, works = self.vectors()
-        labels = np.asarray([self._work_artist[int(i)] for i in ids])
-        sims = q @ works.T
-        cols = [np.flatnonzero(labels == a) for a in cal.artists]
-        raw = np.stack([sims[:, c].max(axis=1) for c in cols], axis=1)
-        counts, pvals = binomial_pvalues(raw, cal)
+        ids, sims, cols, raw = self._artist_similarities(q, cal.artists)
+        votes = image_verdicts(raw, cal)
+        counts, pvals = binomial_pvalues(votes, cal)
         findings = []
-        for j in np.argsort(pvals):
+        for j in np.argsort(pvals, kind="stable"):
             if counts[j] == 0:
                 continue
-            hit = np.flatnonzero(sample_votes(raw, cal) == j)
+            hit = np.flatnonzero(votes == j)
             hit = hit[np.argsort(-raw[hit, j])]
-            near = cols[j][np.argsort(-sims[hit, :][:, cols[j]].max(axis=0))[:evidence]]
+            near = cols[j][np.argsort(-sims[hit][:, cols[j]].max(axis=0))[:evidence]]
             findings.append(ArtistFinding(cal.artists[j], int(counts[j]), float(pvals[j]),
-                                          [ok[i] for i in hit],
+                                          [str(ok[i]) for i in hit],
                                           [self._work_path[int(ids[i])] for i in near]))
         verdict = [f.artist for f in findings if f.p_value < alpha]
+        skipped = [{"path": e.path, "reason": e.reason} for e in errors]
         return ModelVerdict(len(ok), alpha, verdict, findings, skipped)

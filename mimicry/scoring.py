@@ -41,15 +41,24 @@ def matches_from_neighbours(
     return matches[:top]
 
 
+def artist_columns(work_artists: Sequence[str], artists: Sequence[str]) -> list[np.ndarray]:
+    """For each artist (in ``artists`` order), the positions of their works."""
+    labels = np.asarray(work_artists)
+    return [np.flatnonzero(labels == a) for a in artists]
+
+
+def max_per_artist(sims: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
+    """``(n_queries, n_artists)`` max similarity over each artist's columns
+    (-inf for an artist with no works)."""
+    out = np.full((sims.shape[0], len(columns)), -np.inf, dtype=np.float32)
+    for j, cols in enumerate(columns):
+        if len(cols):
+            out[:, j] = sims[:, cols].max(axis=1)
+    return out
+
+
 def artist_score_matrix(
     queries: np.ndarray, works: np.ndarray, work_artists: Sequence[str], artists: Sequence[str]
 ) -> np.ndarray:
     """Exact ``(n_queries, n_artists)`` matrix of max similarity to each artist's works."""
-    sims = queries @ works.T
-    labels = np.asarray(work_artists)
-    out = np.full((len(queries), len(artists)), -np.inf, dtype=np.float32)
-    for j, artist in enumerate(artists):
-        cols = labels == artist
-        if cols.any():
-            out[:, j] = sims[:, cols].max(axis=1)
-    return out
+    return max_per_artist(queries @ works.T, artist_columns(work_artists, artists))

@@ -87,16 +87,13 @@ def paint(shapes: list, style: Style, seed: int) -> Image.Image:
                 hd.line((off, 0, off + SIZE, SIZE), fill=255, width=1)
             layer = Image.new("RGB", (SIZE, SIZE), colour)
             img.paste(layer, (0, 0), Image.fromarray(np.minimum(np.asarray(hatch), np.asarray(mask))))
-            draw = ImageDraw.Draw(img)
         elif style.marks == "flat":
             img.paste(Image.new("RGB", (SIZE, SIZE), colour), (0, 0), mask)
             edge = mask.filter(ImageFilter.FIND_EDGES).filter(ImageFilter.MaxFilter(5))
             img.paste(Image.new("RGB", (SIZE, SIZE), (0, 0, 0)), (0, 0), edge)
-            draw = ImageDraw.Draw(img)
         else:  # wash
             soft = mask.filter(ImageFilter.GaussianBlur(6)).point(lambda v: int(v * 0.6))
             img.paste(Image.new("RGB", (SIZE, SIZE), colour), (0, 0), soft)
-            draw = ImageDraw.Draw(img)
     return img
 
 

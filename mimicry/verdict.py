@@ -17,41 +17,38 @@ from scipy.stats import binom
 from mimicry.calibration import Calibration
 
 
-def null_rates(cal: Calibration) -> np.ndarray:
-    """Per-artist chance that a non-imitating image is flagged: the share of the
-    artist's negatives above its threshold, never below ``1 / (n + 1)``."""
-    rates = []
-    for j, neg in enumerate(cal.negatives):
-        above = int((neg > cal.threshold[j]).sum())
-        rates.append(max(above, 1) / (len(neg) + 1) if len(neg) else 1.0)
-    return np.asarray(rates)
+def image_verdicts(raw: np.ndarray, cal: Calibration) -> np.ndarray:
+    """Each image's verdict as an artist index, or -1 when no artist is flagged.
 
-
-def sample_votes(raw: np.ndarray, cal: Calibration) -> np.ndarray:
-    """Each sample's vote: the index of its image-level verdict artist (the
-    flagged artist with the highest score), or -1 when none is flagged."""
+    Among the artists whose threshold an image passes, the verdict is the one
+    with the lowest false-positive rate; ties go to the higher score.
+    """
     flags = raw > cal.threshold[None, :]
-    z = np.where(flags, raw, -np.inf)
-    return np.where(flags.any(axis=1), z.argmax(axis=1), -1)
+    fpr = cal.fpr_matrix(raw)
+    out = np.full(len(raw), -1, dtype=np.int64)
+    for q in np.flatnonzero(flags.any(axis=1)):
+        cand = np.flatnonzero(flags[q])
+        out[q] = cand[np.lexsort((-raw[q, cand], fpr[q, cand]))[0]]
+    return out
 
 
-def binomial_pvalues(raw: np.ndarray, cal: Calibration) -> tuple[np.ndarray, np.ndarray]:
-    """(vote counts, p-values) per artist for a set of samples' raw scores.
+def binomial_pvalues(votes: np.ndarray, cal: Calibration) -> tuple[np.ndarray, np.ndarray]:
+    """(vote counts, p-values) per artist for a set of samples' image verdicts.
 
     A sample counts for an artist only when that artist is its image-level
-    verdict, so one sample never counts for two artists; the null rate (the
-    chance of a flag for that artist) bounds the chance of such a vote."""
-    votes = sample_votes(raw, cal)
-    flagged = np.array([(votes == j).sum() for j in range(raw.shape[1])])
-    p = binom.sf(flagged - 1, raw.shape[0], null_rates(cal))
-    return flagged, np.where(flagged > 0, p, 1.0)
+    verdict (:func:`image_verdicts`), so one sample never counts for two
+    artists; the artist's null rate (the chance of a flag) bounds the chance
+    of such a vote."""
+    counts = np.bincount(votes[votes >= 0], minlength=len(cal.artists))
+    p = binom.sf(counts - 1, len(votes), cal.null_rate)
+    return counts, np.where(counts > 0, p, 1.0)
 
 
 def set_statistic(raw: np.ndarray, cal: Calibration) -> float:
     """Strength of the strongest artist signal in a set: ``-log10`` of the
     smallest binomial p-value (0 when nothing is flagged); ties broken by the
     best mean normalised score, scaled to stay below one p-value step."""
-    _, p = binomial_pvalues(raw, cal)
+    _, p = binomial_pvalues(image_verdicts(raw, cal), cal)
     z = cal.normalise(raw).mean(axis=0)
     return float(-np.log10(max(p.min(), 1e-300)) + 1e-3 * np.tanh(z.max()))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mimicry import StyleIndex
-from mimicry.synthetic import make_dataset, paint, scene, STYLES
+from mimicry.synthetic import make_dataset, STYLES
 
 
 def test_imitation_ranks_its_artist_first(tmp_path, default_embedder):

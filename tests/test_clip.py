@@ -4,7 +4,6 @@ loaded back through both user routes (a file; open_clip's cache, offline)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import noise_image, write_portfolio
+from conftest import write_portfolio
 from mimicry import IndexMismatchError, StyleIndex
 from mimicry import vectors as vector_io
 from mimicry.synthetic import STYLES, paint, scene
@@ -145,6 +145,20 @@ def test_failed_write_keeps_previous_state(tmp_path, portfolio, default_embedder
     assert len(list((tmp_path / "ix").glob("vectors.*.faiss"))) == 1
 
 
+def committed_generation(folder: Path) -> int:
+    """The generation the catalogue has committed (0 before the first commit)."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{folder / 'catalogue.sqlite'}?mode=ro", uri=True, timeout=5)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+    except sqlite3.OperationalError:  # tables not created yet
+        row = None
+    finally:
+        db.close()
+    return int(row[0]) if row else 0
+
+
 KILL_SCRIPT = """
 import sys
 from mimicry import StyleIndex
@@ -167,7 +181,7 @@ def test_kill_at_any_moment_leaves_a_usable_index(tmp_path):
         assert proc.stdout.readline().strip() == "ready"
         if not seen:  # first kill: right after the first commit, whatever the machine's speed
             deadline = time.time() + 120
-            while not list(folder.glob("vectors.*.faiss")) and time.time() < deadline:
+            while committed_generation(folder) == 0 and time.time() < deadline:
                 time.sleep(0.01)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
