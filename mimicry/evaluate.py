@@ -101,10 +101,12 @@ PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
 
 # -- the harness ---------------------------------------------------------------
 def _embed_perturbed(embedder: Embedder, paths: list[Path], fn) -> dict:
+    """Vectors of ``fn(image)``, decoded exactly as the clean scan decodes, so
+    the identity perturbation reproduces the clean vectors."""
     imgs, ok = [], []
     for p in paths:
         try:
-            imgs.append(fn(load_image(p, draft_size=DRAFT_SIZE * 2)))
+            imgs.append(fn(load_image(p, draft_size=DRAFT_SIZE)))
             ok.append(p)
         except ImageError:
             continue

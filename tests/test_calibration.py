@@ -145,3 +145,21 @@ def test_evaluate_on_a_written_manifest(tmp_path, default_embedder):
                 "n_genuine", "n_imitation", "n_negative", "n_skipped", "perturbations"):
         assert key in saved
     assert (out / "roc.png").stat().st_size > 1000
+
+
+def test_perturbation_path_decodes_like_the_clean_scan(tmp_path, default_embedder):
+    """The identity perturbation reproduces the clean vectors, so a perturbation's
+    effect is the perturbation's alone."""
+    from PIL import Image
+
+    from mimicry.embedding import embed_all
+    from mimicry.evaluate import _embed_perturbed
+
+    paths = []
+    for i, style in enumerate(STYLES):
+        p = tmp_path / f"{i}.jpg"
+        paint(scene(i), style, i).resize((900, 700), Image.BICUBIC).save(p, quality=90)
+        paths.append(p)
+    ok, clean, _ = embed_all(default_embedder, paths)
+    same = _embed_perturbed(default_embedder, paths, lambda im: im)
+    assert np.allclose(np.stack([same[p] for p in ok]), clean, atol=1e-5)
