@@ -25,6 +25,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Detect imitation of registered artists' styles.")
 
 INDEX_HELP = "Index folder (default: $MIMICRY_INDEX)."
+# Options every command spells the same way.
+INDEX_OPT = typer.Option(None, "--index", "-i", help=INDEX_HELP)
+MODEL_OPT = typer.Option(DEFAULT_MODEL, help="default | clip:ARCH/TAG | clip-file:ARCH:PATH")
+DEVICE_OPT = typer.Option("auto", help="auto | cpu | cuda")
+JSON_OPT = typer.Option(False, "--json", help="Print JSON.")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or info logging.")
 USAGE_ERRORS = (BackboneError, IndexMismatchError, PortfolioError, FileNotFoundError, KeyError, ValueError)
 
 
@@ -71,12 +77,12 @@ def _setup_logging(quiet: bool) -> None:
 @app.command()
 def index(
     portfolios: Path = typer.Argument(..., help="Folder of artist folders, or a path,artist CSV."),
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help=INDEX_HELP),
-    model: str = typer.Option(DEFAULT_MODEL, help="default | clip:ARCH/TAG | clip-file:ARCH:PATH"),
+    index: Optional[Path] = INDEX_OPT,
+    model: str = MODEL_OPT,
     batch_size: int = typer.Option(32, min=1, help="Images per model batch."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    device: str = DEVICE_OPT,
+    as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Embed portfolios into an index (incremental: unchanged files cost nothing)."""
     _setup_logging(quiet)
@@ -98,13 +104,13 @@ def index(
 @app.command()
 def scan(
     images: List[Path] = typer.Argument(..., help="Image files or folders."),
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help=INDEX_HELP),
+    index: Optional[Path] = INDEX_OPT,
     top: int = typer.Option(3, min=1, help="Artists to report per image."),
     evidence: int = typer.Option(3, min=1, help="Nearest works to show per artist."),
     batch_size: int = typer.Option(32, min=1),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per image, one per line."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    device: str = DEVICE_OPT,
+    as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Score images against every registered artist, with the nearest works as evidence."""
     _setup_logging(quiet)
@@ -133,12 +139,12 @@ def scan(
 
 @app.command()
 def calibrate(
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help=INDEX_HELP),
+    index: Optional[Path] = INDEX_OPT,
     background: Optional[List[Path]] = typer.Option(None, help="Folder(s) of unrelated images used as extra negatives."),
     fpr: float = typer.Option(0.01, help="Target false-positive rate per artist."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    as_json: bool = typer.Option(False, "--json"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    device: str = DEVICE_OPT,
+    as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Compute per-artist thresholds so that at most FPR of negatives are flagged."""
     _setup_logging(quiet)
@@ -159,11 +165,11 @@ def calibrate(
 @app.command("scan-model")
 def scan_model(
     samples: List[Path] = typer.Argument(..., help="Folder(s) of images sampled from one model."),
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help=INDEX_HELP),
+    index: Optional[Path] = INDEX_OPT,
     alpha: float = typer.Option(0.001, help="Significance level of the verdict."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    as_json: bool = typer.Option(False, "--json"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    device: str = DEVICE_OPT,
+    as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Verdict on a fine-tuned model from 8-200 of its samples: which artist, if any, it imitates."""
     _setup_logging(quiet)
@@ -185,8 +191,8 @@ def scan_model(
 
 @app.command()
 def info(
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help=INDEX_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    index: Optional[Path] = INDEX_OPT,
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Show the index's model pin, artists and work counts."""
     from dataclasses import asdict
@@ -206,8 +212,8 @@ def info(
 @app.command()
 def remove(
     artist: str = typer.Argument(..., help="Artist name as indexed."),
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help=INDEX_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    index: Optional[Path] = INDEX_OPT,
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Remove an artist and all their vectors."""
     with _opened(index) as ix:
@@ -221,13 +227,13 @@ def remove(
 @app.command()
 def evaluate(
     manifest: Path = typer.Argument(..., help="CSV with path, role, artist columns."),
-    model: str = typer.Option(DEFAULT_MODEL, help="default | clip:ARCH/TAG | clip-file:ARCH:PATH"),
+    model: str = MODEL_OPT,
     out: Optional[Path] = typer.Option(None, help="Folder for metrics.json and roc.png."),
     unregistered: int = typer.Option(0, help="Move N artists out of the portfolio; their art becomes negatives."),
     seed: int = typer.Option(0, help="Seed for --unregistered and set sampling."),
     perturb: bool = typer.Option(False, help="Repeat the scan under JPEG, downscale, noise, crop and flip."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    as_json: bool = typer.Option(False, "--json"),
+    device: str = DEVICE_OPT,
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Index a manifest's genuine works, scan the rest, report attribution and detection metrics."""
     from mimicry.evaluate import METRIC_KEYS
@@ -252,7 +258,7 @@ def evaluate(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Where to write the generated images and index."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: str = DEVICE_OPT,
 ) -> None:
     """Generate procedural artists, imitations and photos; index; scan; print the table."""
     from mimicry.demo import run_demo
