@@ -17,7 +17,6 @@ unrelated images. From the artist's raw scores (max cosine) on those negatives:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
@@ -71,13 +70,6 @@ class Calibration:
             k = len(neg) - np.searchsorted(neg, scores[:, j], side="left")
             out[:, j] = (k + 1) / (len(neg) + 1)
         return out
-
-    @cached_property
-    def null_rate(self) -> np.ndarray:
-        """Per-artist chance that a non-imitating image is flagged: the share of
-        the artist's negatives above its threshold, never below ``1 / (n + 1)``."""
-        return np.array([max(int((neg > t).sum()), 1) / (len(neg) + 1) if len(neg) else 1.0
-                         for neg, t in zip(self.negatives, self.threshold)])
 
 
 def negative_scores(

@@ -183,7 +183,8 @@ def scan_model(
         who = ", ".join(verdict.artists) or "no registered artist"
         typer.echo(f"{verdict.n_samples} samples: imitates {who} (alpha {verdict.alpha})")
         for f in verdict.findings:
-            typer.echo(f"  {f.artist:<28} {f.flagged} flagged  p={f.p_value:.2e}  "
+            typer.echo(f"  {f.artist:<28} p={f.p_value:.2e}  {f.supporting}/{verdict.n_samples} samples "
+                       f"at fpr <= {f.level:.0%} ({f.flagged} flagged)  "
                        f"nearest works: {', '.join(Path(w).name for w in f.nearest_works)}")
     if verdict.artists:
         raise typer.Exit(1)

@@ -39,7 +39,7 @@ from mimicry.manifest import IndexMismatchError, Manifest
 from mimicry.portfolio import read_portfolio
 from mimicry.results import Evidence, IndexReport, Match, ScanResult, Skipped
 from mimicry.scoring import artist_columns, matches_from_neighbours, max_per_artist
-from mimicry.verdict import ArtistFinding, ModelVerdict, binomial_pvalues, image_verdicts
+from mimicry.verdict import ArtistFinding, ModelVerdict, artist_tests, image_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -498,10 +498,11 @@ class StyleIndex:
                    batch_size: int = 32, evidence: int = 3) -> ModelVerdict:
         """Model-level verdict on images sampled from one fine-tuned model.
 
-        Needs a calibrated index. Each sample votes for its image-level verdict
-        artist, if any; each artist's votes are tested against their calibrated
-        per-image false-positive rate (one-sided binomial); artists with
-        p < ``alpha`` are the verdict.
+        Needs a calibrated index. For each artist, the samples' calibrated
+        false-positive rates are tested with a one-sided binomial test at
+        several levels (:mod:`mimicry.verdict`); artists with p < ``alpha``
+        are the verdict. Findings list every artist with any evidence, by
+        p-value, with the supporting samples and the nearest works.
         """
         cal = self.calibration
         if cal is None:
@@ -510,16 +511,16 @@ class StyleIndex:
         if not ok:
             raise ValueError("no readable samples in " + ", ".join(map(str, samples)))
         ids, sims, cols, raw = self._artist_similarities(q, cal.artists)
-        votes = image_verdicts(raw, cal)
-        counts, pvals = binomial_pvalues(votes, cal)
+        tests = artist_tests(raw, cal)
+        flagged = (raw > cal.threshold[None, :]).sum(axis=0)
         findings = []
-        for j in np.argsort(pvals, kind="stable"):
-            if counts[j] == 0:
+        for j in np.argsort([t.p_value for t in tests], kind="stable"):
+            t = tests[j]
+            if t.p_value >= 1.0:
                 continue
-            hit = np.flatnonzero(votes == j)
-            hit = hit[np.argsort(-raw[hit, j])]
+            hit = t.hits[np.argsort(-raw[t.hits, j])]
             near = cols[j][np.argsort(-sims[hit][:, cols[j]].max(axis=0))[:evidence]]
-            findings.append(ArtistFinding(cal.artists[j], int(counts[j]), float(pvals[j]),
+            findings.append(ArtistFinding(cal.artists[j], int(flagged[j]), t.p_value, t.level, len(hit),
                                           [str(ok[i]) for i in hit],
                                           [self._work_path[int(ids[i])] for i in near]))
         verdict = [f.artist for f in findings if f.p_value < alpha]

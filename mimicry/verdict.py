@@ -1,10 +1,22 @@
 """Model-level verdicts: does a set of samples from one fine-tuned model imitate
 a registered artist?
 
-For each artist, count the samples flagged for that artist at its calibrated
-threshold, and test that count against the artist's calibrated per-image
-false-positive rate with a one-sided binomial test. A model imitates an artist
-when that p-value is below the significance level (default 0.001).
+Each sample has, for each artist, a calibrated false-positive rate: the share
+of that artist's negatives scoring at least as high, ``(k + 1) / (n + 1)``.
+For a non-imitating image that rate is a conformal p-value: the chance that it
+is at most ``a`` is ``floor(a (n + 1)) / (n + 1)``, never more than ``a``.
+
+Each sample supports one artist only: the one with its lowest rate (ties: the
+higher raw score), so a model imitating Rubens is not also reported as
+imitating Titian because its samples are somewhat close to both. For each
+artist and each level ``a`` in :data:`LEVEL_MULTIPLES` times the calibrated
+rate, the samples supporting the artist at rate ``<= a`` are counted and
+tested against ``a`` with a one-sided binomial test (counting only a subset
+keeps the test valid); the artist's p-value is the smallest of those,
+multiplied by the number of levels (Bonferroni). A single level (the flag
+threshold alone) throws away every sample just short of it; several levels
+let many moderately close samples count. A model imitates an artist when that
+p-value is below the significance level (default 0.001).
 """
 
 from __future__ import annotations
@@ -15,6 +27,10 @@ import numpy as np
 from scipy.stats import binom
 
 from mimicry.calibration import Calibration
+
+#: Levels of the model-level test, as multiples of the calibrated rate
+#: (1%, 2%, 5%, 10%, 20% at the default ``--fpr 0.01``); capped at one half.
+LEVEL_MULTIPLES = (1, 2, 5, 10, 20)
 
 
 def image_verdicts(raw: np.ndarray, cal: Calibration) -> np.ndarray:
@@ -32,25 +48,50 @@ def image_verdicts(raw: np.ndarray, cal: Calibration) -> np.ndarray:
     return out
 
 
-def binomial_pvalues(votes: np.ndarray, cal: Calibration) -> tuple[np.ndarray, np.ndarray]:
-    """(vote counts, p-values) per artist for a set of samples' image verdicts.
+def test_levels(cal: Calibration) -> list[float]:
+    """The false-positive levels the model-level test counts samples at."""
+    return sorted({min(m * cal.fpr, 0.5) for m in LEVEL_MULTIPLES})
 
-    A sample counts for an artist only when that artist is its image-level
-    verdict (:func:`image_verdicts`), so one sample never counts for two
-    artists; the artist's null rate (the chance of a flag) bounds the chance
-    of such a vote."""
-    counts = np.bincount(votes[votes >= 0], minlength=len(cal.artists))
-    p = binom.sf(counts - 1, len(votes), cal.null_rate)
-    return counts, np.where(counts > 0, p, 1.0)
+
+@dataclass
+class ArtistTest:
+    """One artist's model-level test on a set of samples."""
+
+    p_value: float  # Bonferroni-corrected over the levels, at most 1
+    level: float  # the level that gave the smallest p-value
+    hits: np.ndarray  # indices of the samples supporting the artist at or below that level
+
+
+def artist_tests(raw: np.ndarray, cal: Calibration) -> list[ArtistTest]:
+    """The multi-level binomial test (module docstring) for every artist,
+    given the samples' raw ``(n, n_artists)`` scores."""
+    fpr = cal.fpr_matrix(raw)
+    levels = test_levels(cal)
+    supports = np.array([np.lexsort((-raw[q], fpr[q]))[0] for q in range(len(raw))], dtype=np.int64)
+    own = fpr[np.arange(len(raw)), supports]
+    out = []
+    for j, neg in enumerate(cal.negatives):
+        best = ArtistTest(1.0, levels[0], np.zeros(0, dtype=np.int64))
+        for a in levels:
+            rate = np.floor(a * (len(neg) + 1)) / (len(neg) + 1)
+            hits = np.flatnonzero((supports == j) & (own <= a + 1e-12))
+            if rate <= 0 or not len(hits):
+                continue
+            p = min(1.0, float(binom.sf(len(hits) - 1, len(raw), rate)) * len(levels))
+            if p < best.p_value:
+                best = ArtistTest(p, a, hits)
+        out.append(best)
+    return out
 
 
 def set_statistic(raw: np.ndarray, cal: Calibration) -> float:
     """Strength of the strongest artist signal in a set: ``-log10`` of the
-    smallest binomial p-value (0 when nothing is flagged); ties broken by the
-    best mean normalised score, scaled to stay below one p-value step."""
-    _, p = binomial_pvalues(image_verdicts(raw, cal), cal)
+    smallest model-level p-value (0 when no artist has any evidence); ties
+    broken by the best mean normalised score, scaled to stay below any
+    p-value step."""
+    p = min(t.p_value for t in artist_tests(raw, cal))
     z = cal.normalise(raw).mean(axis=0)
-    return float(-np.log10(max(p.min(), 1e-300)) + 1e-3 * np.tanh(z.max()))
+    return float(-np.log10(max(p, 1e-300)) + 1e-3 * np.tanh(z.max()))
 
 
 @dataclass
@@ -58,9 +99,11 @@ class ArtistFinding:
     """One artist's share of a model's samples."""
 
     artist: str
-    flagged: int
+    flagged: int  # samples above the artist's flag threshold
     p_value: float
-    samples: list[str] = field(default_factory=list)  # flagged samples, strongest first
+    level: float  # false-positive level of the strongest binomial test
+    supporting: int  # samples at or below that level
+    samples: list[str] = field(default_factory=list)  # the supporting samples, strongest first
     nearest_works: list[str] = field(default_factory=list)
 
 
@@ -71,7 +114,7 @@ class ModelVerdict:
     n_samples: int
     alpha: float
     artists: list[str]  # the verdict: artists imitated (empty: none)
-    findings: list[ArtistFinding]  # artists with at least one flagged sample, by p-value
+    findings: list[ArtistFinding]  # artists with any evidence (p < 1), by p-value
     skipped: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from mimicry import StyleIndex
-from mimicry.calibration import calibrate
+from mimicry.calibration import Calibration, calibrate
 from mimicry.evaluate import evaluate
 from mimicry.synthetic import STYLES, make_dataset, paint, photo_like, scene
+from mimicry.verdict import artist_tests
 
 
 def unit(x):
@@ -64,6 +65,37 @@ def test_hub_artist_does_not_flag_everything():
     assert (raw.argmax(axis=1) == hub_j).mean() > 0.5  # by raw cosine the hub wins most
     assert (raw[:, hub_j] > cal.threshold[hub_j]).mean() < 0.03  # calibrated: about 1%
     assert (raw > cal.threshold[None, :]).any(axis=1).mean() < 0.08
+
+
+def one_artist_calibration(negatives: np.ndarray, fpr: float = 0.01) -> Calibration:
+    neg = np.sort(negatives).astype(np.float32)
+    thr = neg[len(neg) - 1 - int(np.floor(fpr * len(neg)))]
+    return Calibration(["a"], np.array([neg.mean()]), np.array([neg.std()]), np.array([thr]),
+                       [neg], fpr, 0, 0)
+
+
+def test_model_level_test_is_valid_under_the_null():
+    # Samples from the negatives' own distribution: p < alpha in at most about
+    # alpha of the sets, at every set size the product accepts.
+    rng = np.random.default_rng(0)
+    cal = one_artist_calibration(rng.normal(size=400))
+    for n in (8, 50, 200):
+        p = np.array([artist_tests(rng.normal(size=(n, 1)), cal)[0].p_value for _ in range(2000)])
+        assert (p < 0.05).mean() <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 2000), n
+        assert (p < 0.001).mean() <= 0.004, n
+
+
+def test_model_level_test_counts_samples_just_short_of_the_flag():
+    # Every sample sits between the 4% and 1.5% points of the negatives: none is
+    # flagged, yet sixteen of them together are strong evidence.
+    rng = np.random.default_rng(1)
+    neg = rng.normal(size=400)
+    cal = one_artist_calibration(neg)
+    lo, hi = np.quantile(neg, [0.96, 0.985])
+    samples = rng.uniform(lo, hi, size=(16, 1))
+    assert not (samples > cal.threshold).any()
+    t = artist_tests(samples, cal)[0]
+    assert t.p_value < 1e-6 and t.level == 0.05 and len(t.hits) == 16
 
 
 @pytest.fixture(scope="module")
