@@ -25,9 +25,10 @@ from mimicry.calibration import Calibration, calibrate
 from mimicry.embedding import DRAFT_SIZE, embed_all, embed_images
 from mimicry.images import ImageError, load_image
 from mimicry.scoring import artist_score_matrix
-from mimicry.verdict import set_statistic
+from mimicry.verdict import artist_tests, set_statistic
 
-METRIC_KEYS = ("top1", "top3", "auc", "tpr_at_1pct_fpr", "negatives_flagged", "set_auc")
+METRIC_KEYS = ("top1", "top3", "auc", "tpr_at_1pct_fpr", "negatives_flagged", "set_auc",
+               "imitation_sets_detected", "negative_sets_flagged")
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def _metrics(raw: np.ndarray, cal: Calibration, roles: np.ndarray, truth: np.nda
     res["tpr_at_1pct_fpr"] = tpr_at_fpr(labels, s) if neg.any() and imi.any() else float("nan")
     flags = raw > cal.threshold[None, :]
     res["negatives_flagged"] = float(flags[neg].any(axis=1).mean()) if neg.any() else float("nan")
-    res["set_auc"] = _set_auc(raw, cal, imi, neg, truth, seed)
+    res.update(_set_metrics(raw, cal, imi, neg, truth, seed))
     hard = roles == "unregistered"
     if hard.any():
         labels = np.r_[np.ones(imi.sum()), np.zeros(hard.sum())]
@@ -216,25 +217,35 @@ def _metrics(raw: np.ndarray, cal: Calibration, roles: np.ndarray, truth: np.nda
     return res
 
 
-def _set_auc(raw: np.ndarray, cal: Calibration, imi: np.ndarray, neg: np.ndarray,
-             truth: np.ndarray, seed: int, n_sets: int = 200, set_size: int = 8) -> float:
-    """AUC of the model-level statistic: sets of ``set_size`` drawn with
-    replacement from one artist's imitations vs sets drawn from the negatives."""
+def _set_metrics(raw: np.ndarray, cal: Calibration, imi: np.ndarray, neg: np.ndarray,
+                 truth: np.ndarray, seed: int, n_sets: int = 200, set_size: int = 8,
+                 alpha: float = 0.001) -> dict:
+    """The model-level test on sets of ``set_size`` drawn with replacement from
+    one artist's imitations (the artist chosen at random) and from the
+    negatives: ``set_auc`` (AUC of its statistic), ``imitation_sets_detected``
+    (share of imitation sets whose verdict at ``alpha`` names their artist)
+    and ``negative_sets_flagged`` (share of negative sets with any verdict)."""
+    nan = float("nan")
     if not imi.any() or not neg.any():
-        return float("nan")
+        return {"set_auc": nan, "imitation_sets_detected": nan, "negative_sets_flagged": nan}
     rng = np.random.default_rng(seed)
     imi_idx = np.flatnonzero(imi)
-    by_artist: dict[str, np.ndarray] = {}
-    for a in np.unique(truth[imi_idx]):
-        by_artist[a] = imi_idx[truth[imi_idx] == a]
+    by_artist = {a: imi_idx[truth[imi_idx] == a] for a in np.unique(truth[imi_idx])}
     keys = sorted(by_artist)
     neg_idx = np.flatnonzero(neg)
-    pos, negs = [], []
+    col = {a: j for j, a in enumerate(cal.artists)}
+    pos, negs, detected, false_flags = [], [], 0, 0
     for _ in range(n_sets):
-        members = by_artist[keys[rng.integers(len(keys))]]
-        pos.append(set_statistic(raw[rng.choice(members, set_size)], cal))
-        negs.append(set_statistic(raw[rng.choice(neg_idx, set_size)], cal))
-    return _auc(np.r_[np.ones(n_sets), np.zeros(n_sets)], np.r_[pos, negs])
+        artist = keys[rng.integers(len(keys))]
+        sample = raw[rng.choice(by_artist[artist], set_size)]
+        pos.append(set_statistic(sample, cal))
+        detected += artist_tests(sample, cal)[col[artist]].p_value < alpha
+        sample = raw[rng.choice(neg_idx, set_size)]
+        negs.append(set_statistic(sample, cal))
+        false_flags += min(t.p_value for t in artist_tests(sample, cal)) < alpha
+    return {"set_auc": _auc(np.r_[np.ones(n_sets), np.zeros(n_sets)], np.r_[pos, negs]),
+            "imitation_sets_detected": detected / n_sets,
+            "negative_sets_flagged": false_flags / n_sets}
 
 
 def write_outputs(result: dict, out: str | Path) -> Path:

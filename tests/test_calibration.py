@@ -172,9 +172,10 @@ def test_evaluate_on_a_written_manifest(tmp_path, default_embedder):
     assert m["top1"] == 1.0 and m["top3"] == 1.0
     assert m["auc"] > 0.9 and 0 <= m["negatives_flagged"] <= 0.3
     assert 0.5 <= m["set_auc"] <= 1.0 and "auc_unregistered" in m
+    assert m["imitation_sets_detected"] > 0.9 and m["negative_sets_flagged"] <= 0.05
     saved = json.loads((out / "metrics.json").read_text())
     for key in ("top1", "top3", "auc", "tpr_at_1pct_fpr", "negatives_flagged", "set_auc",
-                "n_genuine", "n_imitation", "n_negative", "n_skipped", "perturbations"):
+                "imitation_sets_detected", "negative_sets_flagged", "n_genuine", "n_imitation", "n_negative", "n_skipped", "perturbations"):
         assert key in saved
     assert (out / "roc.png").stat().st_size > 1000
 
