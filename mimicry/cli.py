@@ -261,7 +261,7 @@ def demo(
     out: Path = typer.Option(Path("demo-output"), help="Where to write the generated images and index."),
     device: str = DEVICE_OPT,
 ) -> None:
-    """Generate procedural artists, imitations and photos; index; scan; print the table."""
+    """Generate procedural artists, imitations and photos; index, calibrate, scan and give model verdicts."""
     from mimicry.demo import run_demo
 
     _setup_logging(True)
