@@ -238,11 +238,13 @@ def _set_metrics(raw: np.ndarray, cal: Calibration, imi: np.ndarray, neg: np.nda
     for _ in range(n_sets):
         artist = keys[rng.integers(len(keys))]
         sample = raw[rng.choice(by_artist[artist], set_size)]
-        pos.append(set_statistic(sample, cal))
-        detected += artist_tests(sample, cal)[col[artist]].p_value < alpha
+        tests = artist_tests(sample, cal)
+        pos.append(set_statistic(sample, cal, tests))
+        detected += tests[col[artist]].p_value < alpha
         sample = raw[rng.choice(neg_idx, set_size)]
-        negs.append(set_statistic(sample, cal))
-        false_flags += min(t.p_value for t in artist_tests(sample, cal)) < alpha
+        tests = artist_tests(sample, cal)
+        negs.append(set_statistic(sample, cal, tests))
+        false_flags += min(t.p_value for t in tests) < alpha
     return {"set_auc": _auc(np.r_[np.ones(n_sets), np.zeros(n_sets)], np.r_[pos, negs]),
             "imitation_sets_detected": detected / n_sets,
             "negative_sets_flagged": false_flags / n_sets}

@@ -84,12 +84,13 @@ def artist_tests(raw: np.ndarray, cal: Calibration) -> list[ArtistTest]:
     return out
 
 
-def set_statistic(raw: np.ndarray, cal: Calibration) -> float:
+def set_statistic(raw: np.ndarray, cal: Calibration, tests: list[ArtistTest] | None = None) -> float:
     """Strength of the strongest artist signal in a set: ``-log10`` of the
     smallest model-level p-value (0 when no artist has any evidence); ties
     broken by the best mean normalised score, scaled to stay below any
-    p-value step."""
-    p = min(t.p_value for t in artist_tests(raw, cal))
+    p-value step. ``tests``: :func:`artist_tests` of ``raw``, if already done."""
+    tests = artist_tests(raw, cal) if tests is None else tests
+    p = min(t.p_value for t in tests)
     z = cal.normalise(raw).mean(axis=0)
     return float(-np.log10(max(p, 1e-300)) + 1e-3 * np.tanh(z.max()))
 

@@ -151,6 +151,25 @@ def test_scan_exits_1_when_flagged(calibrated):
     assert clean.returncode == 0 and json.loads(clean.stdout)["artist"] is None
 
 
+def test_scan_model_cli_exits_1_on_an_imitating_model(calibrated, tmp_path):
+    ix, data = calibrated
+    target = STYLES[0].name
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for f in sorted(data.imitations.glob(f"imitation-of-{target}-*.png"))[:8]:
+        (samples / f.name).write_bytes(f.read_bytes())
+    cmd = [sys.executable, "-m", "mimicry.cli", "scan-model", "--index", str(ix.folder), "--json", "-q"]
+    hit = subprocess.run(cmd + [str(samples)], capture_output=True, text=True)
+    assert hit.returncode == 1, hit.stderr
+    verdict = json.loads(hit.stdout)
+    assert verdict["artists"] == [target] and verdict["n_samples"] == 8
+    top = verdict["findings"][0]
+    assert top["artist"] == target and top["supporting"] == len(top["samples"]) >= 6
+    assert top["p_value"] < 1e-3 and 0 < top["level"] <= 0.5 and top["nearest_works"]
+    clean = subprocess.run(cmd + [str(data.unrelated)], capture_output=True, text=True)
+    assert clean.returncode == 0 and json.loads(clean.stdout)["artists"] == []
+
+
 def test_evaluate_on_a_written_manifest(tmp_path, default_embedder):
     """Two well-separated styles, imitations of both, photos as negatives: the
     harness must report perfect attribution and separation, with correct counts."""
