@@ -62,6 +62,10 @@ class Calibration:
         """Raw ``(n, n_artists)`` scores (columns in ``artists`` order) to z-scores."""
         return (scores - self.mu[None, :]) / self.sigma[None, :]
 
+    def flags(self, scores: np.ndarray) -> np.ndarray:
+        """For raw ``(n, n_artists)`` scores, whether each passes its artist's threshold."""
+        return scores > self.threshold[None, :]
+
     def fpr_matrix(self, scores: np.ndarray) -> np.ndarray:
         """For raw ``(n, n_artists)`` scores, the share of each artist's negatives
         scoring at least as high, ``(k + 1) / (n + 1)``."""

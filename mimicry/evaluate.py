@@ -204,7 +204,7 @@ def _metrics(raw: np.ndarray, cal: Calibration, roles: np.ndarray, truth: np.nda
     s = np.r_[best[imi], best[neg]]
     res["auc"] = _auc(labels, s)
     res["tpr_at_1pct_fpr"] = tpr_at_fpr(labels, s) if neg.any() and imi.any() else float("nan")
-    flags = raw > cal.threshold[None, :]
+    flags = cal.flags(raw)
     res["negatives_flagged"] = float(flags[neg].any(axis=1).mean()) if neg.any() else float("nan")
     res.update(_set_metrics(raw, cal, imi, neg, truth, seed))
     hard = roles == "unregistered"

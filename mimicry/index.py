@@ -478,12 +478,13 @@ class StyleIndex:
         ids, sims, cols, raw = self._artist_similarities(vectors, cal.artists)
         z = cal.normalise(raw)
         fpr = cal.fpr_matrix(raw)
+        flags = cal.flags(raw)
         verdicts = image_verdicts(raw, cal)
         out = []
         for q in range(len(vectors)):
             matches = []
             for j in np.argsort(-raw[q]):  # raw ranks better than z (README, "Accuracy")
-                flagged = bool(raw[q, j] > cal.threshold[j])
+                flagged = bool(flags[q, j])
                 if len(matches) >= top and not flagged:
                     continue
                 near = cols[j][np.argsort(-sims[q, cols[j]])[:evidence]]
@@ -512,7 +513,7 @@ class StyleIndex:
             raise ValueError("no readable samples in " + ", ".join(map(str, samples)))
         ids, sims, cols, raw = self._artist_similarities(q, cal.artists)
         tests = artist_tests(raw, cal)
-        flagged = (raw > cal.threshold[None, :]).sum(axis=0)
+        flagged = cal.flags(raw).sum(axis=0)
         findings = []
         for j in np.argsort([t.p_value for t in tests], kind="stable"):
             t = tests[j]

@@ -33,22 +33,26 @@ from mimicry.calibration import Calibration
 LEVEL_MULTIPLES = (1, 2, 5, 10, 20)
 
 
+def best_artists(raw: np.ndarray, fpr: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+    """Per row, the artist index with the lowest false-positive rate among the
+    ``allowed`` ones (all, by default); ties go to the higher raw score. -1 for
+    a row with no allowed artist."""
+    rates = fpr if allowed is None else np.where(allowed, fpr, np.inf)
+    lowest = rates.min(axis=1, keepdims=True)
+    best = np.where(rates == lowest, raw, -np.inf).argmax(axis=1)
+    return np.where(np.isfinite(lowest[:, 0]), best, -1)
+
+
 def image_verdicts(raw: np.ndarray, cal: Calibration) -> np.ndarray:
     """Each image's verdict as an artist index, or -1 when no artist is flagged.
 
     Among the artists whose threshold an image passes, the verdict is the one
     with the lowest false-positive rate; ties go to the higher score.
     """
-    flags = raw > cal.threshold[None, :]
-    fpr = cal.fpr_matrix(raw)
-    out = np.full(len(raw), -1, dtype=np.int64)
-    for q in np.flatnonzero(flags.any(axis=1)):
-        cand = np.flatnonzero(flags[q])
-        out[q] = cand[np.lexsort((-raw[q, cand], fpr[q, cand]))[0]]
-    return out
+    return best_artists(raw, cal.fpr_matrix(raw), cal.flags(raw))
 
 
-def test_levels(cal: Calibration) -> list[float]:
+def model_test_levels(cal: Calibration) -> list[float]:
     """The false-positive levels the model-level test counts samples at."""
     return sorted({min(m * cal.fpr, 0.5) for m in LEVEL_MULTIPLES})
 
@@ -66,8 +70,8 @@ def artist_tests(raw: np.ndarray, cal: Calibration) -> list[ArtistTest]:
     """The multi-level binomial test (module docstring) for every artist,
     given the samples' raw ``(n, n_artists)`` scores."""
     fpr = cal.fpr_matrix(raw)
-    levels = test_levels(cal)
-    supports = np.array([np.lexsort((-raw[q], fpr[q]))[0] for q in range(len(raw))], dtype=np.int64)
+    levels = model_test_levels(cal)
+    supports = best_artists(raw, fpr)
     own = fpr[np.arange(len(raw)), supports]
     out = []
     for j, neg in enumerate(cal.negatives):
