@@ -16,7 +16,7 @@ from typing import Callable
 from mimicry.backbones import Embedder
 from mimicry.index import StyleIndex
 from mimicry.synthetic import STYLES, make_dataset, paint, photo_like, scene
-from mimicry.verdict import ModelVerdict
+from mimicry.results import ModelVerdict
 
 
 @dataclass
@@ -64,7 +64,7 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
     with StyleIndex.create(out / "index", device=device, embedder=embedder) as ix:
         report = ix.add_folder(data.portfolios)
         echo(f"indexed: embedded {report.embedded}, skipped {len(report.skipped)} "
-             f"(backbone {ix.manifest.backbone_id}, dim {ix.manifest.dim})")
+             f"(backbone {ix.pin.backbone_id}, dim {ix.pin.dim})")
         cal = ix.calibrate(background=[background])
         echo(f"calibrated at {cal.fpr:.0%} false positives per artist "
              f"({len(cal.negatives[0])} negatives each)\n")

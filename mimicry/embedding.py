@@ -2,7 +2,11 @@
 
 Decoding and preprocessing run on a thread pool (Pillow and torch release the
 GIL), at most ``prefetch`` images ahead of the model, so memory stays bounded on
-folders of any size while the model is kept busy.
+folders of any size while the model is kept busy. Images are decoded as the
+embedder's recipe says (``recipe.draft_size``), from paths or bytes alike.
+
+Progress is reported through a callback, ``progress(stage, done, total)``;
+faces draw it (the CLI as a bar on stderr), the loop prints nothing.
 """
 
 from __future__ import annotations
@@ -11,38 +15,44 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from mimicry.backbones.base import Embedder
-from mimicry.images import ImageError, load_image
+from mimicry.errors import ImageError
+from mimicry.images import ImageSource, decode, source_name
 
-#: JPEGs are decoded at reduced scale (in the DCT, which also anti-aliases),
-#: never below this many pixels on the short side (see
-#: :func:`mimicry.images.load_image`); the backbones here take 224 px inputs.
-DRAFT_SIZE = 224
+#: ``progress(stage, done, total)``: called as images are embedded.
+ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass
 class EmbeddedBatch:
-    """Vectors for ``paths`` (same order); ``errors`` are the files of this stretch
-    that could not be used."""
+    """Vectors for ``sources`` (same order) and the sha256 of each one's bytes;
+    ``errors`` are the inputs of this stretch that could not be used."""
 
-    paths: list[Path]
+    sources: list[ImageSource]
     vectors: np.ndarray
+    sha256: list[str]
     errors: list[ImageError]
+    failed: list[ImageSource]  # the inputs of ``errors``, same order
+
+    @property
+    def paths(self) -> list[ImageSource]:
+        """Alias of :attr:`sources` (paths, when the inputs were paths)."""
+        return self.sources
 
 
-def _prepare(embedder: Embedder, path: Path) -> torch.Tensor | ImageError:
+def _prepare(embedder: Embedder, source: ImageSource) -> tuple[torch.Tensor, str] | ImageError:
     try:
-        return embedder.preprocess(load_image(path, draft_size=DRAFT_SIZE))
+        decoded = decode(source, draft_size=embedder.recipe.draft_size)
+        return embedder.preprocess(decoded.image), decoded.sha256
     except ImageError as exc:
         return exc
     except Exception as exc:  # noqa: BLE001 - any decode failure is that file's alone
-        return ImageError(path, f"could not be prepared ({type(exc).__name__}: {exc})")
+        return ImageError(source_name(source), f"could not be prepared ({type(exc).__name__}: {exc})")
 
 
 def default_workers() -> int:
@@ -50,77 +60,88 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-def embed_paths(
+def embed_sources(
     embedder: Embedder,
-    paths: Sequence[str | Path],
+    sources: Sequence[ImageSource],
     batch_size: int = 32,
     workers: int | None = None,
-    progress: bool = False,
-    desc: str = "embedding",
+    progress: ProgressFn | None = None,
+    stage: str = "embedding",
 ) -> Iterator[EmbeddedBatch]:
-    """Embeds ``paths`` in batches, in order; unreadable files come back as errors.
+    """Embeds ``sources`` (paths or :class:`~mimicry.images.ImageBytes`) in
+    batches, in order; unreadable ones come back as errors.
 
-    Every path appears exactly once across the yielded batches, either in
-    ``paths`` (with its vector) or in ``errors``.
+    Every source appears exactly once across the yielded batches, either in
+    ``sources`` (with its vector) or in ``errors``.
     """
-    paths = [Path(p) for p in paths]
+    sources = list(sources)
     workers = workers or default_workers()
     prefetch = max(2 * batch_size, 4 * workers)
-    bar = _progress(len(paths), progress, desc)
+    done = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mimicry-decode") as pool:
-        pending: deque[tuple[Path, Future]] = deque()
-        it = iter(paths)
+        pending: deque[tuple[ImageSource, Future]] = deque()
+        it = iter(sources)
 
         def fill() -> None:
             while len(pending) < prefetch:
                 try:
-                    p = next(it)
+                    s = next(it)
                 except StopIteration:
                     return
-                pending.append((p, pool.submit(_prepare, embedder, p)))
+                pending.append((s, pool.submit(_prepare, embedder, s)))
 
         fill()
         while pending:
-            ok_paths: list[Path] = []
+            ok: list[ImageSource] = []
             tensors: list[torch.Tensor] = []
+            hashes: list[str] = []
             errors: list[ImageError] = []
+            failed: list[ImageSource] = []
             while pending and len(tensors) < batch_size:
-                p, fut = pending.popleft()
+                s, fut = pending.popleft()
                 fill()
                 out = fut.result()
                 if isinstance(out, ImageError):
                     errors.append(out)
+                    failed.append(s)
                 else:
-                    ok_paths.append(p)
-                    tensors.append(out)
+                    ok.append(s)
+                    tensors.append(out[0])
+                    hashes.append(out[1])
             if tensors:
                 vectors = embedder.embed_tensors(torch.stack(tensors))
             else:
                 vectors = np.zeros((0, embedder.dim), dtype=np.float32)
-            if bar is not None:
-                bar.update(len(tensors) + len(errors))
-            yield EmbeddedBatch(ok_paths, vectors, errors)
-    if bar is not None:
-        bar.close()
+            done += len(tensors) + len(errors)
+            if progress is not None:
+                progress(stage, done, len(sources))
+            yield EmbeddedBatch(ok, vectors, hashes, errors, failed)
+
+
+#: The loop over paths (the same function; paths are sources).
+embed_paths = embed_sources
 
 
 def embed_all(
     embedder: Embedder,
-    paths: Sequence[str | Path],
+    sources: Sequence[ImageSource],
     batch_size: int = 32,
-    progress: bool = False,
-    desc: str = "embedding",
-) -> tuple[list[Path], np.ndarray, list[ImageError]]:
-    """:func:`embed_paths` gathered: (readable paths, their vectors as rows, errors)."""
-    ok: list[Path] = []
+    progress: ProgressFn | None = None,
+    stage: str = "embedding",
+) -> tuple[list[ImageSource], np.ndarray, list[str], list[ImageError]]:
+    """:func:`embed_sources` gathered: (readable sources, their vectors as rows,
+    their sha256, errors)."""
+    ok: list[ImageSource] = []
     vecs: list[np.ndarray] = []
+    hashes: list[str] = []
     errors: list[ImageError] = []
-    for batch in embed_paths(embedder, paths, batch_size=batch_size, progress=progress, desc=desc):
-        ok += batch.paths
+    for batch in embed_sources(embedder, sources, batch_size=batch_size, progress=progress, stage=stage):
+        ok += batch.sources
         vecs.append(batch.vectors)
+        hashes += batch.sha256
         errors += batch.errors
     vectors = np.concatenate(vecs) if vecs else np.zeros((0, embedder.dim), dtype=np.float32)
-    return ok, vectors, errors
+    return ok, vectors, hashes, errors
 
 
 def embed_images(embedder: Embedder, images: Iterable, batch_size: int = 32) -> np.ndarray:
@@ -137,13 +158,3 @@ def embed_images(embedder: Embedder, images: Iterable, batch_size: int = 32) -> 
     if not out:
         return np.zeros((0, embedder.dim), dtype=np.float32)
     return np.concatenate(out)
-
-
-def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not sys.stderr.isatty())

@@ -1,10 +1,17 @@
-"""Evaluation on a labelled manifest, measured through the same scoring users get.
+"""Evaluation on a labelled set, measured through the same functions a scan uses.
 
-A manifest is a CSV with columns ``path, role, artist`` (role: genuine,
-imitation, negative; other columns ignored; paths relative to the manifest's
-folder or absolute). Genuine rows are the portfolio; the rest are scanned.
-An imitation of an artist with no portfolio is art no registered artist made:
-it counts as a negative.
+A labelled set is a CSV with columns ``path, role, artist`` (role: genuine,
+imitation, negative; other columns ignored; paths relative to the CSV's
+folder or absolute); the CLI calls it the manifest. Genuine rows are the
+portfolio; the rest are scanned. An imitation of an artist with no portfolio
+is art no registered artist made: it counts as a negative.
+
+The portfolio becomes an in-memory :class:`~mimicry.store.Snapshot`, calibrated
+by :func:`mimicry.calibration.calibrate_snapshot`; queries are scored by
+:func:`mimicry.scoring.score`, image verdicts come from
+:func:`mimicry.verdict.image_verdicts` and model verdicts from
+:func:`mimicry.verdict.artist_tests` with the :func:`mimicry.verdict.imitated`
+rule: exactly what ``scan`` and ``scan-model`` run.
 """
 
 from __future__ import annotations
@@ -12,53 +19,94 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from mimicry.backbones import DEFAULT_MODEL, Embedder, load_embedder
-from mimicry.calibration import Calibration, calibrate
-from mimicry.embedding import DRAFT_SIZE, embed_all, embed_images
-from mimicry.images import ImageError, load_image
-from mimicry.scoring import artist_score_matrix
-from mimicry.verdict import artist_tests, set_statistic
+from mimicry.calibration import Calibration, calibrate_snapshot
+from mimicry.embedding import embed_all, embed_images
+from mimicry.errors import ImageError, InputError
+from mimicry.images import load_image
+from mimicry.results import Skipped
+from mimicry.scoring import score
+from mimicry.store.snapshot import Snapshot
+from mimicry.verdict import artist_tests, image_verdicts, imitated, set_statistic
 
 METRIC_KEYS = ("top1", "top3", "auc", "tpr_at_1pct_fpr", "negatives_flagged", "set_auc",
                "imitation_sets_detected", "negative_sets_flagged")
+UNREGISTERED_KEYS = ("auc_unregistered", "tpr_at_1pct_fpr_unregistered")
 
 
 @dataclass(frozen=True)
-class Row:
+class LabelledRow:
+    """One row of a labelled set."""
+
     path: Path
     role: str
     artist: str
 
 
-def read_manifest(path: str | Path) -> list[Row]:
-    """Rows of a ``path, role, artist`` manifest, paths made absolute."""
+@dataclass
+class Evaluation:
+    """What ``mimicry evaluate`` measured. ``metrics`` holds :data:`METRIC_KEYS`
+    (and :data:`UNREGISTERED_KEYS` with ``--unregistered``); ``perturbations``
+    the same per perturbation; ``scores`` the best artist score of each
+    imitation and negative (for the ROC plot; not in :meth:`to_dict`)."""
+
+    metrics: dict[str, float]
+    n_genuine: int
+    n_imitation: int
+    n_negative: int
+    skipped: list[Skipped]
+    unregistered_artists: list[str]
+    fpr_target: float
+    perturbations: dict[str, dict[str, float]] = field(default_factory=dict)
+    scores: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat object ``--json`` prints and ``metrics.json`` holds."""
+        return {**self.metrics, "n_genuine": self.n_genuine, "n_imitation": self.n_imitation,
+                "n_negative": self.n_negative, "n_skipped": len(self.skipped),
+                "skipped": [asdict(s) for s in self.skipped],
+                "unregistered_artists": list(self.unregistered_artists),
+                "fpr_target": self.fpr_target, "perturbations": self.perturbations}
+
+    def table(self) -> list[tuple[str, float, dict[str, float]]]:
+        """Rows (metric, clean value, value under each perturbation) for display."""
+        keys = list(METRIC_KEYS) + [k for k in UNREGISTERED_KEYS if k in self.metrics]
+        return [(k, self.metrics[k], {p: m.get(k, float("nan")) for p, m in self.perturbations.items()})
+                for k in keys]
+
+
+def read_labelled(path: str | Path) -> list[LabelledRow]:
+    """Rows of a ``path, role, artist`` CSV, paths made absolute."""
     path = Path(path)
     rows = []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        if not {"path", "role"} <= set(reader.fieldnames or []):
-            raise ValueError(f"{path}: manifest needs path, role and artist columns")
-        for r in reader:
-            p = Path(r["path"])
-            rows.append(Row(p if p.is_absolute() else (path.parent / p).resolve(),
-                            r["role"].strip(), (r.get("artist") or "").strip()))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if not {"path", "role"} <= set(reader.fieldnames or []):
+                raise InputError(f"{path}: manifest needs path, role and artist columns")
+            for r in reader:
+                p = Path(r["path"])
+                rows.append(LabelledRow(p if p.is_absolute() else (path.parent / p).resolve(),
+                                        r["role"].strip(), (r.get("artist") or "").strip()))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read the manifest ({exc})") from None
     return rows
 
 
-def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_target: float = 0.01) -> float:
-    """True-positive rate at the best threshold whose false-positive rate is at
-    most ``fpr_target`` (no interpolation past the target)."""
-    fpr, tpr, _ = roc_curve(labels, scores)
-    ok = fpr <= fpr_target + 1e-12
-    return float(tpr[ok].max()) if ok.any() else 0.0
+def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, max_false_positive_rate: float = 0.01) -> float:
+    """True-positive rate at the best threshold whose false-positive rate (the
+    ROC axis) is at most ``max_false_positive_rate`` (no interpolation past it)."""
+    false_pos, true_pos, _ = roc_curve(labels, scores)
+    ok = false_pos <= max_false_positive_rate + 1e-12
+    return float(true_pos[ok].max()) if ok.any() else 0.0
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -107,20 +155,20 @@ def _embed_perturbed(embedder: Embedder, paths: list[Path], fn) -> dict:
     imgs, ok = [], []
     for p in paths:
         try:
-            imgs.append(fn(load_image(p, draft_size=DRAFT_SIZE)))
+            imgs.append(fn(load_image(p, draft_size=embedder.recipe.draft_size)))
             ok.append(p)
         except ImageError:
             continue
     return dict(zip(ok, embed_images(embedder, imgs)))
 
 
-def choose_unregistered(rows: list[Row], n: int, seed: int) -> set[str]:
+def choose_unregistered(rows: list[LabelledRow], n: int, seed: int) -> set[str]:
     """``n`` artists, among those with genuine works and imitations, chosen by ``seed``."""
     with_imi = {r.artist for r in rows if r.role == "imitation"}
     with_gen = {r.artist for r in rows if r.role == "genuine"}
     pool = sorted(with_imi & with_gen)
     if n > len(pool):
-        raise ValueError(f"--unregistered {n}: only {len(pool)} artists have both works and imitations")
+        raise InputError(f"--unregistered {n}: only {len(pool)} artists have both works and imitations")
     rng = np.random.default_rng(seed)
     return set(rng.choice(pool, size=n, replace=False).tolist()) if n else set()
 
@@ -136,25 +184,28 @@ def evaluate(
     batch_size: int = 32,
     out: str | Path | None = None,
     embedder: Embedder | None = None,
-) -> dict:
-    """Runs the evaluation and returns the metrics object (see README, "Accuracy").
+) -> Evaluation:
+    """Runs the evaluation of a labelled set (see README, "Accuracy").
 
     With ``out``, writes ``metrics.json`` and ``roc.png`` there.
     """
-    rows = read_manifest(manifest)
+    rows = read_labelled(manifest)
     embedder = embedder or load_embedder(model, device)
     unreg = choose_unregistered(rows, unregistered, seed)
-    ok, embedded, errors = embed_all(embedder, sorted({r.path for r in rows}), batch_size)
+    ok, embedded, _, errors = embed_all(embedder, sorted({r.path for r in rows}), batch_size)
     vecs = dict(zip(ok, embedded))
-    skipped = [{"path": e.path, "reason": e.reason} for e in errors]
+    skipped = [Skipped(e.path, e.reason) for e in errors]
 
     portfolio = [r for r in rows if r.role == "genuine" and r.artist not in unreg and r.path in vecs]
-    work_vecs = np.stack([vecs[r.path] for r in portfolio])
-    work_artists = [r.artist for r in portfolio]
-    cal = calibrate(work_vecs, work_artists, fpr=fpr)
-    artists = cal.artists
+    if len({r.artist for r in portfolio}) < 2:
+        raise InputError(f"{manifest}: evaluation needs genuine works of at least two artists")
+    snapshot = Snapshot.from_labelled(np.stack([vecs[r.path] for r in portfolio]),
+                                      [r.artist for r in portfolio], [str(r.path) for r in portfolio])
+    cal = calibrate_snapshot(snapshot, fpr)
+    snapshot = snapshot.with_calibration(cal)
+    artists = snapshot.artists
 
-    def role(r: Row) -> str | None:
+    def role(r: LabelledRow) -> str | None:
         if r.role == "imitation" and r.artist in artists:
             return "imitation"
         if r.role == "negative" or (r.role == "imitation" and r.artist not in artists):
@@ -168,26 +219,25 @@ def evaluate(
     roles = np.array([k for _, k in queries])
     truth = np.array([r.artist for r, _ in queries])
 
-    def metrics_for(qvecs: np.ndarray) -> dict:
-        raw = artist_score_matrix(qvecs, work_vecs, work_artists, artists)
-        return _metrics(raw, cal, roles, truth, seed)
+    def metrics_for(qvecs: np.ndarray) -> tuple[dict, dict]:
+        return _metrics(score(snapshot, qvecs).raw, cal, roles, truth, seed)
 
-    result = metrics_for(np.stack([vecs[p] for p in q_paths]))
-    result.update(n_genuine=len(portfolio), n_imitation=int((roles == "imitation").sum()),
-                  n_negative=int((roles != "imitation").sum()), n_skipped=len(skipped),
-                  skipped=skipped, unregistered_artists=sorted(unreg), fpr_target=fpr)
-    result["perturbations"] = {}
+    metrics, scores = metrics_for(np.stack([vecs[p] for p in q_paths]))
+    result = Evaluation(metrics, len(portfolio), int((roles == "imitation").sum()),
+                        int((roles != "imitation").sum()), skipped, sorted(unreg), fpr, {}, scores)
     if perturb:
         for name, fn in PERTURBATIONS.items():
             pv = _embed_perturbed(embedder, q_paths, fn)
-            m = metrics_for(np.stack([pv.get(p, vecs[p]) for p in q_paths]))
-            result["perturbations"][name] = {k: m[k] for k in m if k in METRIC_KEYS or k.endswith("_unregistered")}
+            m, _ = metrics_for(np.stack([pv.get(p, vecs[p]) for p in q_paths]))
+            result.perturbations[name] = m
     if out is not None:
         write_outputs(result, out)
     return result
 
 
-def _metrics(raw: np.ndarray, cal: Calibration, roles: np.ndarray, truth: np.ndarray, seed: int) -> dict:
+def _metrics(raw: np.ndarray, cal: Calibration, roles: np.ndarray, truth: np.ndarray,
+             seed: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """The metrics of one scan of the queries, and the best artist scores behind the ROC."""
     names = np.asarray(cal.artists)
     # Ranking and detection use the raw score: on the development set the
     # background-mean normalisation (cal.normalise) measured worse on top-1, AUC
@@ -204,8 +254,8 @@ def _metrics(raw: np.ndarray, cal: Calibration, roles: np.ndarray, truth: np.nda
     s = np.r_[best[imi], best[neg]]
     res["auc"] = _auc(labels, s)
     res["tpr_at_1pct_fpr"] = tpr_at_fpr(labels, s) if neg.any() and imi.any() else float("nan")
-    flags = cal.flags(raw)
-    res["negatives_flagged"] = float(flags[neg].any(axis=1).mean()) if neg.any() else float("nan")
+    flagged = image_verdicts(raw, cal) >= 0
+    res["negatives_flagged"] = float(flagged[neg].mean()) if neg.any() else float("nan")
     res.update(_set_metrics(raw, cal, imi, neg, truth, seed))
     hard = roles == "unregistered"
     if hard.any():
@@ -213,8 +263,7 @@ def _metrics(raw: np.ndarray, cal: Calibration, roles: np.ndarray, truth: np.nda
         s = np.r_[best[imi], best[hard]]
         res["auc_unregistered"] = _auc(labels, s)
         res["tpr_at_1pct_fpr_unregistered"] = tpr_at_fpr(labels, s)
-    res["roc"] = {"imitation": best[imi].tolist(), "negative": best[neg].tolist()}
-    return res
+    return res, {"imitation": best[imi].tolist(), "negative": best[neg].tolist()}
 
 
 def _set_metrics(raw: np.ndarray, cal: Calibration, imi: np.ndarray, neg: np.ndarray,
@@ -240,18 +289,18 @@ def _set_metrics(raw: np.ndarray, cal: Calibration, imi: np.ndarray, neg: np.nda
         sample = raw[rng.choice(by_artist[artist], set_size)]
         tests = artist_tests(sample, cal)
         pos.append(set_statistic(sample, cal, tests))
-        detected += tests[col[artist]].p_value < alpha
+        detected += col[artist] in imitated(tests, alpha)
         sample = raw[rng.choice(neg_idx, set_size)]
         tests = artist_tests(sample, cal)
         negs.append(set_statistic(sample, cal, tests))
-        false_flags += min(t.p_value for t in tests) < alpha
+        false_flags += len(imitated(tests, alpha)) > 0
     return {"set_auc": _auc(np.r_[np.ones(n_sets), np.zeros(n_sets)], np.r_[pos, negs]),
             "imitation_sets_detected": detected / n_sets,
             "negative_sets_flagged": false_flags / n_sets}
 
 
-def write_outputs(result: dict, out: str | Path) -> Path:
-    """``metrics.json`` (without the raw ROC scores) and ``roc.png`` under ``out``."""
+def write_outputs(result: Evaluation, out: str | Path) -> Path:
+    """``metrics.json`` (:meth:`Evaluation.to_dict`) and ``roc.png`` under ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -259,20 +308,19 @@ def write_outputs(result: dict, out: str | Path) -> Path:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    public = {k: v for k, v in result.items() if k != "roc"}
-    (out / "metrics.json").write_text(json.dumps(public, indent=2) + "\n")
-    roc = result["roc"]
+    (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    roc = result.scores
     labels = np.r_[np.ones(len(roc["imitation"])), np.zeros(len(roc["negative"]))]
     scores = np.r_[roc["imitation"], roc["negative"]]
     fig, ax = plt.subplots(figsize=(5, 5))
     if 0 < labels.sum() < len(labels):
         f, t, _ = roc_curve(labels, scores)
-        ax.plot(f, t, label=f"AUC {result['auc']:.3f}")
+        ax.plot(f, t, label=f"AUC {result.metrics['auc']:.3f}")
     ax.plot([0, 1], [0, 1], ls=":", c="grey")
     ax.axvline(0.01, ls="--", c="red", lw=0.8, label="1% FPR")
     ax.set_xlabel("false-positive rate (negatives)")
     ax.set_ylabel("true-positive rate (imitations)")
-    ax.set_title("imitation vs negative, best normalised artist score")
+    ax.set_title("imitation vs negative, best artist score")
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "roc.png", dpi=100)

@@ -1,42 +1,71 @@
 """Safe image decoding: every image that enters mimicry passes through here.
 
+Images come as files (paths) or as bytes (uploads); both take the same road.
+
 Promises:
-- ``load_image`` returns an RGB ``PIL.Image`` with EXIF orientation applied, or
-  raises :class:`ImageError` naming the file and the reason. It never returns a
-  half-decoded image.
-- Pillow's decompression-bomb guard stays on; files above ``MAX_FILE_BYTES`` are
-  refused before they are read.
+- :func:`load_image` returns an RGB ``PIL.Image`` with EXIF orientation applied,
+  or raises :class:`~mimicry.errors.ImageError` naming the file (or the upload's
+  name) and the reason. It never returns a half-decoded image.
+- Files above ``max_file_bytes`` are refused before they are read; images above
+  ``max_pixels`` are refused from their header, before their pixels are decoded
+  (:mod:`mimicry.settings`). Pillow's own decompression-bomb guard stays on too.
+- A file is read once: the same bytes are hashed (:attr:`Decoded.sha256`) and decoded.
 - Palette, alpha, CMYK, 16-bit and greyscale images become 8-bit RGB (alpha is
   composited on white); animated images give their first frame.
+- Bytes never become a path: an upload's name is a label, nothing more.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
-#: Files larger than this are refused unread (bytes).
-MAX_FILE_BYTES = int(os.environ.get("MIMICRY_MAX_FILE_BYTES", 64 * 1024 * 1024))
+from mimicry.errors import ImageError
+from mimicry.settings import get_settings
 
 #: File suffixes treated as images when walking a folder.
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 )
 
+__all__ = [
+    "Decoded", "ImageBytes", "ImageError", "ImageSource", "IMAGE_SUFFIXES", "decode",
+    "expand_inputs", "iter_image_files", "load_image", "sha256_file", "source_name",
+]
 
-class ImageError(Exception):
-    """An image could not be used. ``str()`` names the file and the reason."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+@dataclass(frozen=True)
+class ImageBytes:
+    """An image given as bytes (an upload). ``name`` labels it in results and
+    errors; it is never opened as a path."""
+
+    name: str
+    data: bytes
+
+
+#: What the API accepts as one image: a path or bytes with a name.
+ImageSource = Union[str, Path, ImageBytes]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded RGB image and the sha256 of the bytes it came from."""
+
+    image: Image.Image
+    sha256: str
+
+
+def source_name(source: ImageSource) -> str:
+    """How results and errors name ``source``: its path, or an upload's name."""
+    return source.name if isinstance(source, ImageBytes) else str(source)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -74,31 +103,45 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
-    """Decode ``path`` to an RGB image, or raise :class:`ImageError`.
-
-    ``draft_size`` lets JPEG decoding skip detail below that many pixels on the
-    short side (a large speed-up for big photos); the result is then at least that
-    large on its short side where the source was.
-    """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
-    if path.is_dir():
-        raise ImageError(path, "is a folder, not an image")
+def _read(source: ImageSource, max_bytes: int) -> bytes:
+    """The bytes of ``source``, refusing empty and oversized ones unread."""
+    if isinstance(source, ImageBytes):
+        size = len(source.data)
+    else:
+        path = Path(source)
+        try:
+            if path.is_dir():
+                raise ImageError(path, "is a folder, not an image")
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+    name = source_name(source)
     if size == 0:
-        raise ImageError(path, "file is empty")
-    if size > MAX_FILE_BYTES:
-        raise ImageError(
-            path, f"file is {size} bytes, above the {MAX_FILE_BYTES}-byte limit"
-        )
+        raise ImageError(name, "file is empty")
+    if size > max_bytes:
+        raise ImageError(name, f"file is {size} bytes, above the {max_bytes}-byte limit")
+    if isinstance(source, ImageBytes):
+        return source.data
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
+
+
+def decode(source: ImageSource, draft_size: int | None = None) -> Decoded:
+    """Reads ``source`` once, hashes and decodes it (see :func:`load_image`)."""
+    settings = get_settings()
+    data = _read(source, settings.max_file_bytes)
+    name = source_name(source)
     try:
         with warnings.catch_warnings():
-            # DecompressionBombWarning becomes an error: refuse, don't decode.
+            # Pillow's DecompressionBombWarning becomes an error: refuse, don't decode.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if w * h > settings.max_pixels:
+                    raise ImageError(name, f"refused as a decompression bomb ({w}x{h} pixels, "
+                                           f"above the {settings.max_pixels}-pixel limit)")
                 if getattr(img, "is_animated", False):
                     img.seek(0)
                 if draft_size and img.format == "JPEG":
@@ -108,14 +151,25 @@ def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
                 rgb = _to_rgb(img)
                 rgb.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(path, f"refused as a decompression bomb ({exc})") from None
+        raise ImageError(name, f"refused as a decompression bomb ({exc})") from None
     except Image.UnidentifiedImageError:
-        raise ImageError(path, "not a recognised image format") from None
+        raise ImageError(name, "not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(path, f"corrupt or truncated image ({exc})") from None
+        raise ImageError(name, f"corrupt or truncated image ({exc})") from None
     if rgb.width < 1 or rgb.height < 1:
-        raise ImageError(path, "image has no pixels")
-    return rgb
+        raise ImageError(name, "image has no pixels")
+    return Decoded(rgb, hashlib.sha256(data).hexdigest())
+
+
+def load_image(source: ImageSource, draft_size: int | None = None) -> Image.Image:
+    """Decodes ``source`` (a path or :class:`ImageBytes`) to an RGB image, or
+    raises :class:`~mimicry.errors.ImageError`.
+
+    ``draft_size`` lets JPEG decoding skip detail below that many pixels on the
+    short side (a large speed-up for big photos); the result is then at least that
+    large on its short side where the source was.
+    """
+    return decode(source, draft_size).image
 
 
 def iter_image_files(root: str | Path) -> Iterator[Path]:
@@ -133,11 +187,15 @@ def iter_image_files(root: str | Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their images (in order, no repeats)."""
-    out: list[Path] = []
+def expand_inputs(items: Iterable[ImageSource]) -> list[ImageSource]:
+    """Files as given, folders expanded to their images (in order, no repeats);
+    :class:`ImageBytes` pass through unchanged."""
+    out: list[ImageSource] = []
     seen: set[Path] = set()
     for item in items:
+        if isinstance(item, ImageBytes):
+            out.append(item)
+            continue
         p = Path(item)
         found = list(iter_image_files(p)) if p.is_dir() else [p]
         for f in found:

@@ -13,12 +13,11 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mimicry.errors import PortfolioError
 from mimicry.images import iter_image_files
 from mimicry.results import Skipped
 
-
-class PortfolioError(Exception):
-    """The portfolio source itself cannot be read (names the file and why)."""
+__all__ = ["Portfolio", "PortfolioError", "read_portfolio"]
 
 
 @dataclass

@@ -1,9 +1,23 @@
-"""Typed results returned by the Python API (and printed by the CLI as JSON)."""
+"""Typed results returned by the Python API; ``to_dict()`` is what every face prints.
+
+Evidence is data: each piece names the work (id, artist, sha256) and its
+similarity; the file path is there for local use, and ``to_dict(paths=False)``
+leaves it out (a service never shows server paths).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+def _drop_paths(obj: Any) -> Any:
+    """``obj`` (dicts and lists) without any ``path`` key."""
+    if isinstance(obj, dict):
+        return {k: _drop_paths(v) for k, v in obj.items() if k != "path"}
+    if isinstance(obj, list):
+        return [_drop_paths(v) for v in obj]
+    return obj
 
 
 @dataclass(frozen=True)
@@ -16,7 +30,8 @@ class Skipped:
 
 @dataclass
 class IndexReport:
-    """What one indexing run did. Counts are of works (images)."""
+    """What one indexing run did. Counts are of works (images). ``rebuilt``:
+    the index was re-embedded under a new recipe first."""
 
     embedded: int = 0
     unchanged: int = 0
@@ -24,6 +39,8 @@ class IndexReport:
     artists: int = 0
     works: int = 0
     skipped: list[Skipped] = field(default_factory=list)
+    rebuilt: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -31,10 +48,17 @@ class IndexReport:
 
 @dataclass(frozen=True)
 class Evidence:
-    """One of the artist's works near the query, with its cosine similarity."""
+    """One registered work near the query: which one, and its cosine similarity."""
 
-    path: str
+    work_id: int
+    artist: str
+    sha256: str
     similarity: float
+    path: str = ""
+
+    def to_dict(self, paths: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        return d if paths else _drop_paths(d)
 
 
 @dataclass(frozen=True)
@@ -45,8 +69,8 @@ class Match:
     (higher is closer, at most 1); ``evidence`` lists the artist's nearest works.
     On a calibrated index, ``normalised`` is the score in standard deviations
     above the artist's negatives, ``flagged`` says whether it passes the artist's
-    threshold, and ``fpr`` is the share of the artist's negatives scoring at
-    least as high (a conservative estimate); otherwise all three are None.
+    threshold, and ``p_value`` is the share of the artist's negatives scoring at
+    least as high (printed as ``fpr`` too, its older name); otherwise all three are None.
     """
 
     artist: str
@@ -54,20 +78,110 @@ class Match:
     evidence: list[Evidence]
     normalised: float | None = None
     flagged: bool | None = None
-    fpr: float | None = None
+    p_value: float | None = None
+
+    @property
+    def fpr(self) -> float | None:
+        """Alias of :attr:`p_value`."""
+        return self.p_value
+
+    def to_dict(self, paths: bool = True) -> dict[str, Any]:
+        return {"artist": self.artist, "score": self.score,
+                "evidence": [e.to_dict(paths) for e in self.evidence],
+                "normalised": self.normalised, "flagged": self.flagged,
+                "fpr": self.p_value, "p_value": self.p_value}
 
 
 @dataclass(frozen=True)
 class ScanResult:
     """The scan of one image: ``matches`` best first, or ``error`` when the image
     could not be read (then ``matches`` is empty). ``artist`` is the verdict on a
-    calibrated index: the flagged artist with the lowest ``fpr``, or None when
-    no registered artist passes its threshold."""
+    calibrated index: the flagged artist with the lowest ``p_value``, or None when
+    no registered artist passes its threshold. ``sha256`` is of the image's bytes;
+    ``warnings`` are plain sentences about the index state (a stale calibration)."""
 
     image: str
     matches: list[Match]
     error: str | None = None
     artist: str | None = None
+    sha256: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self, paths: bool = True) -> dict[str, Any]:
+        return {"image": self.image, "matches": [m.to_dict(paths) for m in self.matches],
+                "error": self.error, "artist": self.artist, "sha256": self.sha256,
+                "warnings": list(self.warnings)}
+
+
+@dataclass(frozen=True)
+class SupportingSample:
+    """One sample supporting an artist in a model verdict, beside its nearest work."""
+
+    sample: str
+    p_value: float
+    nearest: Evidence
+
+    def to_dict(self, paths: bool = True) -> dict[str, Any]:
+        return {"sample": self.sample, "p_value": self.p_value, "nearest": self.nearest.to_dict(paths)}
+
+
+@dataclass(frozen=True)
+class ArtistFinding:
+    """One artist's share of a model's samples."""
+
+    artist: str
+    flagged: int  # samples above the artist's flag threshold
+    p_value: float  # of the model-level test (Bonferroni over its levels)
+    level: float  # the level (a p-value bound per sample) of the strongest binomial test
+    supporting: int  # samples at or below that level
+    samples: list[str] = field(default_factory=list)  # the supporting samples, strongest first
+    nearest_works: list[Evidence] = field(default_factory=list)  # the artist's works nearest to them
+    pairs: list[SupportingSample] = field(default_factory=list)  # each supporting sample and its nearest work
+
+    def to_dict(self, paths: bool = True) -> dict[str, Any]:
+        return {"artist": self.artist, "flagged": self.flagged, "p_value": self.p_value,
+                "level": self.level, "supporting": self.supporting, "samples": list(self.samples),
+                "nearest_works": [e.to_dict(paths) for e in self.nearest_works],
+                "pairs": [p.to_dict(paths) for p in self.pairs]}
+
+
+@dataclass(frozen=True)
+class ModelVerdict:
+    """Which registered artists a set of samples imitates, at ``alpha``."""
+
+    n_samples: int
+    alpha: float
+    artists: list[str]  # the verdict: artists imitated (empty: none)
+    findings: list[ArtistFinding]  # artists with any evidence (p < 1), by p-value
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self, paths: bool = True) -> dict[str, Any]:
+        return {"n_samples": self.n_samples, "alpha": self.alpha, "artists": list(self.artists),
+                "findings": [f.to_dict(paths) for f in self.findings],
+                "skipped": [asdict(s) for s in self.skipped], "warnings": list(self.warnings)}
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What an index holds, which model and recipe it is pinned to, and the
+    state of its calibration (``uncalibrated``, ``current`` or ``stale``)."""
+
+    path: str
+    backbone_id: str
+    model_spec: str
+    weights_sha256: str
+    recipe: dict[str, Any]
+    dim: int
+    schema_version: int
+    package_version: str
+    artists: dict[str, int]
+    works: int
+    generation: int
+    calibration: str
+    fpr: float | None = None  # the calibration's target rate
+    n_background: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,43 +1,51 @@
 """Model-level verdicts: does a set of samples from one fine-tuned model imitate
 a registered artist?
 
-Each sample has, for each artist, a calibrated false-positive rate: the share
-of that artist's negatives scoring at least as high, ``(k + 1) / (n + 1)``.
-For a non-imitating image that rate is a conformal p-value: the chance that it
-is at most ``a`` is ``floor(a (n + 1)) / (n + 1)``, never more than ``a``.
+Each sample has, for each artist, a calibrated p-value: the share of that
+artist's negatives scoring at least as high, ``(k + 1) / (n + 1)`` (results
+print it as ``fpr``). For a non-imitating image it is a conformal p-value: the
+chance that it is at most ``a`` is ``floor(a (n + 1)) / (n + 1)``, never more than ``a``.
 
-Each sample supports one artist only: the one with its lowest rate (ties: the
+Each sample supports one artist only: the one with its lowest p-value (ties: the
 higher raw score), so a model imitating Rubens is not also reported as
 imitating Titian because its samples are somewhat close to both. For each
-artist and each level ``a`` in :data:`LEVEL_MULTIPLES` times the calibrated
-rate, the samples supporting the artist at rate ``<= a`` are counted and
+artist and each level ``a`` in :data:`LEVEL_MULTIPLES` times the calibration's
+target rate, the samples supporting the artist at rate ``<= a`` are counted and
 tested against ``a`` with a one-sided binomial test (counting only a subset
 keeps the test valid); the artist's p-value is the smallest of those,
 multiplied by the number of levels (Bonferroni). A single level (the flag
 threshold alone) throws away every sample just short of it; several levels
 let many moderately close samples count. A model imitates an artist when that
-p-value is below the significance level (default 0.001).
+p-value is below the significance level ``alpha`` (default 0.001): that rule
+lives in :func:`imitated` and nowhere else.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from scipy.stats import binom
 
 from mimicry.calibration import Calibration
+from mimicry.results import ArtistFinding, ModelVerdict, Skipped, SupportingSample
 
-#: Levels of the model-level test, as multiples of the calibrated rate
-#: (1%, 2%, 5%, 10%, 20% at the default ``--fpr 0.01``); capped at one half.
+if TYPE_CHECKING:  # pragma: no cover
+    from mimicry.store.snapshot import Snapshot
+
+__all__ = ["ArtistFinding", "ArtistTest", "ModelVerdict", "artist_tests", "best_artists",
+           "image_verdicts", "imitated", "judge_model", "model_test_levels", "set_statistic"]
+
+#: Levels of the model-level test, as multiples of the calibration's target
+#: rate (1%, 2%, 5%, 10%, 20% at the default ``--fpr 0.01``); capped at one half.
 LEVEL_MULTIPLES = (1, 2, 5, 10, 20)
 
 
-def best_artists(raw: np.ndarray, fpr: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
-    """Per row, the artist index with the lowest false-positive rate among the
-    ``allowed`` ones (all, by default); ties go to the higher raw score. -1 for
-    a row with no allowed artist."""
-    rates = fpr if allowed is None else np.where(allowed, fpr, np.inf)
+def best_artists(raw: np.ndarray, p_values: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+    """Per row, the artist index with the lowest p-value among the ``allowed``
+    ones (all, by default); ties go to the higher raw score. -1 for a row with
+    no allowed artist."""
+    rates = p_values if allowed is None else np.where(allowed, p_values, np.inf)
     lowest = rates.min(axis=1, keepdims=True)
     best = np.where(rates == lowest, raw, -np.inf).argmax(axis=1)
     return np.where(np.isfinite(lowest[:, 0]), best, -1)
@@ -47,17 +55,17 @@ def image_verdicts(raw: np.ndarray, cal: Calibration) -> np.ndarray:
     """Each image's verdict as an artist index, or -1 when no artist is flagged.
 
     Among the artists whose threshold an image passes, the verdict is the one
-    with the lowest false-positive rate; ties go to the higher score.
+    with the lowest p-value; ties go to the higher score.
     """
-    return best_artists(raw, cal.fpr_matrix(raw), cal.flags(raw))
+    return best_artists(raw, cal.p_values(raw), cal.flags(raw))
 
 
 def model_test_levels(cal: Calibration) -> list[float]:
-    """The false-positive levels the model-level test counts samples at."""
-    return sorted({min(m * cal.fpr, 0.5) for m in LEVEL_MULTIPLES})
+    """The p-value levels the model-level test counts samples at."""
+    return sorted({min(m * cal.target_rate, 0.5) for m in LEVEL_MULTIPLES})
 
 
-@dataclass
+@dataclass(frozen=True)
 class ArtistTest:
     """One artist's model-level test on a set of samples."""
 
@@ -69,10 +77,12 @@ class ArtistTest:
 def artist_tests(raw: np.ndarray, cal: Calibration) -> list[ArtistTest]:
     """The multi-level binomial test (module docstring) for every artist,
     given the samples' raw ``(n, n_artists)`` scores."""
-    fpr = cal.fpr_matrix(raw)
+    from scipy.stats import binom
+
+    p = cal.p_values(raw)
     levels = model_test_levels(cal)
-    supports = best_artists(raw, fpr)
-    own = fpr[np.arange(len(raw)), supports]
+    supports = best_artists(raw, p)
+    own = p[np.arange(len(raw)), supports]
     out = []
     for j, neg in enumerate(cal.negatives):
         best = ArtistTest(1.0, levels[0], np.zeros(0, dtype=np.int64))
@@ -81,11 +91,19 @@ def artist_tests(raw: np.ndarray, cal: Calibration) -> list[ArtistTest]:
             hits = np.flatnonzero((supports == j) & (own <= a + 1e-12))
             if rate <= 0 or not len(hits):
                 continue
-            p = min(1.0, float(binom.sf(len(hits) - 1, len(raw), rate)) * len(levels))
-            if p < best.p_value:
-                best = ArtistTest(p, a, hits)
+            pv = min(1.0, float(binom.sf(len(hits) - 1, len(raw), rate)) * len(levels))
+            if pv < best.p_value:
+                best = ArtistTest(pv, a, hits)
         out.append(best)
     return out
+
+
+def imitated(tests: Sequence[ArtistTest], alpha: float) -> np.ndarray:
+    """The verdict rule: indices of the artists whose model-level p-value is
+    below ``alpha``, strongest first."""
+    p = np.array([t.p_value for t in tests])
+    hit = np.flatnonzero(p < alpha)
+    return hit[np.argsort(p[hit], kind="stable")]
 
 
 def set_statistic(raw: np.ndarray, cal: Calibration, tests: list[ArtistTest] | None = None) -> float:
@@ -99,28 +117,52 @@ def set_statistic(raw: np.ndarray, cal: Calibration, tests: list[ArtistTest] | N
     return float(-np.log10(max(p, 1e-300)) + 1e-3 * np.tanh(z.max()))
 
 
-@dataclass
-class ArtistFinding:
-    """One artist's share of a model's samples."""
+def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], alpha: float,
+                evidence: int = 3, skipped: Sequence[Skipped] = (),
+                sample_range: tuple[int, int] = (8, 200)) -> ModelVerdict:
+    """The model-level verdict on samples (``vectors``, one row per sample named
+    by ``names``) against a calibrated snapshot. Findings list every artist with
+    any evidence (p < 1) by p-value; each pairs its supporting samples with their
+    nearest work of the artist. ``warnings`` say when the sample count lies
+    outside ``sample_range`` or the calibration is stale."""
+    from mimicry.scoring import Calibrated, nearest, score
 
-    artist: str
-    flagged: int  # samples above the artist's flag threshold
-    p_value: float
-    level: float  # false-positive level of the strongest binomial test
-    supporting: int  # samples at or below that level
-    samples: list[str] = field(default_factory=list)  # the supporting samples, strongest first
-    nearest_works: list[str] = field(default_factory=list)
+    aligned = Calibrated.align(snapshot)
+    if aligned is None:
+        from mimicry.errors import NotCalibratedError
+
+        raise NotCalibratedError(f"{snapshot.folder}: a model verdict needs a calibrated index; "
+                                 f"run `mimicry calibrate`")
+    scores = score(snapshot, vectors)
+    raw = scores.raw[:, aligned.columns]
+    cal = aligned.cal
+    tests = artist_tests(raw, cal)
+    p = cal.p_values(raw)
+    flagged = cal.flags(raw).sum(axis=0)
+    findings = []
+    for j in np.argsort([t.p_value for t in tests], kind="stable"):
+        t = tests[j]
+        if t.p_value >= 1.0:
+            continue
+        col = int(aligned.columns[j])
+        hits = t.hits[np.argsort(-raw[t.hits, j], kind="stable")]
+        pairs = [SupportingSample(names[i], float(p[i, j]), nearest(snapshot, scores.sims[i], col, 1)[0])
+                 for i in hits]
+        best_rows = scores.sims[hits][:, snapshot.columns[col]].max(axis=0)
+        order = snapshot.columns[col][np.argsort(-best_rows, kind="stable")[:evidence]]
+        near = _evidence_rows(snapshot, order, scores.sims[hits])
+        findings.append(ArtistFinding(cal.artists[j], int(flagged[j]), t.p_value, t.level, len(hits),
+                                      [names[i] for i in hits], near, pairs))
+    verdict = [cal.artists[j] for j in imitated(tests, alpha)]
+    warnings = list(snapshot.warnings())
+    lo, hi = sample_range
+    if not lo <= len(names) <= hi:
+        warnings.append(f"{len(names)} samples; the test is designed for {lo} to {hi}")
+    return ModelVerdict(len(names), alpha, verdict, findings, list(skipped), warnings)
 
 
-@dataclass
-class ModelVerdict:
-    """Which registered artists a set of samples imitates, at ``alpha``."""
+def _evidence_rows(snapshot: Snapshot, rows: np.ndarray, sims: np.ndarray) -> list:
+    """Evidence for snapshot ``rows``, each with its best similarity to any of ``sims``' queries."""
+    from mimicry.scoring import evidence_of
 
-    n_samples: int
-    alpha: float
-    artists: list[str]  # the verdict: artists imitated (empty: none)
-    findings: list[ArtistFinding]  # artists with any evidence (p < 1), by p-value
-    skipped: list[dict] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    return [evidence_of(snapshot, int(r), float(sims[:, r].max())) for r in rows]

@@ -1,23 +1,14 @@
+"""Shared fixtures. Heavy ones (the default model, the demo's calibrated index)
+are built once per test session; tests that write copy them first."""
+
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from mimicry.synthetic import STYLES, paint, scene
-
-
-def write_portfolio(root: Path, artists: int = 3, works: int = 3, seed: int = 0) -> Path:
-    """root/<artist>/work-i.png painted in that artist's procedural style."""
-    for a, style in enumerate(STYLES[:artists]):
-        d = root / style.name
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(works):
-            s = seed * 1000 + a * 100 + i
-            paint(scene(s), style, s).save(d / f"work-{i}.png")
-    return root
+from helpers import write_portfolio
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +23,22 @@ def portfolio(tmp_path: Path) -> Path:
     return write_portfolio(tmp_path / "portfolios")
 
 
-def noise_image(path: Path, seed: int = 0, size=(64, 48)) -> Path:
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
-    return path
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory, default_embedder):
+    """``mimicry demo`` run once per session: (result, printed lines, its folder).
+    Its index is calibrated with a background; treat it as read-only."""
+    from mimicry.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    lines: list[str] = []
+    result = run_demo(out, echo=lines.append, embedder=default_embedder)
+    return result, lines, out
+
+
+@pytest.fixture
+def calibrated_copy(demo, tmp_path) -> Path:
+    """A private copy of the demo's calibrated index, free to write to."""
+    _, _, out = demo
+    dst = tmp_path / "index"
+    shutil.copytree(out / "index", dst, ignore=shutil.ignore_patterns("lock"))
+    return dst

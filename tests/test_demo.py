@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mimicry.demo import run_demo
 
 
-def test_demo_indexes_calibrates_flags_and_judges_models(tmp_path, default_embedder):
-    lines: list[str] = []
-    res = run_demo(tmp_path / "demo", echo=lines.append, embedder=default_embedder)
+def test_demo_indexes_calibrates_flags_and_judges_models(demo, default_embedder):
+    res, lines, out = demo
     assert res.top1 == 1.0 and res.flagged_right >= 0.75
     assert res.photos_flagged == 0
     assert res.fine_tune.artists == [res.fine_tuned_artist]
@@ -15,6 +16,21 @@ def test_demo_indexes_calibrates_flags_and_judges_models(tmp_path, default_embed
     assert res.unrelated_model.artists == []
     text = "\n".join(lines)
     assert f"imitates {res.fine_tuned_artist}" in text and "imitates no registered artist" in text
-    # a second run replaces the index instead of failing or doubling it
-    again = run_demo(tmp_path / "demo", echo=lambda _: None, embedder=default_embedder)
-    assert again.top1 == res.top1 and again.fine_tune.n_samples == res.fine_tune.n_samples
+
+
+@pytest.mark.slow
+def test_demo_reruns_in_place(tmp_path, default_embedder, monkeypatch):
+    """A second run replaces the index instead of failing or doubling it (on a
+    small copy: the generator is told to make fewer images)."""
+    import mimicry.demo as demo_mod
+
+    real = demo_mod.make_dataset
+    monkeypatch.setattr(demo_mod, "make_dataset",
+                        lambda out: real(out, works_per_artist=3, imitations_per_artist=1, unrelated=2))
+    first = run_demo(tmp_path / "d", echo=lambda _: None, embedder=default_embedder)
+    again = run_demo(tmp_path / "d", echo=lambda _: None, embedder=default_embedder)
+    assert again.top1 == first.top1 and again.fine_tune.n_samples == first.fine_tune.n_samples
+    from mimicry import StyleIndex
+
+    with StyleIndex.open(tmp_path / "d" / "index") as ix:
+        assert ix.info().works == 3 * 4

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mimicry import images
-from mimicry.images import ImageError, load_image
+from mimicry.images import ImageBytes, ImageError, load_image
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -59,21 +59,52 @@ def test_animated_takes_first_frame(tmp_path):
     assert out[8, 8, 0] > 200 and out[8, 8, 1] < 50
 
 
-def test_decompression_bomb_refused(tmp_path, monkeypatch):
+def test_decompression_bomb_refused_from_its_header(tmp_path, monkeypatch):
     path = tmp_path / "big.png"
     Image.new("RGB", (400, 400)).save(path)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)
+    monkeypatch.setenv("MIMICRY_MAX_PIXELS", str(100 * 100))
     with pytest.raises(ImageError, match="decompression bomb") as err:
         load_image(path)
-    assert str(path) in str(err.value)
+    assert str(path) in str(err.value) and "400x400" in str(err.value)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50 * 50)  # Pillow's own guard stays on too
+    monkeypatch.setenv("MIMICRY_MAX_PIXELS", str(10**9))
+    with pytest.raises(ImageError, match="decompression bomb"):
+        load_image(path)
 
 
 def test_file_size_limit(tmp_path, monkeypatch):
     path = tmp_path / "a.png"
     Image.new("RGB", (50, 50)).save(path)
-    monkeypatch.setattr(images, "MAX_FILE_BYTES", 10)
-    with pytest.raises(ImageError, match="limit"):
+    monkeypatch.setenv("MIMICRY_MAX_FILE_BYTES", "10")
+    with pytest.raises(ImageError, match="10-byte limit"):
         load_image(path)
+    with pytest.raises(ImageError, match="10-byte limit") as err:
+        load_image(ImageBytes("upload.png", path.read_bytes()))
+    assert err.value.path == "upload.png"
+
+
+def test_bytes_decode_like_files_and_hash_the_same(tmp_path):
+    path = tmp_path / "a.jpg"
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 255, (300, 500, 3), dtype=np.uint8)).save(path, quality=90)
+    from_file = images.decode(path, draft_size=224)
+    from_bytes = images.decode(ImageBytes("x.jpg", path.read_bytes()), draft_size=224)
+    assert from_file.sha256 == from_bytes.sha256 == images.sha256_file(path)
+    assert np.array_equal(np.asarray(from_file.image), np.asarray(from_bytes.image))
+    assert min(from_file.image.size) >= 224  # drafted, never below the asked size
+    with pytest.raises(ImageError, match="empty") as err:
+        load_image(ImageBytes("nothing.png", b""))
+    assert err.value.path == "nothing.png" and err.value.code == "bad_image"
+
+
+def test_expand_inputs_walks_folders_and_passes_bytes_through(tmp_path):
+    (tmp_path / "d" / ".hidden").mkdir(parents=True)
+    for name in ("b.png", "a.jpg", "notes.txt", ".x.png"):
+        (tmp_path / "d" / name).write_bytes(b"x")
+    (tmp_path / "d" / ".hidden" / "c.png").write_bytes(b"x")
+    upload = ImageBytes("u.png", b"x")
+    got = images.expand_inputs([tmp_path / "d", upload, tmp_path / "d" / "a.jpg"])
+    assert got == [tmp_path / "d" / "a.jpg", tmp_path / "d" / "b.png", upload]
 
 
 @pytest.mark.parametrize(

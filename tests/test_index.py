@@ -1,21 +1,19 @@
-"""The index: incremental by content hash, pinned to its model, crash-safe."""
+"""StyleIndex, the Python API: incremental indexing, scans from paths and bytes,
+reads that never write, calibration kept fresh by writes."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import write_portfolio
-from mimicry import IndexMismatchError, StyleIndex
-from mimicry import vectors as vector_io
+from mimicry import ImageBytes, StyleIndex
+from mimicry.errors import InputError, LockedError, NotCalibratedError, NotFoundError
 from mimicry.synthetic import STYLES, paint, scene
 
 
@@ -78,7 +76,7 @@ def test_remove_artist_removes_vectors(tmp_path, portfolio, default_embedder):
     assert ix.remove_artist(STYLES[1].name) == 3
     assert STYLES[1].name not in ix.artists()
     assert consistent(tmp_path / "ix") == (6, 6)
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFoundError, match="nobody"):
         ix.remove_artist("nobody")
     res = ix.scan([portfolio / STYLES[1].name / "work-0.png"], top=5)[0]
     assert STYLES[1].name not in [m.artist for m in res.matches]
@@ -105,92 +103,113 @@ def test_csv_portfolio(tmp_path, portfolio, default_embedder):
     assert (rep.works, rep.artists) == (9, 3)
 
 
-class OtherModel:
-    """Same dimension as the default, other weights: must not share an index."""
-
-    model_id = "efficientnet-lite0"
-    weights_sha256 = "0" * 64
-    device = "cpu"
-
-    def __init__(self, dim):
-        self.dim = dim
 
 
-def test_wrong_backbone_is_a_clear_error(tmp_path, portfolio, default_embedder):
-    StyleIndex.create(tmp_path / "ix", embedder=default_embedder).add_folder(portfolio)
-    with pytest.raises(IndexMismatchError, match="built with efficientnet-lite0"):
-        StyleIndex.open(tmp_path / "ix", embedder=OtherModel(default_embedder.dim))
-    with pytest.raises(IndexMismatchError):
-        StyleIndex.create(tmp_path / "ix", embedder=OtherModel(default_embedder.dim))
+def test_scan_from_bytes_equals_scan_from_path(calibrated_copy, demo):
+    _, _, out = demo
+    ix = StyleIndex.open(calibrated_copy)
+    paths = sorted((out / "imitations").glob("*.png"))[:3]
+    from_paths = ix.scan(paths)
+    uploads = [ImageBytes(f"upload-{i}.png", p.read_bytes()) for i, p in enumerate(paths)]
+    uploads.append(ImageBytes("junk.png", b"not an image at all"))
+    from_bytes = ix.scan(uploads)
+    for a, b in zip(from_paths, from_bytes):
+        assert b.image.startswith("upload-") and a.sha256 == b.sha256
+        assert a.artist == b.artist and [m.to_dict() for m in a.matches] == [m.to_dict() for m in b.matches]
+    assert from_bytes[-1].image == "junk.png" and "not a recognised image" in from_bytes[-1].error
+    assert not any("/" in e for r in from_bytes for e in [r.image])  # no upload became a path
 
 
-def test_failed_write_keeps_previous_state(tmp_path, portfolio, default_embedder, monkeypatch):
+def test_concurrent_scans_from_threads_agree(calibrated_copy, demo):
+    _, _, out = demo
+    ix = StyleIndex.open(calibrated_copy)
+    paths = sorted((out / "imitations").glob("*.png"))[:4]
+    expected = [r.to_dict() for r in ix.scan(paths)]
+    got: list = []
+    errors: list = []
+
+    def worker() -> None:
+        try:
+            got.append([r.to_dict() for r in ix.scan(paths)])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and got == [expected] * 4
+
+
+def test_reads_answer_while_a_writer_holds_the_lock(calibrated_copy, demo, monkeypatch):
+    _, _, out = demo
+    ix = StyleIndex.open(calibrated_copy)
+    other = StyleIndex.open(calibrated_copy)
+    monkeypatch.setenv("MIMICRY_LOCK_WAIT", "0.2")
+    with ix.store.writer():
+        r = other.scan([sorted((out / "imitations").glob("*.png"))[0]])[0]
+        assert r.matches and other.info().works == ix.info().works
+        with pytest.raises(LockedError) as err:
+            StyleIndex.open(calibrated_copy).remove_artist(STYLES[0].name)
+        assert err.value.retry_after > 0 and err.value.code == "locked"
+    files = sorted(calibrated_copy.iterdir())
+    before = {f.name: f.stat().st_mtime_ns for f in files}
+    other.scan([sorted((out / "imitations").glob("*.png"))[1]])
+    other.info()
+    assert {f.name: f.stat().st_mtime_ns for f in sorted(calibrated_copy.iterdir())} == before  # reads wrote nothing
+
+
+def test_writes_keep_calibration_fresh_and_stale_is_reported(calibrated_copy, demo):
+    _, _, out = demo
+    ix = StyleIndex.open(calibrated_copy)
+    assert ix.info().calibration == "current"
+    before = ix.calibration
+    new = out / "late-portfolio" / STYLES[0].name
+    new.mkdir(parents=True, exist_ok=True)
+    paint(scene(31337), STYLES[0], 31337).save(new / "later.png")
+    ix.add_artist(STYLES[0].name, [new])
+    after = ix.calibration
+    assert ix.info().calibration == "current" and after.generation > before.generation
+    assert after.n_background == before.n_background and after.target_rate == before.target_rate
+
+    # A kill between the portfolio commit and the recalibration leaves it stale:
+    # reads report it and still answer; they do not recalibrate.
+    with ix.store.writer() as w:
+        w.commit([], [ix.works(STYLES[0].name)[-1].id])
+    info = ix.info()
+    assert info.calibration == "stale" and info.warnings
+    r = ix.scan([sorted((out / "imitations").glob("*.png"))[0]])[0]
+    assert r.warnings and "stale" in r.warnings[0]
+    assert ix.info().calibration == "stale"  # the scan did not recalibrate
+    ix.calibrate()
+    assert ix.info().calibration == "current" and ix.calibration.n_background == before.n_background
+
+
+def test_scan_model_needs_a_calibrated_index(tmp_path, portfolio, default_embedder):
     ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
     ix.add_folder(portfolio)
-    paint(scene(99), STYLES[0], 99).save(portfolio / STYLES[0].name / "extra.png")
-
-    real_write = vector_io.write
-
-    def write_then_die(folder, generation, index):
-        real_write(folder, generation, index)  # new file complete on disk...
-        raise KeyboardInterrupt  # ...killed before the catalogue commits
-
-    monkeypatch.setattr(vector_io, "write", write_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        ix.add_folder(portfolio)
-    monkeypatch.setattr(vector_io, "write", real_write)
-    assert consistent(tmp_path / "ix") == (9, 9)
-    rep = StyleIndex.open(tmp_path / "ix", embedder=default_embedder).add_folder(portfolio)
-    assert rep.embedded == 1 and rep.works == 10
-    assert len(list((tmp_path / "ix").glob("vectors.*.faiss"))) == 1
+    with pytest.raises(NotCalibratedError, match="mimicry calibrate"):
+        ix.scan_model([portfolio])
+    with pytest.raises(InputError, match="between 0 and 1"):
+        ix.calibrate(fpr=0)
 
 
-def committed_generation(folder: Path) -> int:
-    """The generation the catalogue has committed (0 before the first commit)."""
-    import sqlite3
-
-    db = sqlite3.connect(f"file:{folder / 'catalogue.sqlite'}?mode=ro", uri=True, timeout=5)
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
-    except sqlite3.OperationalError:  # tables not created yet
-        row = None
-    finally:
-        db.close()
-    return int(row[0]) if row else 0
+def test_model_verdict_pairs_each_supporting_sample_with_its_nearest_work(demo):
+    res, _, out = demo
+    top = res.fine_tune.findings[0]
+    assert top.artist == res.fine_tuned_artist and top.supporting == len(top.pairs) == len(top.samples)
+    for pair, sample in zip(top.pairs, top.samples):
+        assert pair.sample == sample and pair.nearest.artist == top.artist
+        assert 0 < pair.p_value <= top.level + 1e-12
+    assert all(e.artist == top.artist and e.work_id >= 1 for e in top.nearest_works)
+    d = res.fine_tune.to_dict(paths=False)
+    assert "path" not in str(d) and d["findings"][0]["pairs"][0]["nearest"]["sha256"]
 
 
-KILL_SCRIPT = """
-import sys
-from mimicry import StyleIndex
-ix = StyleIndex.create(sys.argv[1], device="cpu")
-print("ready", flush=True)
-ix.add_folder(sys.argv[2], batch_size=2, checkpoint=2)
-"""
-
-
-def test_kill_at_any_moment_leaves_a_usable_index(tmp_path):
-    """SIGKILL an indexing process at several moments; every time the index
-    opens, rows and vectors agree, and a rerun completes the job."""
-    portfolio = write_portfolio(tmp_path / "p", artists=2, works=20)
-    folder = tmp_path / "ix"
-    delays = [0.0, 0.3, 0.4, 0.5]
-    seen = []
-    for delay in delays:
-        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(folder), str(portfolio)],
-                                stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready"
-        if not seen:  # first kill: right after the first commit, whatever the machine's speed
-            deadline = time.time() + 120
-            while committed_generation(folder) == 0 and time.time() < deadline:
-                time.sleep(0.01)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        works, vecs = consistent(folder)
-        seen.append(works)
-    assert seen == sorted(seen)  # committed work is never lost
-    assert 0 < seen[0] < 40  # the first kill landed mid-run
-    with StyleIndex.open(folder) as ix:
-        rep = ix.add_folder(portfolio)
-    assert rep.works == 40 and rep.embedded == 40 - seen[-1]
-    assert consistent(folder) == (40, 40)
+def test_scan_model_warns_outside_the_designed_sample_range(calibrated_copy, demo):
+    _, _, out = demo
+    ix = StyleIndex.open(calibrated_copy)
+    few = sorted((out / "samples-fine-tune").glob("*.png"))[:3]
+    verdict = ix.scan_model(few)
+    assert verdict.n_samples == 3 and any("8 to 200" in w for w in verdict.warnings)

@@ -1,32 +1,65 @@
-"""The one protocol every backbone meets, and the device choice they share."""
+"""The one protocol every backbone meets, its recipe, and the device choice they share."""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
-from PIL import Image
+
+from mimicry.errors import BackboneError, InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image
+
+__all__ = ["BackboneError", "Embedder", "Recipe", "l2_normalise", "resolve_device"]
+
+#: How files become pixels (:mod:`mimicry.images`): Pillow, JPEG DCT draft
+#: down to the recipe's ``draft_size``, EXIF turn, RGB with alpha on white.
+DECODER = "pillow; jpeg dct draft; exif transpose; rgb, alpha on white; v1"
 
 
-class BackboneError(Exception):
-    """A backbone cannot be built: the message names the model, where it looked,
-    and what the user can do."""
+@dataclass(frozen=True)
+class Recipe:
+    """How pixels become a vector, pinned with the weights in every index.
+
+    Two embedders with equal weights and equal recipes give the same vectors
+    (to float rounding); any change that moves vectors must change the recipe
+    (the golden tests enforce it), so an index built another way is refused
+    with a clear re-index error instead of mixing vector spaces.
+    """
+
+    descriptor: str  # what the vector is, e.g. "stage-stats"
+    version: int  # bumped whenever anything here changes vectors
+    input_size: int  # pixels of the model's square input
+    draft_size: int | None  # JPEGs decode at reduced scale, never below this short side
+    preprocess: str  # resize, crop and normalisation, exactly
+    decoder: str = DECODER
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Recipe:
+        return Recipe(**{k: data[k] for k in Recipe.__dataclass_fields__ if k in data})
 
 
 @runtime_checkable
 class Embedder(Protocol):
     """Turns RGB images into float32, L2-normalised vectors of a fixed dimension.
 
-    ``model_id`` and ``weights_sha256`` pin an index to this exact model;
-    ``preprocess`` runs on decoding threads (PIL image -> CHW float tensor) and
-    ``embed_tensors`` runs the model on a stacked batch.
+    ``backbone_id``, ``weights_sha256`` and ``recipe`` pin an index to this exact
+    model and way of using it; ``preprocess`` runs on decoding threads (PIL
+    image -> CHW tensor) and ``embed_tensors`` runs the model on a stacked batch.
+    Forward passes may run from several threads at once.
     """
 
-    model_id: str
+    backbone_id: str
     weights_sha256: str
     dim: int
     device: str
+    recipe: Recipe
 
     def preprocess(self, image: Image.Image) -> torch.Tensor: ...
 
@@ -35,12 +68,14 @@ class Embedder(Protocol):
 
 def resolve_device(device: str = "auto") -> str:
     """``auto`` takes CUDA where torch sees a GPU, else the CPU."""
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
+        raise InputError(f"unknown device {device!r}: use auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+        raise BackboneError(f"device {device!r} asked for, but torch sees no CUDA GPU")
     return device
 
 

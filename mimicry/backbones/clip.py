@@ -7,9 +7,14 @@ Two ways to name one:
   ``HF_HUB_OFFLINE=1``).
 - ``clip-file:ARCH:PATH``: an open_clip architecture and a local checkpoint file.
 
-Either way the backbone id is ``open_clip:ARCH`` and the weights file is
-hashed, so an index is pinned to the exact weights that built it, whichever
-route brought them. Vectors are the image tower's output, L2-normalised.
+Either way the backbone id is ``open_clip:ARCH``, the weights file is hashed
+and the recipe is read from the preprocessing open_clip actually built (size,
+resize mode, interpolation, mean, std), so an index is pinned to the exact
+weights and preprocessing that built it, whichever route brought them. A tag
+whose pretrained config sets its own mean and std (most use open_clip's
+defaults) gives another recipe than the bare file: opening its index through
+``clip-file:`` is then the clear pin error, never a silent mix.
+Vectors are the image tower's output, L2-normalised.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mimicry.backbones.base import BackboneError, l2_normalise, resolve_device
+from mimicry.backbones.base import Recipe, l2_normalise, resolve_device
+from mimicry.errors import BackboneError
+
+#: Bump with any change here that moves CLIP vectors.
+RECIPE_VERSION = 1
 
 
 def _hf_cache_dir(cache_dir: str | None) -> str:
@@ -76,6 +85,30 @@ def resolve_pretrained(arch: str, tag: str, cache_dir: str | None = None) -> str
     return str(path)
 
 
+def recipe_of(model: torch.nn.Module) -> Recipe:
+    """The recipe of an open_clip model, from the preprocessing it was built with."""
+    cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    size = cfg.get("size", getattr(model.visual, "image_size", 224))
+    side = int(size if isinstance(size, int) else min(size))
+    keys = ("size", "mode", "mean", "std", "interpolation", "resize_mode", "fill_color")
+    described = ", ".join(f"{k}={_plain(cfg[k])}" for k in keys if k in cfg)
+    return Recipe(
+        descriptor="open_clip image tower output, L2-normalised",
+        version=RECIPE_VERSION,
+        input_size=side,
+        draft_size=side,
+        preprocess=f"open_clip image transform ({described})",
+    )
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_plain(v) for v in value) + ")"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
 class OpenClipEmbedder:
     """An open_clip image tower as an :class:`~mimicry.backbones.base.Embedder`."""
 
@@ -83,7 +116,7 @@ class OpenClipEmbedder:
         self,
         arch: str,
         weights: str,
-        model_id: str,
+        backbone_id: str,
         device: str = "auto",
         preprocess_cfg: dict | None = None,
     ) -> None:
@@ -93,15 +126,15 @@ class OpenClipEmbedder:
 
         if not Path(weights).is_file():
             raise BackboneError(
-                f"{model_id}: checkpoint file {weights} does not exist; give the path "
+                f"{backbone_id}: checkpoint file {weights} does not exist; give the path "
                 f"of an open_clip checkpoint (.bin, .pt or .safetensors)"
             )
         if arch not in open_clip.list_models():
             raise BackboneError(
-                f"{model_id}: open_clip has no architecture {arch!r} "
+                f"{backbone_id}: open_clip has no architecture {arch!r} "
                 f"(see open_clip.list_models())"
             )
-        self.model_id = model_id
+        self.backbone_id = backbone_id
         self.device = resolve_device(device)
         self.weights_sha256 = sha256_file(weights)
         kwargs = {}
@@ -115,11 +148,12 @@ class OpenClipEmbedder:
             )
         except Exception as exc:  # noqa: BLE001 - a bad file is a user error
             raise BackboneError(
-                f"{model_id}: could not load {weights} as open_clip {arch} "
+                f"{backbone_id}: could not load {weights} as open_clip {arch} "
                 f"({type(exc).__name__}: {exc})"
             ) from None
         self.model = model.eval()
         self.transform = transform
+        self.recipe = recipe_of(self.model)
         with torch.inference_mode():
             size = getattr(self.model.visual, "image_size", 224)
             size = size if isinstance(size, (tuple, list)) else (size, size)

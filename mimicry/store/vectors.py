@@ -17,6 +17,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from mimicry.errors import CorruptIndexError
+
 _FILE_RE = re.compile(r"^vectors\.(\d+)\.faiss$")
 
 
@@ -30,13 +32,24 @@ def file_for(folder: Path, generation: int) -> Path:
 
 
 def load(folder: Path, generation: int, dim: int) -> faiss.IndexIDMap2:
-    """The vectors of ``generation`` (an empty index for generation 0)."""
+    """The vectors of ``generation`` (an empty index for generation 0).
+    Raises ``FileNotFoundError`` when a writer has replaced that generation
+    meanwhile (read the committed generation again), :class:`CorruptIndexError`
+    when the file is not an index of the pinned dimension."""
     if generation == 0:
         return new_index(dim)
     path = file_for(folder, generation)
-    index = faiss.read_index(str(path))
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        index = faiss.read_index(str(path))  # already the concrete type; never downcast a temporary
+    except RuntimeError as exc:
+        if not path.exists():
+            raise FileNotFoundError(path) from None
+        raise CorruptIndexError(f"{path}: unreadable vectors ({exc})") from None
     if not isinstance(index, faiss.IndexIDMap2) or index.d != dim:
-        raise ValueError(f"{path}: not an IndexIDMap2 of dimension {dim}")
+        raise CorruptIndexError(f"{path}: not an IndexIDMap2 of dimension {dim} "
+                                f"({type(index).__name__}, dimension {index.d})")
     return index
 
 

@@ -11,10 +11,11 @@ import torch
 
 open_clip = pytest.importorskip("open_clip")
 
-from conftest import noise_image  # noqa: E402
+from golden_vectors import check_golden, golden_sources  # noqa: E402
+from helpers import noise_image  # noqa: E402
 from mimicry import StyleIndex  # noqa: E402
 from mimicry.backbones import BackboneError, load_embedder  # noqa: E402
-from mimicry.embedding import embed_paths  # noqa: E402
+from mimicry.embedding import embed_all, embed_paths  # noqa: E402
 
 ARCH = "mimicry-test-tiny-vit"
 TINY = {
@@ -79,6 +80,9 @@ def test_cache_route_offline(tmp_path, tiny, monkeypatch):
     emb = load_embedder(f"clip:{ARCH}/tiny", "cpu")
     file_emb = load_embedder(f"clip-file:{ARCH}:{ckpt}", "cpu")
     assert emb.weights_sha256 == file_emb.weights_sha256
+    assert emb.recipe == file_emb.recipe and emb.backbone_id == file_emb.backbone_id
+    same = [embed_all(e, golden_sources())[1] for e in (emb, file_emb)]
+    assert np.array_equal(same[0], same[1])  # both routes: the same vectors
     paths = [noise_image(tmp_path / f"{i}.png", seed=10 + i) for i in range(2)]
     got = np.concatenate([b.vectors for b in embed_paths(emb, paths)])
     assert np.allclose(got, reference_vectors(model, emb, paths), atol=1e-5)
@@ -96,10 +100,18 @@ def test_cache_route_offline(tmp_path, tiny, monkeypatch):
     assert f"clip:{ARCH}/tiny" in msg and repo in msg and "clip-file:" in msg
 
 
+def test_clip_gives_its_golden_vectors(tiny):
+    """A random-init model with a fixed seed, saved and loaded back: the recipe
+    (read from open_clip's own preprocessing) and the vectors are pinned."""
+    ckpt, _ = tiny
+    emb = load_embedder(f"clip-file:{ARCH}:{ckpt}", "cpu")
+    assert emb.recipe.input_size == emb.recipe.draft_size == 32
+    assert "mean=(0.481455" in emb.recipe.preprocess and "interpolation=bicubic" in emb.recipe.preprocess
+    check_golden("clip-tiny-random", emb)
+
+
 def test_unknown_tag_and_missing_file_are_clear(tmp_path, tiny):
     with pytest.raises(BackboneError, match="no pretrained tag"):
         load_embedder(f"clip:{ARCH}/nonesuch", "cpu")
     with pytest.raises(BackboneError, match="does not exist"):
         load_embedder(f"clip-file:{ARCH}:{tmp_path / 'missing.bin'}", "cpu")
-    with pytest.raises(BackboneError, match="unknown model"):
-        load_embedder("resnet-9000", "cpu")

@@ -3,16 +3,26 @@
 Promises:
 - A work's ``id`` is its vector id in the FAISS file; ids are never reused.
 - ``meta['generation']`` names the FAISS file that matches the committed rows;
-  it changes in the same transaction as the rows (see :mod:`mimicry.vectors`).
+  it changes in the same transaction as the rows (see :mod:`mimicry.store.vectors`).
+- ``meta['pin']`` is the authoritative pin; ``meta['revision']`` grows with every
+  committed write, so readers know when their snapshot is out of date.
+- Arrays (calibration, background vectors) are stored as ``.npz`` blobs of plain
+  numeric or fixed-width text arrays and always loaded with pickling off: a blob
+  holding a pickled object is refused (:class:`CorruptIndexError`), never run.
 """
 
 from __future__ import annotations
 
+import io
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+
+import numpy as np
+
+from mimicry.errors import CorruptIndexError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,13 +63,18 @@ class Catalogue:
     """Thin typed access to the catalogue database. Writes happen only inside
     :meth:`transaction`, so rows and the vector generation commit together."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
-        self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        # One connection per Catalogue; the store hands each thread its own, or
+        # serialises use of the writer's (hence check_same_thread off).
+        self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA busy_timeout=30000")
+        if create:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
         self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
 
     def close(self) -> None:
         self.db.close()
@@ -86,6 +101,43 @@ class Catalogue:
             "ON CONFLICT(name) DO UPDATE SET data=excluded.data",
             (name, sqlite3.Binary(data)),
         )
+
+    def get_arrays(self, name: str) -> dict[str, np.ndarray] | None:
+        """The arrays stored under ``name`` (None if none), loaded with pickling off."""
+        data = self.get_blob(name)
+        if data is None:
+            return None
+        try:
+            loaded = np.load(io.BytesIO(data), allow_pickle=False)
+            if isinstance(loaded, np.ndarray):  # a bare .npy array
+                return {"array": loaded}
+            with loaded as z:
+                return {k: z[k] for k in z.files}
+        except ValueError as exc:
+            raise CorruptIndexError(
+                f"{self.path}: stored {name!r} holds data that would need unpickling "
+                f"({exc}); refused: opening an index never runs code. "
+                f"Redo it (`mimicry calibrate`) or re-index") from None
+        except (OSError, EOFError) as exc:
+            raise CorruptIndexError(f"{self.path}: stored {name!r} is unreadable ({exc})") from None
+
+    def set_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """Stores plain arrays under ``name`` (object arrays are refused)."""
+        for key, arr in arrays.items():
+            if np.asarray(arr).dtype == object:
+                raise TypeError(f"{name}.{key}: object arrays are not stored")
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        self.set_blob(name, buf.getvalue())
+
+    def delete_blob(self, name: str) -> None:
+        self.db.execute("DELETE FROM blobs WHERE name=?", (name,))
+
+    def bump_revision(self) -> int:
+        """Marks a committed change for readers; returns the new revision."""
+        revision = int(self.get_meta("revision", "0") or 0) + 1
+        self.set_meta("revision", str(revision))
+        return revision
 
     # -- transactions ---------------------------------------------------------
     def begin(self) -> None:
@@ -150,9 +202,9 @@ class Catalogue:
     def delete_works(self, ids: Iterable[int]) -> None:
         self.db.executemany("DELETE FROM works WHERE id=?", [(int(i),) for i in ids])
 
-    def delete_artist(self, name: str) -> list[int]:
-        """Deletes the artist and their works; returns the removed work ids."""
-        ids = [w.id for w in self.works(name)]
-        self.delete_works(ids)
+    def delete_artist(self, name: str) -> None:
+        """Deletes the artist's row (their works must be gone already)."""
         self.db.execute("DELETE FROM artists WHERE name=?", (name,))
-        return ids
+
+    def delete_artists_without_works(self) -> None:
+        self.db.execute("DELETE FROM artists WHERE id NOT IN (SELECT DISTINCT artist_id FROM works)")

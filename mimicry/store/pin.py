@@ -1,0 +1,124 @@
+"""The pin: which model, weights and recipe an index belongs to.
+
+An index is pinned to its backbone id, the sha256 of its weights, its recipe
+(how pixels become vectors, :class:`~mimicry.backbones.base.Recipe`), the
+vector dimension and a schema version. The authoritative copy is a row of the
+catalogue, committed in the same transaction as the vectors it describes;
+``manifest.json`` beside it is a readable copy, rewritten after every pin change.
+
+Promises:
+- Another model (backbone id, weights, dimension) is :class:`PinMismatchError`
+  saying which model built the index: use that model or build a new index.
+- The same model with another recipe, or an index from before recipes were
+  pinned (schema 1), is :class:`PinMismatchError` saying to re-index:
+  ``mimicry index`` on the same folders rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mimicry.errors import CorruptIndexError, NotAnIndexError, PinMismatchError
+
+SCHEMA_VERSION = 2
+FILENAME = "manifest.json"
+
+REINDEX = "re-index it: `mimicry index PORTFOLIOS --index {folder}` rebuilds it from its works"
+
+
+@dataclass(frozen=True)
+class Pin:
+    """What one index folder is pinned to."""
+
+    backbone_id: str
+    model_spec: str  # what the user typed for --model; the embedder is rebuilt from it
+    weights_sha256: str
+    dim: int
+    recipe: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    package_version: str = ""
+    created_at: float = 0.0
+
+    @staticmethod
+    def for_embedder(embedder: Any, model_spec: str) -> Pin:
+        """The pin of a new index built with ``embedder`` (named ``model_spec``)."""
+        from mimicry import __version__
+
+        return Pin(embedder.backbone_id, model_spec, embedder.weights_sha256, int(embedder.dim),
+                   embedder.recipe.to_dict(), SCHEMA_VERSION, __version__, time.time())
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str, where: Path) -> Pin:
+        try:
+            data = json.loads(text)
+            return Pin(**{k: data[k] for k in Pin.__dataclass_fields__ if k in data})
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CorruptIndexError(f"{where}: unreadable pin ({exc})") from None
+
+    @property
+    def current(self) -> bool:
+        """Whether this mimicry reads the index as it is (schema and recipe pinned)."""
+        return self.schema_version == SCHEMA_VERSION and bool(self.recipe)
+
+    def same_model(self, embedder: Any) -> bool:
+        return (self.backbone_id, self.weights_sha256, self.dim) == (
+            embedder.backbone_id, embedder.weights_sha256, int(embedder.dim))
+
+    def check_current(self, folder: Path) -> None:
+        """Raises :class:`PinMismatchError` (re-index) unless :attr:`current`."""
+        if self.current:
+            return
+        raise PinMismatchError(
+            f"{folder}: index schema version {self.schema_version} was built before this "
+            f"mimicry pinned how images become vectors (schema {SCHEMA_VERSION}); "
+            + REINDEX.format(folder=folder))
+
+    def check(self, embedder: Any, folder: Path) -> None:
+        """Raises :class:`PinMismatchError` unless ``embedder`` is the pinned
+        model with the pinned recipe (see the module docstring for the two messages)."""
+        if not self.same_model(embedder):
+            raise PinMismatchError(
+                f"{folder}: index was built with {self.backbone_id} "
+                f"(weights sha256 {self.weights_sha256[:12]}…, dim {self.dim}), "
+                f"not {embedder.backbone_id} (weights sha256 {embedder.weights_sha256[:12]}…, "
+                f"dim {embedder.dim}). Use the same model, or build a new index for this one.")
+        self.check_current(folder)
+        theirs = embedder.recipe.to_dict()
+        if theirs != self.recipe:
+            moved = sorted(k for k in set(theirs) | set(self.recipe) if theirs.get(k) != self.recipe.get(k))
+            raise PinMismatchError(
+                f"{folder}: index was built with {self.backbone_id} recipe "
+                f"v{self.recipe.get('version')}, this model embeds with recipe v{theirs.get('version')} "
+                f"(differs in {', '.join(moved)}): its vectors would not be comparable; "
+                + REINDEX.format(folder=folder))
+
+
+def read_file(folder: Path) -> Pin:
+    """The readable copy, ``manifest.json`` (:class:`NotAnIndexError` when absent)."""
+    path = folder / FILENAME
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise NotAnIndexError(f"{folder}: not a mimicry index (no {FILENAME})") from None
+    except OSError as exc:
+        raise CorruptIndexError(f"{path}: unreadable ({exc})") from None
+    return Pin.from_json(text, path)
+
+
+def write_file(folder: Path, pin: Pin) -> None:
+    """Writes ``manifest.json`` atomically (temporary file, fsync, rename)."""
+    path = folder / FILENAME
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(pin.to_json() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,117 @@
+"""An immutable view of one committed state of an index, for reads.
+
+Scans, calibration and evaluation read a :class:`Snapshot`: vectors, works,
+artists, calibration and background as of one committed revision. Nothing in
+it changes afterwards and nothing reads the disk again, so any number of
+threads may score against one snapshot while a writer commits the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from mimicry.calibration import Calibration
+from mimicry.store.catalogue import Work
+from mimicry.store.pin import Pin
+
+#: Calibration states a snapshot reports.
+UNCALIBRATED, CURRENT, STALE = "uncalibrated", "current", "stale"
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One committed state. Rows of :attr:`vectors` are the works in
+    :attr:`work_ids` order; :attr:`row_artist` gives each row's artist as an
+    index into :attr:`artists` (sorted names of the artists that have works)."""
+
+    generation: int
+    revision: int
+    work_ids: np.ndarray
+    vectors: np.ndarray
+    works: Mapping[int, Work]
+    artists: tuple[str, ...]
+    row_artist: np.ndarray
+    calibration: Calibration | None = None
+    background: np.ndarray | None = None
+    pin: Pin | None = None
+    folder: Path | None = None
+    columns: tuple[np.ndarray, ...] = field(default=(), repr=False)
+
+    @staticmethod
+    def build(
+        vectors: np.ndarray,
+        work_ids: Sequence[int],
+        works: Mapping[int, Work],
+        *,
+        generation: int = 0,
+        revision: int = 0,
+        calibration: Calibration | None = None,
+        background: np.ndarray | None = None,
+        pin: Pin | None = None,
+        folder: Path | None = None,
+    ) -> Snapshot:
+        """A snapshot of ``vectors`` (rows in ``work_ids`` order) whose works are ``works``."""
+        ids = np.asarray(work_ids, dtype=np.int64)
+        names = [works[int(i)].artist for i in ids]
+        artists = tuple(sorted(set(names)))
+        pos = {a: j for j, a in enumerate(artists)}
+        row_artist = np.array([pos[a] for a in names], dtype=np.int64)
+        columns = tuple(_frozen(np.flatnonzero(row_artist == j)) for j in range(len(artists)))
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vecs.ndim != 2 or len(vecs) != len(ids):
+            raise ValueError(f"{len(ids)} work ids for vectors of shape {vecs.shape}")
+        return Snapshot(generation, revision, _frozen(ids), _frozen(vecs), dict(works), artists,
+                        _frozen(row_artist), calibration,
+                        None if background is None else _frozen(np.asarray(background, np.float32)),
+                        pin, folder, columns)
+
+    @staticmethod
+    def from_labelled(vectors: np.ndarray, artists: Sequence[str], paths: Sequence[str] | None = None,
+                      background: np.ndarray | None = None) -> Snapshot:
+        """An in-memory snapshot of labelled vectors (no index folder), as the
+        evaluation harness scores them: work ids are row numbers."""
+        paths = paths or [""] * len(artists)
+        works = {i: Work(i, a, str(p), "", 0, 0, 0.0) for i, (a, p) in enumerate(zip(artists, paths))}
+        return Snapshot.build(vectors, list(range(len(artists))), works, background=background)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
+
+    @property
+    def row_artist_names(self) -> list[str]:
+        return [self.artists[j] for j in self.row_artist]
+
+    @property
+    def calibration_state(self) -> str:
+        """``uncalibrated``, ``current`` (calibrated on exactly these vectors),
+        or ``stale`` (the portfolio changed since; ``calibrate`` or the next
+        write refreshes it)."""
+        cal = self.calibration
+        if cal is None:
+            return UNCALIBRATED
+        if cal.generation != self.generation or tuple(cal.artists) != self.artists:
+            return STALE
+        return CURRENT
+
+    def warnings(self) -> list[str]:
+        """Plain sentences about this state that every result should carry."""
+        if self.calibration_state == STALE:
+            return ["calibration is stale: the portfolio changed since it was computed; "
+                    "flags use the old thresholds (run `mimicry calibrate` to refresh)"]
+        return []
+
+    def with_calibration(self, calibration: Calibration | None) -> Snapshot:
+        """This snapshot with another calibration (for in-memory use)."""
+        from dataclasses import replace
+
+        return replace(self, calibration=calibration)

@@ -1,0 +1,136 @@
+"""Bringing an index in line with folders: incremental by content hash.
+
+Promises:
+- Unchanged files (same size and mtime, or same sha256) embed nothing.
+- A changed file is re-embedded and its old vector replaced; a file that is
+  gone from a listed artist's files is removed (with ``prune``); bytes already
+  embedded under another path or artist are reused, not re-embedded.
+- A changed file that can no longer be read loses its old vector.
+- Long runs commit every ``checkpoint`` images, so a killed run resumes there.
+- One unreadable file is reported (path and reason) and skipped; the rest go on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from mimicry.images import expand_inputs, sha256_file
+from mimicry.results import IndexReport, Skipped
+from mimicry.store.pin import Pin
+from mimicry.store.store import NewWork, Writer
+
+#: Embeds files: yields (embedded paths, their vectors as rows, skipped files).
+EmbedFn = Callable[[list[Path]], Iterable[tuple[list[Path], np.ndarray, list[Skipped]]]]
+
+
+def plan(writer: Writer, works: Mapping[str, Sequence[Path]], prune: bool,
+         report: IndexReport) -> tuple[list[NewWork], list[int]]:
+    """Decides, per listed file, unchanged / new / changed; and which works go."""
+    pending: list[NewWork] = []
+    pruned: list[int] = []
+    for artist, paths in works.items():
+        existing = {w.path: w for w in writer.works(artist)}
+        listed: set[str] = set()
+        for path in expand_inputs(paths):
+            path = Path(path).resolve()
+            key = str(path)
+            if key in listed:
+                continue
+            listed.add(key)
+            try:
+                st = path.stat()
+            except OSError as exc:
+                report.skipped.append(Skipped(key, f"cannot read file ({exc.strerror or exc})"))
+                continue
+            old = existing.get(key)
+            if old and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
+                report.unchanged += 1
+                continue
+            try:
+                sha = sha256_file(path)
+            except OSError as exc:
+                report.skipped.append(Skipped(key, f"cannot read file ({exc.strerror or exc})"))
+                continue
+            if old and old.sha256 == sha:
+                writer.touch_work(old.id, st.st_size, st.st_mtime_ns)
+                report.unchanged += 1
+                continue
+            pending.append(NewWork(artist, key, sha, st.st_size, st.st_mtime_ns, old.id if old else None))
+        if prune:
+            pruned.extend(w.id for p, w in existing.items() if p not in listed)
+    return pending, pruned
+
+
+def _replaced(items: Iterable[NewWork]) -> list[int]:
+    return [w.replaces for w in items if w.replaces is not None]
+
+
+def sync(writer: Writer, works: Mapping[str, Sequence[Path]], embed: EmbedFn, *,
+         prune: bool = True, checkpoint: int = 512) -> IndexReport:
+    """Brings the listed artists' works in line with ``works`` (module docstring)."""
+    report = IndexReport()
+    pending, pruned = plan(writer, works, prune, report)
+    known = {w.sha256: w.id for w in writer.works()}
+    reused = [w for w in pending if w.sha256 in known]
+    vectors = writer.reconstruct([known[w.sha256] for w in reused])
+    writer.commit(list(zip(reused, vectors)), pruned + _replaced(reused))
+    report.removed += len(pruned)
+    report.embedded += len(reused)
+    by_path: dict[Path, list[NewWork]] = {}
+    for w in pending:
+        if w.sha256 not in known:
+            by_path.setdefault(Path(w.path), []).append(w)
+    buffer: list[tuple[NewWork, np.ndarray]] = []
+    failed: list[NewWork] = []
+    for paths, vecs, skipped in embed(list(by_path)):
+        for s in skipped:
+            report.skipped.append(s)
+            failed.extend(by_path[Path(s.path)])
+        buffer.extend((w, v) for path, v in zip(paths, vecs) for w in by_path[Path(path)])
+        if len(buffer) >= checkpoint:
+            writer.commit(buffer, _replaced(w for w, _ in buffer))
+            report.embedded += len(buffer)
+            buffer = []
+    writer.commit(buffer, _replaced(w for w, _ in buffer) + _replaced(failed))
+    report.embedded += len(buffer)
+    writer.delete_artists_without_works()
+    counts = writer.catalogue.artist_counts()
+    report.artists = len(counts)
+    report.works = sum(counts.values())
+    return report
+
+
+def rebuild(writer: Writer, pin: Pin, embed: EmbedFn) -> IndexReport:
+    """Re-embeds every work of the index from its file the way ``pin`` says and
+    re-pins the index in one commit (the old state stays until then). Works whose
+    file is gone or unreadable are dropped and reported; calibration and
+    background go (they were embedded the old way) and ``warnings`` says so."""
+    report = IndexReport()
+    works = writer.works()
+    by_path: dict[Path, list[int]] = {}
+    for w in works:
+        by_path.setdefault(Path(w.path), []).append(w.id)
+    ids: list[int] = []
+    rows: list[np.ndarray] = []
+    for paths, vecs, skipped in embed(list(by_path)):
+        report.skipped.extend(skipped)
+        for path, v in zip(paths, vecs):
+            for wid in by_path[Path(path)]:
+                ids.append(wid)
+                rows.append(v)
+    kept = set(ids)
+    drop = [w.id for w in works if w.id not in kept]
+    had_calibration = writer.catalogue.get_blob("calibration") is not None
+    vectors = np.stack(rows) if rows else np.zeros((0, pin.dim), dtype=np.float32)
+    writer.replace_all(pin, ids, vectors, drop)
+    report.embedded, report.removed = len(ids), len(drop)
+    counts = writer.catalogue.artist_counts()
+    report.artists, report.works = len(counts), sum(counts.values())
+    report.rebuilt = True
+    if had_calibration:
+        report.warnings.append("calibration and background were embedded the old way and were "
+                               "dropped: run `mimicry calibrate --background DIR` again")
+    return report

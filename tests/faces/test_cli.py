@@ -1,0 +1,154 @@
+"""The CLI, in-process through typer's runner (one real subprocess smoke test):
+a thin face that prints the API's ``to_dict()`` and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from helpers import make_schema1, write_portfolio
+from mimicry.faces.cli import app
+from mimicry.synthetic import STYLES, paint, scene
+
+
+@pytest.fixture
+def cli(default_embedder, monkeypatch):
+    """Runs ``mimicry ARGS`` in-process; the default model is built once per session."""
+    import mimicry.backbones as backbones
+
+    real = backbones.load_embedder
+    monkeypatch.setattr(backbones, "load_embedder",
+                        lambda spec="default", device="auto": default_embedder
+                        if spec in ("default", "efficientnet-lite0") else real(spec, device))
+    import mimicry.index as index_mod
+
+    monkeypatch.setattr(index_mod, "load_embedder", backbones.load_embedder)
+    runner = CliRunner()
+
+    def run(*args: str, env: dict | None = None):
+        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+    return run
+
+
+def lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_index_scan_info_remove(tmp_path, cli):
+    portfolio = write_portfolio(tmp_path / "p", artists=3, works=3)
+    ix = str(tmp_path / "ix")
+    r = cli("index", str(portfolio), "--index", ix, "--json", "--quiet")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert (out["embedded"], out["artists"], out["works"], out["skipped"]) == (9, 3, 9, [])
+    assert set(out) == {"embedded", "unchanged", "removed", "artists", "works", "skipped", "rebuilt", "warnings"}
+    assert json.loads(cli("index", str(portfolio), "--index", ix, "--json", "-q").stdout)["unchanged"] == 9
+
+    target = STYLES[1]
+    (portfolio / target.name / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = json.loads(cli("index", str(portfolio), "--json", "-q", env={"MIMICRY_INDEX": ix}).stdout)
+    assert out["skipped"][0]["path"].endswith("corrupt.png") and out["skipped"][0]["reason"]
+
+    queries = tmp_path / "q"
+    queries.mkdir()
+    paint(scene(9001), target, 9002).save(queries / "suspect.png")
+    (queries / "unreadable.jpg").write_bytes(b"nope")
+    r = cli("scan", str(queries), "--index", ix, "--json", "-q", "--top", "2")
+    assert r.exit_code == 0  # uncalibrated: nothing is flagged
+    by_name = {Path(d["image"]).name: d for d in lines(r.stdout)}
+    suspect = by_name["suspect.png"]
+    assert suspect["matches"][0]["artist"] == target.name and len(suspect["matches"]) == 2
+    ev = suspect["matches"][0]["evidence"][0]
+    assert {"work_id", "artist", "sha256", "similarity", "path"} <= set(ev) and ev["artist"] == target.name
+    assert by_name["unreadable.jpg"]["matches"] == [] and by_name["unreadable.jpg"]["error"]
+    text = cli("scan", str(queries / "suspect.png"), "--index", ix).stdout
+    assert target.name in text and "nearest:" in text
+
+    info = json.loads(cli("info", "--index", ix, "--json").stdout)
+    assert info["backbone_id"] == "efficientnet-lite0" and info["works"] == 9
+    assert info["calibration"] == "uncalibrated" and info["recipe"]["version"] >= 1
+    assert "recipe" in cli("info", "--index", ix).stdout
+
+    assert cli("remove", target.name, "--index", ix).exit_code == 0
+    assert target.name not in json.loads(cli("info", "--index", ix, "--json").stdout)["artists"]
+
+
+def test_errors_become_one_line_and_exit_2(tmp_path, cli):
+    r = cli("scan", str(tmp_path), "--index", str(tmp_path / "missing"))
+    assert r.exit_code == 2 and "not a mimicry index" in r.stderr
+    r = cli("index", str(tmp_path / "nowhere"), "--index", str(tmp_path / "ix"))
+    assert r.exit_code == 2 and "no such file" in r.stderr
+    r = cli("scan", str(tmp_path / "x.png"), env={"MIMICRY_INDEX": ""})
+    assert r.exit_code == 2 and "MIMICRY_INDEX" in r.stderr
+    write_portfolio(tmp_path / "p", artists=2, works=1)
+    assert cli("index", str(tmp_path / "p"), "--index", str(tmp_path / "ix"), "-q").exit_code == 0
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"junk")
+    r = cli("scan", str(bad), "--index", str(tmp_path / "ix"), "--json")
+    assert r.exit_code == 2 and json.loads(r.stdout)["error"]  # nothing at all could be read
+    r = cli("remove", "nobody", "--index", str(tmp_path / "ix"))
+    assert r.exit_code == 2 and "no artist 'nobody'" in r.stderr
+    r = cli("scan-model", str(tmp_path / "p"), "--index", str(tmp_path / "ix"))
+    assert r.exit_code == 2 and "mimicry calibrate" in r.stderr
+    r = cli("calibrate", "--index", str(tmp_path / "ix"), "--fpr", "2")
+    assert r.exit_code == 2 and "between 0 and 1" in r.stderr
+    r = cli("scan", str(bad), "--index", str(tmp_path / "ix"), env={"MIMICRY_FPR": "lots"})
+    assert r.exit_code == 2 and "MIMICRY_FPR" in r.stderr
+
+
+def test_calibrated_scan_and_scan_model_exit_1_on_findings(calibrated_copy, demo, cli):
+    res, _, out = demo
+    ix = str(calibrated_copy)
+    target = res.fine_tuned_artist
+    r = cli("scan", str(out / "imitations" / f"imitation-of-{target}-1.png"), "--index", ix, "--json", "-q")
+    assert r.exit_code == 1 and json.loads(r.stdout)["artist"] == target
+    r = cli("scan", str(out / "unrelated"), "--index", ix, "--json", "-q")
+    assert r.exit_code == 0 and all(d["artist"] is None for d in lines(r.stdout))
+
+    r = cli("scan-model", str(out / "samples-fine-tune"), "--index", ix, "--json", "-q")
+    assert r.exit_code == 1
+    verdict = json.loads(r.stdout)
+    assert verdict == res.fine_tune.to_dict() | {"findings": verdict["findings"]}
+    top = verdict["findings"][0]
+    assert top["artist"] == target and top["supporting"] == len(top["samples"]) == len(top["pairs"])
+    assert top["nearest_works"][0]["artist"] == target
+    r = cli("scan-model", str(out / "samples-unrelated"), "--index", ix, "-q")
+    assert r.exit_code == 0 and "imitates no registered artist" in r.stdout
+
+    r = cli("calibrate", "--index", ix, "--json", "-q", "--fpr", "0.05")
+    cal = json.loads(r.stdout)
+    assert r.exit_code == 0 and cal["fpr"] == 0.05 and cal["n_background"] == 40
+    assert set(cal["artists"]) == {s.name for s in STYLES}
+
+
+def test_index_rebuilds_an_index_from_before_the_recipe_pin(tmp_path, cli):
+    portfolio = write_portfolio(tmp_path / "p", artists=2, works=2)
+    ix = str(tmp_path / "ix")
+    assert cli("index", str(portfolio), "--index", ix, "-q").exit_code == 0
+    make_schema1(tmp_path / "ix")
+    r = cli("scan", str(portfolio), "--index", ix)
+    assert r.exit_code == 2 and "re-index" in r.stderr
+    r = cli("index", str(portfolio), "--index", ix, "-q")
+    assert r.exit_code == 0 and "rebuilt with the current recipe" in r.stdout
+    assert cli("scan", str(portfolio), "--index", ix, "-q").exit_code == 0
+
+
+def test_installed_command_runs_in_a_real_process(tmp_path):
+    """The console script as a user runs it: help, and the package's entry point."""
+    exe = Path(sys.executable).with_name("mimicry")
+    r = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "scan-model" in r.stdout and "evaluate" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "mimicry", "info", "--index", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "MIMICRY_INDEX": ""})
+    assert r.returncode == 2 and "not a mimicry index" in r.stderr
+    r = subprocess.run([sys.executable, "-c", "import mimicry.faces.cli, sys; "
+                        "print(sorted(m for m in ('torch', 'faiss') if m in sys.modules))"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "[]"  # --help never pays for torch or FAISS

@@ -1,0 +1,61 @@
+"""Images and vectors the tests make for themselves (PIL, numpy): no data files."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mimicry.synthetic import STYLES, paint, scene
+
+
+def write_portfolio(root: Path, artists: int = 3, works: int = 3, seed: int = 0) -> Path:
+    """root/<artist>/work-i.png painted in that artist's procedural style."""
+    for a, style in enumerate(STYLES[:artists]):
+        d = root / style.name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(works):
+            s = seed * 1000 + a * 100 + i
+            paint(scene(s), style, s).save(d / f"work-{i}.png")
+    return root
+
+
+def noise_image(path: Path, seed: int = 0, size=(64, 48)) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def golden_images() -> list[Image.Image]:
+    """Fixed generated images for the golden-vector tests: two painted styles,
+    a noise field and a gradient, at sizes that exercise resize and crop."""
+    rng = np.random.default_rng(1234)
+    noise = Image.fromarray(rng.integers(0, 255, (180, 260, 3), dtype=np.uint8))
+    y, x = np.mgrid[0:300, 0:200]
+    grad = Image.fromarray(np.stack([x * 255 // 199, y * 255 // 299, (x + y) * 255 // 498], -1).astype(np.uint8))
+    return [paint(scene(11), STYLES[0], 11), paint(scene(12), STYLES[3], 12), noise, grad]
+
+
+def make_schema1(folder: Path) -> None:
+    """Turns a current index into one as the releases before the recipe pin wrote it:
+    manifest.json without a recipe at schema 1, no pin row, a pickled calibration."""
+    man = json.loads((folder / "manifest.json").read_text())
+    man = {k: man[k] for k in ("backbone_id", "model_spec", "weights_sha256", "dim",
+                               "package_version", "created_at")}
+    man["schema_version"] = 1
+    (folder / "manifest.json").write_text(json.dumps(man))
+    buf = io.BytesIO()
+    np.savez(buf, artists=np.array(["a", "b"], dtype=object), mu=np.zeros(2))
+    db = sqlite3.connect(folder / "catalogue.sqlite")
+    db.execute("DELETE FROM meta WHERE key='pin'")
+    db.execute("INSERT OR REPLACE INTO blobs(name, data) VALUES('calibration', ?)", (buf.getvalue(),))
+    db.commit()
+    db.close()

@@ -1,0 +1,46 @@
+"""The catalogue never runs code: stored arrays load with pickling off."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import sqlite3
+
+import numpy as np
+import pytest
+
+from mimicry import StyleIndex
+from mimicry.errors import CorruptIndexError
+
+
+class Payload:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_pickled_calibration_is_refused_and_never_run(tmp_path, portfolio, default_embedder):
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
+    ix.add_folder(portfolio)
+    ix.calibrate()
+    marker = tmp_path / "code-ran"
+    buf = io.BytesIO()
+    np.save(buf, np.array([Payload(str(marker))], dtype=object), allow_pickle=True)
+    for blob in (buf.getvalue(), pickle.dumps(Payload(str(marker)))):
+        db = sqlite3.connect(tmp_path / "ix" / "catalogue.sqlite")
+        db.execute("UPDATE blobs SET data=? WHERE name='calibration'", (blob,))
+        db.commit()
+        db.close()
+        with pytest.raises(CorruptIndexError, match="refused") as err:
+            StyleIndex.open(tmp_path / "ix")
+        assert "never runs code" in str(err.value) and err.value.code == "corrupt_index"
+        assert not marker.exists()
+
+    # The remedy the message names works: calibrate overwrites it.
+    StyleIndex(ix.store, default_embedder).calibrate()
+    assert StyleIndex.open(tmp_path / "ix").info().calibration == "current"

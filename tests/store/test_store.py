@@ -1,0 +1,128 @@
+"""Storage: rows and vectors commit together, a kill at any moment leaves a
+usable index, snapshots are immutable, one writer at a time."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import write_portfolio
+from mimicry import StyleIndex
+from mimicry.errors import CorruptIndexError
+from mimicry.store import vectors as vector_io
+from mimicry.synthetic import STYLES, paint, scene
+
+
+def consistent(folder: Path) -> tuple[int, int]:
+    """Opens the index fresh and checks rows and vectors agree; returns (works, vectors)."""
+    with StyleIndex.open(folder) as ix:
+        ids, vecs = ix.vectors()
+        works = ix.works()
+        assert sorted(ids.tolist()) == sorted(w.id for w in works)
+        if len(vecs):
+            assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+        return len(works), len(ids)
+
+
+def test_failed_write_keeps_previous_state(tmp_path, portfolio, default_embedder, monkeypatch):
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
+    ix.add_folder(portfolio)
+    paint(scene(99), STYLES[0], 99).save(portfolio / STYLES[0].name / "extra.png")
+
+    real_write = vector_io.write
+
+    def write_then_die(folder, generation, index):
+        real_write(folder, generation, index)  # new file complete on disk...
+        raise KeyboardInterrupt  # ...killed before the catalogue commits
+
+    monkeypatch.setattr(vector_io, "write", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        ix.add_folder(portfolio)
+    monkeypatch.setattr(vector_io, "write", real_write)
+    assert consistent(tmp_path / "ix") == (9, 9)
+    rep = StyleIndex.open(tmp_path / "ix", embedder=default_embedder).add_folder(portfolio)
+    assert rep.embedded == 1 and rep.works == 10
+    assert len(list((tmp_path / "ix").glob("vectors.*.faiss"))) == 1
+
+
+def test_snapshots_are_immutable_and_survive_later_writes(tmp_path, portfolio, default_embedder):
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
+    ix.add_folder(portfolio)
+    snap = ix.snapshot()
+    assert ix.snapshot() is snap  # nothing committed since: the same snapshot
+    with pytest.raises(ValueError):
+        snap.vectors[0, 0] = 2.0
+    ix.remove_artist(STYLES[0].name)
+    assert len(snap.work_ids) == 9 and STYLES[0].name in snap.artists  # the old view stands
+    assert len(ix.snapshot().work_ids) == 6 and ix.snapshot().revision > snap.revision
+
+
+def test_catalogue_and_vectors_that_disagree_are_refused(tmp_path, portfolio, default_embedder):
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
+    ix.add_folder(portfolio)
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "ix" / "catalogue.sqlite")
+    db.execute("DELETE FROM works WHERE id = (SELECT MIN(id) FROM works)")
+    db.commit()
+    db.close()
+    with pytest.raises(CorruptIndexError, match="disagree"):
+        StyleIndex.open(tmp_path / "ix")
+
+
+def committed_generation(folder: Path) -> int:
+    """The generation the catalogue has committed (0 before the first commit)."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{folder / 'catalogue.sqlite'}?mode=ro", uri=True, timeout=5)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+    except sqlite3.OperationalError:  # tables not created yet
+        row = None
+    finally:
+        db.close()
+    return int(row[0]) if row else 0
+
+
+KILL_SCRIPT = """
+import sys
+from mimicry import StyleIndex
+ix = StyleIndex.create(sys.argv[1], device="cpu")
+print("ready", flush=True)
+ix.add_folder(sys.argv[2], batch_size=2, checkpoint=2)
+"""
+
+
+@pytest.mark.slow
+def test_kill_at_any_moment_leaves_a_usable_index(tmp_path):
+    """SIGKILL an indexing process at several moments; every time the index
+    opens, rows and vectors agree, and a rerun completes the job."""
+    portfolio = write_portfolio(tmp_path / "p", artists=2, works=20)
+    folder = tmp_path / "ix"
+    delays = [0.0, 0.3, 0.4, 0.5]
+    seen = []
+    for delay in delays:
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(folder), str(portfolio)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        if not seen:  # first kill: right after the first commit, whatever the machine's speed
+            deadline = time.time() + 120
+            while committed_generation(folder) == 0 and time.time() < deadline:
+                time.sleep(0.01)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        works, vecs = consistent(folder)
+        seen.append(works)
+    assert seen == sorted(seen)  # committed work is never lost
+    assert 0 < seen[0] < 40  # the first kill landed mid-run
+    with StyleIndex.open(folder) as ix:
+        rep = ix.add_folder(portfolio)
+    assert rep.works == 40 and rep.embedded == 40 - seen[-1]
+    assert consistent(folder) == (40, 40)

@@ -1,0 +1,60 @@
+"""Scoring: the default backbone attributes an imitation to the artist whose
+style it copies; matches carry evidence as data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from helpers import unit
+from mimicry import StyleIndex
+from mimicry.scoring import image_matches, score
+from mimicry.store import Snapshot
+from mimicry.synthetic import STYLES, make_dataset
+
+
+def test_imitation_ranks_its_artist_first(tmp_path, default_embedder):
+    data = make_dataset(tmp_path, works_per_artist=4, imitations_per_artist=2, unrelated=0, seed=3)
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
+    ix.add_folder(data.portfolios)
+    results = ix.scan([data.imitations], top=len(STYLES))
+    assert len(results) == 2 * len(STYLES)
+    works = {w.id: w for w in ix.works()}
+    for r in results:
+        truth = data.truth[r.image.rsplit("/", 1)[-1]]
+        assert r.matches[0].artist == truth, (r.image, r.matches[0])
+        assert r.matches[0].evidence[0].similarity == r.matches[0].score
+        assert r.sha256 and len(r.sha256) == 64
+        # Scores are sorted, evidence per artist is the artist's own works, as data.
+        assert [m.score for m in r.matches] == sorted((m.score for m in r.matches), reverse=True)
+        for m in r.matches:
+            for e in m.evidence:
+                assert e.artist == m.artist == works[e.work_id].artist
+                assert e.sha256 == works[e.work_id].sha256 and f"/{m.artist}/" in e.path
+            assert [e.similarity for e in m.evidence] == sorted((e.similarity for e in m.evidence), reverse=True)
+
+
+def test_scan_keeps_input_order_and_folders(tmp_path, default_embedder):
+    data = make_dataset(tmp_path, works_per_artist=2, imitations_per_artist=1, unrelated=2, seed=4)
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
+    ix.add_folder(data.portfolios)
+    single = data.unrelated / "photo-01.png"
+    results = ix.scan([single, data.imitations])
+    assert results[0].image == str(single)
+    assert len(results) == 1 + len(STYLES)
+
+
+def test_scores_are_max_similarity_per_artist():
+    rng = np.random.default_rng(0)
+    vecs = unit(rng.normal(size=(7, 8)))
+    artists = ["b", "a", "b", "c", "a", "a", "c"]
+    snap = Snapshot.from_labelled(vecs, artists)
+    q = unit(rng.normal(size=(3, 8)))
+    got = score(snap, q)
+    assert snap.artists == ("a", "b", "c")
+    for j, name in enumerate(snap.artists):
+        rows = [i for i, a in enumerate(artists) if a == name]
+        assert np.allclose(got.raw[:, j], (q @ vecs[rows].T).max(axis=1))
+    (matches, verdict), *_ = image_matches(snap, q[:1], top=2, evidence=2)
+    assert verdict is None and len(matches) == 2  # uncalibrated: no flags, no verdict
+    assert matches[0].flagged is None and matches[0].p_value is None
+    assert [len(m.evidence) for m in matches] == [2, 2]
