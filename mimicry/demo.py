@@ -30,6 +30,11 @@ class DemoResult:
     unrelated_model: ModelVerdict  # samples that imitate nobody
     fine_tuned_artist: str
 
+    def to_dict(self) -> dict:
+        return {"top1": self.top1, "flagged_right": self.flagged_right,
+                "photos_flagged": self.photos_flagged, "fine_tuned_artist": self.fine_tuned_artist,
+                "fine_tune": self.fine_tune.to_dict(), "unrelated_model": self.unrelated_model.to_dict()}
+
 
 def _model_samples(out: Path, n: int = 12) -> tuple[Path, Path, str]:
     style = STYLES[2]

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from mimicry.calibration import Calibration
+from mimicry.errors import InputError
 from mimicry.store.catalogue import Work
 from mimicry.store.pin import Pin
 
@@ -68,7 +69,7 @@ class Snapshot:
         columns = tuple(_frozen(np.flatnonzero(row_artist == j)) for j in range(len(artists)))
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         if vecs.ndim != 2 or len(vecs) != len(ids):
-            raise ValueError(f"{len(ids)} work ids for vectors of shape {vecs.shape}")
+            raise InputError(f"{len(ids)} work ids for vectors of shape {vecs.shape}")
         return Snapshot(generation, revision, _frozen(ids), _frozen(vecs), dict(works), artists,
                         _frozen(row_artist), calibration,
                         None if background is None else _frozen(np.asarray(background, np.float32)),

@@ -26,9 +26,11 @@ def cli(default_embedder, monkeypatch):
     monkeypatch.setattr(backbones, "load_embedder",
                         lambda spec="default", device="auto": default_embedder
                         if spec in ("default", "efficientnet-lite0") else real(spec, device))
+    import mimicry.evaluate as evaluate_mod
     import mimicry.index as index_mod
 
     monkeypatch.setattr(index_mod, "load_embedder", backbones.load_embedder)
+    monkeypatch.setattr(evaluate_mod, "load_embedder", backbones.load_embedder)
     runner = CliRunner()
 
     def run(*args: str, env: dict | None = None):
@@ -152,3 +154,19 @@ def test_installed_command_runs_in_a_real_process(tmp_path):
                         "print(sorted(m for m in ('torch', 'faiss') if m in sys.modules))"],
                        capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "[]"  # --help never pays for torch or FAISS
+
+
+def test_evaluate_prints_the_table_and_json(tmp_path, cli):
+    from mimicry.synthetic import make_dataset
+
+    data = make_dataset(tmp_path, works_per_artist=2, imitations_per_artist=1, unrelated=2, seed=9)
+    rows = ["path,role,artist"] + [f"{f},genuine,{f.parent.name}" for f in sorted(data.portfolios.rglob("*.png"))]
+    rows += [f"{f},imitation,{data.truth[f.name]}" for f in sorted(data.imitations.glob("*.png"))]
+    rows += [f"{f},negative," for f in sorted(data.unrelated.glob("*.png"))]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    r = cli("evaluate", str(tmp_path / "m.csv"))
+    assert r.exit_code == 0 and "top1" in r.stdout and "genuine 8, imitation 4, negative 2" in r.stdout
+    d = json.loads(cli("evaluate", str(tmp_path / "m.csv"), "--json").stdout)
+    assert d["n_genuine"] == 8 and "roc" not in d and "scores" not in d
+    r = cli("evaluate", str(tmp_path / "nowhere.csv"))
+    assert r.exit_code == 2 and "cannot read the manifest" in r.stderr
