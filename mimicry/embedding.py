@@ -39,11 +39,6 @@ class EmbeddedBatch:
     errors: list[ImageError]
     failed: list[ImageSource]  # the inputs of ``errors``, same order
 
-    @property
-    def paths(self) -> list[ImageSource]:
-        """Alias of :attr:`sources` (paths, when the inputs were paths)."""
-        return self.sources
-
 
 def _prepare(embedder: Embedder, source: ImageSource) -> tuple[torch.Tensor, str] | ImageError:
     try:
@@ -116,10 +111,6 @@ def embed_sources(
             if progress is not None:
                 progress(stage, done, len(sources))
             yield EmbeddedBatch(ok, vectors, hashes, errors, failed)
-
-
-#: The loop over paths (the same function; paths are sources).
-embed_paths = embed_sources
 
 
 def embed_all(

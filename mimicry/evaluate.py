@@ -92,8 +92,10 @@ def read_labelled(path: str | Path) -> list[LabelledRow]:
             reader = csv.DictReader(fh)
             if not {"path", "role"} <= set(reader.fieldnames or []):
                 raise InputError(f"{path}: manifest needs path, role and artist columns")
-            for r in reader:
-                p = Path(r["path"])
+            for line, r in enumerate(reader, start=2):
+                if not (r.get("path") or "").strip() or not (r.get("role") or "").strip():
+                    raise InputError(f"{path}:{line}: row lacks a path or a role")
+                p = Path(r["path"].strip())
                 rows.append(LabelledRow(p if p.is_absolute() else (path.parent / p).resolve(),
                                         r["role"].strip(), (r.get("artist") or "").strip()))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -215,6 +217,8 @@ def evaluate(
         return None
 
     queries = [(r, role(r)) for r in rows if role(r) is not None and r.path in vecs]
+    if not queries:
+        raise InputError(f"{manifest}: no readable imitation or negative rows to scan")
     q_paths = [r.path for r, _ in queries]
     roles = np.array([k for _, k in queries])
     truth = np.array([r.artist for r, _ in queries])

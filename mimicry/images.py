@@ -187,9 +187,12 @@ def iter_image_files(root: str | Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def expand_inputs(items: Iterable[ImageSource]) -> list[ImageSource]:
+def expand_inputs(items: Iterable[ImageSource] | ImageSource) -> list[ImageSource]:
     """Files as given, folders expanded to their images (in order, no repeats);
-    :class:`ImageBytes` pass through unchanged."""
+    :class:`ImageBytes` pass through unchanged. One path or upload on its own
+    counts as a list of one (a string is never taken letter by letter)."""
+    if isinstance(items, (str, Path, ImageBytes)):
+        items = [items]
     out: list[ImageSource] = []
     seen: set[Path] = set()
     for item in items:

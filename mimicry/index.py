@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -34,9 +34,12 @@ from mimicry.errors import (
 from mimicry.images import ImageSource, expand_inputs, source_name
 from mimicry.portfolio import read_portfolio
 from mimicry.results import IndexInfo, IndexReport, ModelVerdict, ScanResult, Skipped
-from mimicry.settings import Settings, check_rate, get_settings
+from mimicry.settings import Settings, check_positive, check_rate
 from mimicry.store import Pin, Snapshot, Store, Work, Writer
 from mimicry.store import sync as store_sync
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mimicry.embedding import ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -67,31 +70,35 @@ class StyleIndex:
         device: str = "auto",
         embedder: Embedder | None = None,
         rebuild: bool = False,
-        progress: store_sync.EmbedFn | None = None,
+        drop_unreadable: bool = False,
+        progress: ProgressFn | None = None,
     ) -> StyleIndex:
         """Creates an empty index at ``path`` pinned to ``model`` (or opens the
         one there, which must be pinned to the same model).
 
-        An index there from before recipes were pinned, or with another recipe
-        of the same model, is :class:`PinMismatchError` (re-index), unless
-        ``rebuild``: then every work is re-embedded the current way first.
+        An index there built by an older mimicry (before recipes were pinned, or
+        with an older recipe version of the same model) is :class:`PinMismatchError`
+        (re-index), unless ``rebuild``: then every work is re-embedded the current
+        way first (:meth:`rebuild`). Another model, or a newer index, is always refused.
         """
         folder = Path(path)
         if Store.exists(folder):
             store = Store.open(folder)
-            pin = store.read_pin()
-            emb = embedder or load_embedder(model if model != DEFAULT_MODEL else pin.model_spec, device)
-            try:
-                pin.check(emb, folder)
-            except PinMismatchError:
-                if not rebuild or not pin.same_model(emb):
-                    raise
-                ix = cls(store, emb, device)
-                ix._rebuilt = ix.rebuild()
-                return ix
-            return cls(store, emb, device)
-        emb = embedder or load_embedder(model, device)
-        return cls(Store.create(folder, Pin.for_embedder(emb, model)), emb, device)
+            spec = model if model != DEFAULT_MODEL else store.read_pin().model_spec
+            emb = embedder or load_embedder(spec, device)
+        else:
+            emb = embedder or load_embedder(model, device)
+            store = Store.create(folder, Pin.for_embedder(emb, model))
+        pin = store.read_pin()
+        try:
+            pin.check(emb, folder)
+        except PinMismatchError:
+            if not (rebuild and pin.upgradable_to(emb)):
+                raise
+            ix = cls(store, emb, device)
+            ix._rebuilt = ix.rebuild(progress=progress, drop_unreadable=drop_unreadable)
+            return ix
+        return cls(store, emb, device)
 
     @classmethod
     def open(
@@ -100,9 +107,13 @@ class StyleIndex:
         device: str = "auto",
         model: str | None = None,
         embedder: Embedder | None = None,
+        verify: bool = True,
     ) -> StyleIndex:
         """Opens an existing index. The model is built lazily from the pin (or
-        from ``model``/``embedder``, which must match the pin exactly)."""
+        from ``model``/``embedder``, which must match the pin exactly). With
+        ``verify`` (the default) the committed state is read now, so an
+        unreadable index fails here, not on first use; ``calibrate`` opens
+        without it to rewrite an unreadable calibration."""
         store = Store.open(Path(path))
         pin = store.read_pin()
         pin.check_current(store.folder)
@@ -110,7 +121,8 @@ class StyleIndex:
             embedder = load_embedder(model, device)
         if embedder is not None:
             pin.check(embedder, store.folder)
-        store.snapshot()  # fail now, not on first use, if it cannot be read
+        if verify:
+            store.snapshot()
         return cls(store, embedder, device)
 
     @property
@@ -174,35 +186,42 @@ class StyleIndex:
         return self.snapshot().calibration
 
     # -- writing --------------------------------------------------------------
-    def _embed_fn(self, batch_size: int, progress, stage: str) -> store_sync.EmbedFn:
+    def _embed_fn(self, batch_size: int, progress: ProgressFn | None, stage: str) -> store_sync.EmbedFn:
         from mimicry.embedding import embed_sources
 
         def embed(paths: list[Path]):
             for b in embed_sources(self.embedder, paths, batch_size=batch_size, progress=progress,
                                    stage=stage):
-                yield b.sources, b.vectors, [Skipped(e.path, e.reason) for e in b.errors]
+                yield b.sources, b.vectors, b.sha256, [Skipped(e.path, e.reason) for e in b.errors]
 
         return embed
 
-    def rebuild(self, progress=None) -> IndexReport:
+    def rebuild(self, progress: ProgressFn | None = None, drop_unreadable: bool = False,
+                batch_size: int | None = None) -> IndexReport:
         """Re-embeds every work from its file with this index's model as it
         embeds today, and re-pins the index to that recipe, in one commit (see
-        :func:`mimicry.store.sync.rebuild`). Needs the pinned model's weights."""
+        :func:`mimicry.store.sync.rebuild`; a work that cannot be read stops it
+        unless ``drop_unreadable``). Needs the pinned model's weights. Does
+        nothing when the index is already current."""
         emb = self._embedder or load_embedder(self.store.read_pin().model_spec, self._device)
         self._embedder = emb
-        log.warning("%s: re-embedding every work with recipe v%s", self.folder, emb.recipe.version)
         with self.store.writer() as w:
             if not w.pin.same_model(emb):
                 raise PinMismatchError(f"{self.folder}: rebuild needs the pinned model {w.pin.backbone_id}")
+            if w.pin.current and w.pin.recipe == emb.recipe.to_dict():
+                return IndexReport()  # another process rebuilt it meanwhile
+            log.warning("%s: re-embedding every work with recipe v%s", self.folder, emb.recipe.version)
             report = store_sync.rebuild(w, Pin.for_embedder(emb, w.pin.model_spec),
-                                        self._embed_fn(self.settings.batch_size, progress, "rebuilding"))
+                                        self._embed_fn(_count(batch_size, self.settings.batch_size,
+                                                              "batch_size"), progress, "rebuilding"),
+                                        drop_unreadable=drop_unreadable)
         for line in report.warnings + [f"{s.path}: {s.reason}" for s in report.skipped]:
             log.warning("rebuild: %s", line)
         return report
 
     def add_artist(self, name: str, paths: Sequence[str | Path], *, prune: bool = False,
                    batch_size: int | None = None, checkpoint: int | None = None,
-                   progress=None) -> IndexReport:
+                   progress: ProgressFn | None = None) -> IndexReport:
         """Adds (or updates) ``name``'s works from ``paths`` (files or folders).
 
         With ``prune``, works of ``name`` not among ``paths`` are removed.
@@ -211,7 +230,7 @@ class StyleIndex:
                          checkpoint=checkpoint, progress=progress)
 
     def add_folder(self, source: str | Path, *, batch_size: int | None = None,
-                   checkpoint: int | None = None, progress=None) -> IndexReport:
+                   checkpoint: int | None = None, progress: ProgressFn | None = None) -> IndexReport:
         """Indexes a portfolio folder (one sub-folder per artist) or ``path,artist`` CSV.
 
         For each artist it contains, the index afterwards holds exactly that
@@ -225,13 +244,14 @@ class StyleIndex:
         return report
 
     def sync(self, works: dict[str, list[Path]], *, prune: bool = True, batch_size: int | None = None,
-             checkpoint: int | None = None, progress=None) -> IndexReport:
+             checkpoint: int | None = None, progress: ProgressFn | None = None) -> IndexReport:
         """Brings the listed artists' works in line with ``works`` (see :meth:`add_folder`).
         ``progress(stage, done, total)`` is called as images are embedded."""
         s = self.settings
-        embed = self._embed_fn(batch_size or s.batch_size, progress, "indexing")
+        embed = self._embed_fn(_count(batch_size, s.batch_size, "batch_size"), progress, "indexing")
         with self.store.writer() as w:
-            report = store_sync.sync(w, works, embed, prune=prune, checkpoint=checkpoint or s.checkpoint)
+            report = store_sync.sync(w, works, embed, prune=prune,
+                                     checkpoint=_count(checkpoint, s.checkpoint, "checkpoint"))
             report.warnings += self._refresh_calibration(w)
         if self._rebuilt is not None:
             report.rebuilt = True
@@ -247,9 +267,9 @@ class StyleIndex:
             if not w.artist_exists(name):
                 raise NotFoundError(f"{self.folder}: no artist {name!r} in the index")
             ids = [x.id for x in w.works(name)]
-            w.commit([], ids)
-            w.delete_artist(name)
-            self._refresh_calibration(w)
+            w.commit([], ids, remove_artist=name)
+            for line in self._refresh_calibration(w):
+                log.warning("%s", line)
         return len(ids)
 
     # -- calibration ----------------------------------------------------------
@@ -266,7 +286,7 @@ class StyleIndex:
         return []
 
     def calibrate(self, background: Sequence[ImageSource] | None = None, fpr: float | None = None,
-                  batch_size: int | None = None, progress=None) -> Calibration:
+                  batch_size: int | None = None, progress: ProgressFn | None = None) -> Calibration:
         """Computes and stores per-artist thresholds at target rate ``fpr``.
 
         Negatives: every other artist's works, plus ``background`` images
@@ -280,7 +300,7 @@ class StyleIndex:
         with self.store.writer() as w:
             if background is not None:
                 _, bg, _, errors = embed_all(self.embedder, expand_inputs(background),
-                                             batch_size or self.settings.batch_size,
+                                             _count(batch_size, self.settings.batch_size, "batch_size"),
                                              progress=progress, stage="background")
                 for err in errors:
                     log.warning("background image skipped: %s", err)
@@ -290,8 +310,14 @@ class StyleIndex:
         return cal
 
     # -- scanning -------------------------------------------------------------
+    def _check_pin(self, snap: Snapshot) -> None:
+        """The model in hand must still be the index's: another process may have
+        rebuilt it under a new recipe since this object was made."""
+        if snap.pin is not None:
+            snap.pin.check(self.embedder, self.folder)
+
     def scan(self, images: Sequence[ImageSource], top: int | None = None, evidence: int | None = None,
-             batch_size: int | None = None, progress=None) -> list[ScanResult]:
+             batch_size: int | None = None, progress: ProgressFn | None = None) -> list[ScanResult]:
         """Scores each image (files, folders of images, or :class:`~mimicry.images.ImageBytes`)
         against every artist.
 
@@ -299,15 +325,16 @@ class StyleIndex:
         that cannot be read gets ``error`` set and no matches.
         """
         from mimicry.embedding import embed_sources
-        from mimicry.scoring import image_matches
+        from mimicry.verdict import image_matches
 
         s = self.settings
-        top, evidence = top or s.top, evidence or s.evidence
+        top, evidence = _count(top, s.top, "top"), _count(evidence, s.evidence, "evidence")
         snap = self.snapshot()
+        self._check_pin(snap)
         warnings = snap.warnings()
         sources = expand_inputs(images)
         results: dict[int, ScanResult] = {}
-        for batch in embed_sources(self.embedder, sources, batch_size=batch_size or s.batch_size,
+        for batch in embed_sources(self.embedder, sources, batch_size=_count(batch_size, s.batch_size, "batch_size"),
                                    progress=progress, stage="scanning"):
             for src, err in zip(batch.failed, batch.errors):
                 results[id(src)] = ScanResult(source_name(src), [], err.reason)
@@ -318,7 +345,7 @@ class StyleIndex:
 
     def scan_model(self, samples: Sequence[ImageSource], alpha: float | None = None,
                    batch_size: int | None = None, evidence: int | None = None,
-                   progress=None) -> ModelVerdict:
+                   progress: ProgressFn | None = None) -> ModelVerdict:
         """Model-level verdict on images sampled from one fine-tuned model.
 
         Needs a calibrated index (:class:`NotCalibratedError`). For each artist,
@@ -336,10 +363,18 @@ class StyleIndex:
         if snap.calibration is None:
             raise NotCalibratedError(f"{self.folder}: scan-model needs a calibrated index; "
                                      f"run `mimicry calibrate`")
+        self._check_pin(snap)
         ok, vecs, _, errors = embed_all(self.embedder, expand_inputs(samples),
-                                        batch_size or s.batch_size, progress=progress, stage="samples")
+                                        _count(batch_size, s.batch_size, "batch_size"),
+                                        progress=progress, stage="samples")
         if not ok:
             raise InputError("no readable samples in " + ", ".join(source_name(x) for x in samples))
-        return judge_model(snap, vecs, [source_name(x) for x in ok], a, evidence or s.evidence,
+        return judge_model(snap, vecs, [source_name(x) for x in ok], a,
+                           _count(evidence, s.evidence, "evidence"),
                            [Skipped(e.path, e.reason) for e in errors],
                            (s.min_samples, s.max_samples))
+
+
+def _count(value: int | None, default: int, name: str) -> int:
+    """``value`` (at least 1), or ``default`` when None."""
+    return default if value is None else int(check_positive(name, value))  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Per-artist scores from nearest-neighbour similarities, and the matches of a scan.
+"""Per-artist scores from nearest-neighbour similarities, and the evidence behind them.
 
 An artist's score for a query is the cosine similarity of the query to that
 artist's nearest work (max aggregation). On the development set max and the
@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from mimicry.results import Evidence, Match
+from mimicry.results import Evidence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mimicry.calibration import Calibration
     from mimicry.store.snapshot import Snapshot
 
 
@@ -74,65 +73,3 @@ def nearest(snapshot: Snapshot, sims_row: np.ndarray, artist: int, k: int) -> li
 def evidence_of(snapshot: Snapshot, row: int, similarity: float) -> Evidence:
     work = snapshot.works[int(snapshot.work_ids[row])]
     return Evidence(work.id, work.artist, work.sha256, similarity, work.path)
-
-
-@dataclass(frozen=True)
-class Calibrated:
-    """A calibration lined up with a snapshot's artists: ``cal`` covers the
-    artists at ``columns`` of the snapshot (all of them unless it is stale)."""
-
-    cal: Calibration
-    columns: np.ndarray
-
-    @staticmethod
-    def align(snapshot: Snapshot) -> Calibrated | None:
-        cal = snapshot.calibration
-        if cal is None:
-            return None
-        here = cal.columns_for(snapshot.artists)
-        have = np.flatnonzero(here >= 0)
-        if not len(have):
-            return None
-        return Calibrated(cal.select(here[have]), have)
-
-
-def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: int
-                  ) -> list[tuple[list[Match], str | None]]:
-    """For each query: its matches (the ``top`` artists by raw score, plus every
-    flagged artist, each with ``evidence`` nearest works) and its verdict artist
-    on a calibrated snapshot (:func:`mimicry.verdict.image_verdicts`), else None."""
-    from mimicry.verdict import image_verdicts
-
-    if not len(queries):
-        return []
-    scores = score(snapshot, queries)
-    raw = scores.raw
-    n_artists = raw.shape[1]
-    z = np.full(raw.shape, np.nan)
-    p = np.full(raw.shape, np.nan)
-    flags = np.zeros(raw.shape, dtype=bool)
-    calibrated = np.zeros(n_artists, dtype=bool)
-    verdict = np.full(len(raw), -1)
-    aligned = Calibrated.align(snapshot)
-    if aligned is not None:
-        sub = raw[:, aligned.columns]
-        z[:, aligned.columns] = aligned.cal.normalise(sub)
-        p[:, aligned.columns] = aligned.cal.p_values(sub)
-        flags[:, aligned.columns] = aligned.cal.flags(sub)
-        calibrated[aligned.columns] = True
-        v = image_verdicts(sub, aligned.cal)
-        verdict = np.where(v >= 0, aligned.columns[np.maximum(v, 0)], -1)
-    out = []
-    for q in range(len(raw)):
-        matches = []
-        for j in np.argsort(-raw[q], kind="stable"):  # raw ranks better than z (README, "Accuracy")
-            if not np.isfinite(raw[q, j]) or (len(matches) >= top and not flags[q, j]):
-                continue
-            ev = nearest(snapshot, scores.sims[q], int(j), evidence)
-            if calibrated[j]:
-                matches.append(Match(snapshot.artists[j], float(raw[q, j]), ev, float(z[q, j]),
-                                     bool(flags[q, j]), float(p[q, j])))
-            else:
-                matches.append(Match(snapshot.artists[j], float(raw[q, j]), ev))
-        out.append((matches, snapshot.artists[verdict[q]] if verdict[q] >= 0 else None))
-    return out

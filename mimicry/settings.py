@@ -9,7 +9,6 @@ naming the variable.
 | setting | variable | default | meaning |
 |---|---|---|---|
 | ``index`` | ``MIMICRY_INDEX`` | none | index folder when ``--index`` is not given |
-| ``home`` | ``MIMICRY_HOME`` | ``~/.mimicry`` | where mimicry keeps its own files |
 | ``device`` | ``MIMICRY_DEVICE`` | ``auto`` | auto, cpu or cuda |
 | ``fpr`` | ``MIMICRY_FPR`` | 0.01 | calibration target: share of negatives flagged per artist |
 | ``alpha`` | ``MIMICRY_ALPHA`` | 0.001 | significance level of model-level verdicts |
@@ -41,7 +40,6 @@ class Settings:
     """Defaults and limits (see the module docstring for each one's variable)."""
 
     index: Path | None = None
-    home: Path = Path("~/.mimicry").expanduser()
     device: str = "auto"
     fpr: float = 0.01
     alpha: float = 0.001
@@ -62,7 +60,6 @@ class Settings:
 #: setting name -> environment variable
 ENVIRONMENT = {
     "index": "MIMICRY_INDEX",
-    "home": "MIMICRY_HOME",
     "device": "MIMICRY_DEVICE",
     "fpr": "MIMICRY_FPR",
     "alpha": "MIMICRY_ALPHA",
@@ -80,7 +77,7 @@ ENVIRONMENT = {
     "snapshot_retry_s": "MIMICRY_SNAPSHOT_RETRY",
 }
 
-_PATHS = {"index", "home"}
+_PATHS = {"index"}
 _INTS = {"min_samples", "max_samples", "top", "evidence", "batch_size", "checkpoint",
          "max_file_bytes", "max_pixels", "snapshot_retries"}
 _FLOATS = {"fpr", "alpha", "lock_wait_s", "retry_after_s", "snapshot_retry_s"}
@@ -108,7 +105,21 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)  # type: ignore[arg-type]
     check_rate("fpr", settings.fpr)
     check_rate("alpha", settings.alpha)
+    for name in _INTS - {"snapshot_retries"}:
+        check_positive(ENVIRONMENT[name], getattr(settings, name))
+    for name in _FLOATS - {"fpr", "alpha"} | {"snapshot_retries"}:
+        if getattr(settings, name) < 0:
+            raise InputError(f"{ENVIRONMENT[name]}={getattr(settings, name)}: must not be negative")
+    if settings.min_samples > settings.max_samples:
+        raise InputError("MIMICRY_MIN_SAMPLES must not exceed MIMICRY_MAX_SAMPLES")
     return settings
+
+
+def check_positive(name: str, value: int | None) -> int | None:
+    """``value`` if it is None or at least 1, else :class:`InputError` naming ``name``."""
+    if value is not None and value < 1:
+        raise InputError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def check_rate(name: str, value: float) -> float:

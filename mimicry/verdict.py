@@ -1,5 +1,6 @@
-"""Model-level verdicts: does a set of samples from one fine-tuned model imitate
-a registered artist?
+"""Verdicts: which artist, if any, an image imitates (:func:`image_matches`,
+:func:`image_verdicts`), and whether a set of samples from one fine-tuned
+model imitates a registered artist (:func:`judge_model`).
 
 Each sample has, for each artist, a calibrated p-value: the share of that
 artist's negatives scoring at least as high, ``(k + 1) / (n + 1)`` (results
@@ -28,13 +29,16 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from mimicry.calibration import Calibration
-from mimicry.results import ArtistFinding, ModelVerdict, Skipped, SupportingSample
+from mimicry.errors import NotCalibratedError
+from mimicry.results import ArtistFinding, Match, ModelVerdict, Skipped, SupportingSample
+from mimicry.scoring import evidence_of, nearest, score
 
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.store.snapshot import Snapshot
 
-__all__ = ["ArtistFinding", "ArtistTest", "ModelVerdict", "artist_tests", "best_artists",
-           "image_verdicts", "imitated", "judge_model", "model_test_levels", "set_statistic"]
+__all__ = ["ArtistFinding", "ArtistTest", "Calibrated", "ModelVerdict", "artist_tests", "best_artists",
+           "image_matches", "image_verdicts", "imitated", "judge_model", "model_test_levels",
+           "set_statistic"]
 
 #: Levels of the model-level test, as multiples of the calibration's target
 #: rate (1%, 2%, 5%, 10%, 20% at the default ``--fpr 0.01``); capped at one half.
@@ -125,12 +129,8 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
     any evidence (p < 1) by p-value; each pairs its supporting samples with their
     nearest work of the artist. ``warnings`` say when the sample count lies
     outside ``sample_range`` or the calibration is stale."""
-    from mimicry.scoring import Calibrated, nearest, score
-
     aligned = Calibrated.align(snapshot)
     if aligned is None:
-        from mimicry.errors import NotCalibratedError
-
         raise NotCalibratedError(f"{snapshot.folder}: a model verdict needs a calibrated index; "
                                  f"run `mimicry calibrate`")
     scores = score(snapshot, vectors)
@@ -163,6 +163,64 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
 
 def _evidence_rows(snapshot: Snapshot, rows: np.ndarray, sims: np.ndarray) -> list:
     """Evidence for snapshot ``rows``, each with its best similarity to any of ``sims``' queries."""
-    from mimicry.scoring import evidence_of
-
     return [evidence_of(snapshot, int(r), float(sims[:, r].max())) for r in rows]
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A calibration lined up with a snapshot's artists: ``cal`` covers the
+    artists at ``columns`` of the snapshot (all of them unless it is stale)."""
+
+    cal: Calibration
+    columns: np.ndarray
+
+    @staticmethod
+    def align(snapshot: Snapshot) -> Calibrated | None:
+        cal = snapshot.calibration
+        if cal is None:
+            return None
+        here = cal.columns_for(snapshot.artists)
+        have = np.flatnonzero(here >= 0)
+        if not len(have):
+            return None
+        return Calibrated(cal.select(here[have]), have)
+
+
+def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: int
+                  ) -> list[tuple[list[Match], str | None]]:
+    """For each query: its matches (the ``top`` artists by raw score, plus every
+    flagged artist, each with ``evidence`` nearest works) and its verdict artist
+    on a calibrated snapshot (:func:`mimicry.verdict.image_verdicts`), else None."""
+    if not len(queries):
+        return []
+    scores = score(snapshot, queries)
+    raw = scores.raw
+    n_artists = raw.shape[1]
+    z = np.full(raw.shape, np.nan)
+    p = np.full(raw.shape, np.nan)
+    flags = np.zeros(raw.shape, dtype=bool)
+    calibrated = np.zeros(n_artists, dtype=bool)
+    verdict = np.full(len(raw), -1)
+    aligned = Calibrated.align(snapshot)
+    if aligned is not None:
+        sub = raw[:, aligned.columns]
+        z[:, aligned.columns] = aligned.cal.normalise(sub)
+        p[:, aligned.columns] = aligned.cal.p_values(sub)
+        flags[:, aligned.columns] = aligned.cal.flags(sub)
+        calibrated[aligned.columns] = True
+        v = image_verdicts(sub, aligned.cal)
+        verdict = np.where(v >= 0, aligned.columns[np.maximum(v, 0)], -1)
+    out = []
+    for q in range(len(raw)):
+        matches = []
+        for j in np.argsort(-raw[q], kind="stable"):  # raw ranks better than z (README, "Accuracy")
+            if not np.isfinite(raw[q, j]) or (len(matches) >= top and not flags[q, j]):
+                continue
+            ev = nearest(snapshot, scores.sims[q], int(j), evidence)
+            if calibrated[j]:
+                matches.append(Match(snapshot.artists[j], float(raw[q, j]), ev, float(z[q, j]),
+                                     bool(flags[q, j]), float(p[q, j])))
+            else:
+                matches.append(Match(snapshot.artists[j], float(raw[q, j]), ev))
+        out.append((matches, snapshot.artists[verdict[q]] if verdict[q] >= 0 else None))
+    return out

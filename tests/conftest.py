@@ -18,9 +18,15 @@ def default_embedder():
     return load_embedder("default", "cpu")
 
 
+@pytest.fixture(scope="session")
+def _portfolio_template(tmp_path_factory) -> Path:
+    return write_portfolio(tmp_path_factory.mktemp("template") / "portfolios")
+
+
 @pytest.fixture
-def portfolio(tmp_path: Path) -> Path:
-    return write_portfolio(tmp_path / "portfolios")
+def portfolio(tmp_path: Path, _portfolio_template: Path) -> Path:
+    """Three procedural artists with three works each, a private copy per test."""
+    return Path(shutil.copytree(_portfolio_template, tmp_path / "portfolios"))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ import numpy as np
 
 from helpers import unit
 from mimicry import StyleIndex
-from mimicry.scoring import image_matches, score
+from mimicry.scoring import score
+from mimicry.verdict import image_matches
 from mimicry.store import Snapshot
 from mimicry.synthetic import STYLES, make_dataset
 
@@ -41,6 +42,7 @@ def test_scan_keeps_input_order_and_folders(tmp_path, default_embedder):
     results = ix.scan([single, data.imitations])
     assert results[0].image == str(single)
     assert len(results) == 1 + len(STYLES)
+    assert [r.image for r in ix.scan(str(single))] == [str(single)]  # one path, not its letters
 
 
 def test_scores_are_max_similarity_per_artist():

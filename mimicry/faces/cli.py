@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
 
 import typer
 
+from mimicry.backbones import model_specs
 from mimicry.errors import InputError, MimicryError
 from mimicry.settings import Settings, get_settings
 
@@ -28,7 +29,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Detect imitation of registered artists' styles.")
 
 DEFAULTS = Settings()  # the documented defaults, shown in --help; the environment is read at run time
-MODEL_SPECS = "default | efficientnet-lite0 | clip:ARCH/TAG | clip-file:ARCH:PATH"
+MODEL_SPECS = " | ".join(model_specs())  # from the backbone registry
 
 # Options every command spells the same way.
 INDEX_OPT = typer.Option(None, "--index", "-i", help="Index folder (default: $MIMICRY_INDEX).")
@@ -61,12 +62,13 @@ def _index_dir(index: Optional[Path], settings: Settings) -> Path:
 
 
 @contextmanager
-def _opened(index: Optional[Path], device: Optional[str]) -> Iterator["StyleIndex"]:
+def _opened(index: Optional[Path], device: Optional[str], verify: bool = True) -> Iterator["StyleIndex"]:
     """The index named by ``--index`` or ``MIMICRY_INDEX``, errors handled."""
     from mimicry.index import StyleIndex
 
     with _errors() as settings:
-        with StyleIndex.open(_index_dir(index, settings), device=device or settings.device) as ix:
+        with StyleIndex.open(_index_dir(index, settings), device=device or settings.device,
+                             verify=verify) as ix:
             yield ix
 
 
@@ -110,6 +112,7 @@ def index(
     model: str = MODEL_OPT,
     batch_size: Optional[int] = BATCH_OPT,
     device: Optional[str] = DEVICE_OPT,
+    drop_unreadable: bool = typer.Option(False, help="When rebuilding an old index, drop works whose file cannot be read."),
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
@@ -120,7 +123,8 @@ def index(
     _setup_logging(quiet)
     with _errors() as s:
         with StyleIndex.create(_index_dir(index, s), model=model, device=device or s.device,
-                               rebuild=True) as ix:
+                               rebuild=True, drop_unreadable=drop_unreadable,
+                               progress=_progress(quiet)) as ix:
             report = ix.add_folder(portfolios, batch_size=batch_size, progress=_progress(quiet))
     if as_json:
         _emit(report.to_dict())
@@ -184,7 +188,7 @@ def calibrate(
 ) -> None:
     """Compute per-artist thresholds so that at most FPR of negatives are flagged."""
     _setup_logging(quiet)
-    with _opened(index, device) as ix:
+    with _opened(index, device, verify=False) as ix:  # calibrate rewrites an unreadable calibration
         cal = ix.calibrate(background=background, fpr=fpr, progress=_progress(quiet))
     data = cal.to_dict()
     if as_json:

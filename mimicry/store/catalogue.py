@@ -64,17 +64,25 @@ class Catalogue:
     :meth:`transaction`, so rows and the vector generation commit together."""
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
+        """Opens the catalogue; ``create`` makes the file and tables where they are
+        missing (writers), otherwise the file must exist (readers never create it).
+        Raises :class:`CorruptIndexError` when the file is not a usable database."""
         self.path = Path(path)
-        # One connection per Catalogue; the store hands each thread its own, or
-        # serialises use of the writer's (hence check_same_thread off).
-        self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
-                                  check_same_thread=False)
-        self.db.execute("PRAGMA busy_timeout=30000")
-        if create:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
-        self.db.execute("PRAGMA foreign_keys=ON")
+        try:
+            if create:
+                self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
+                                          check_same_thread=False)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.executescript(SCHEMA)
+            else:
+                self.db = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=30.0,
+                                          isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA busy_timeout=30000")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise CorruptIndexError(f"{self.path}: not a usable catalogue ({exc})") from None
 
     def close(self) -> None:
         self.db.close()
@@ -162,9 +170,6 @@ class Catalogue:
         )
         return int(cur.lastrowid)
 
-    def artists(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT name FROM artists ORDER BY name")]
-
     def artist_counts(self) -> dict[str, int]:
         rows = self.db.execute(
             "SELECT a.name, COUNT(w.id) FROM artists a LEFT JOIN works w "
@@ -194,10 +199,13 @@ class Catalogue:
         )
         return int(cur.lastrowid)
 
-    def touch_work(self, work_id: int, size: int, mtime_ns: int) -> None:
-        self.db.execute(
-            "UPDATE works SET size=?, mtime_ns=? WHERE id=?", (size, mtime_ns, work_id)
-        )
+    def touch_work(self, work_id: int, size: int, mtime_ns: int, sha256: str | None = None) -> None:
+        """Records a work's file as seen again (size, mtime; sha256 when it changed)."""
+        if sha256 is None:
+            self.db.execute("UPDATE works SET size=?, mtime_ns=? WHERE id=?", (size, mtime_ns, work_id))
+        else:
+            self.db.execute("UPDATE works SET size=?, mtime_ns=?, sha256=? WHERE id=?",
+                            (size, mtime_ns, sha256, work_id))
 
     def delete_works(self, ids: Iterable[int]) -> None:
         self.db.executemany("DELETE FROM works WHERE id=?", [(int(i),) for i in ids])

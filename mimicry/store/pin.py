@@ -72,10 +72,23 @@ class Pin:
         return (self.backbone_id, self.weights_sha256, self.dim) == (
             embedder.backbone_id, embedder.weights_sha256, int(embedder.dim))
 
+    def upgradable_to(self, embedder: Any) -> bool:
+        """Whether rebuilding with ``embedder`` moves this index forward: the same
+        model, and an older schema or an older recipe version (never a newer one,
+        so two installed releases do not rebuild each other's index)."""
+        if not self.same_model(embedder) or self.schema_version > SCHEMA_VERSION:
+            return False
+        return (self.schema_version < SCHEMA_VERSION or not self.recipe
+                or int(self.recipe.get("version", 0)) < embedder.recipe.version)
+
     def check_current(self, folder: Path) -> None:
         """Raises :class:`PinMismatchError` (re-index) unless :attr:`current`."""
         if self.current:
             return
+        if self.schema_version > SCHEMA_VERSION:
+            raise PinMismatchError(
+                f"{folder}: index schema version {self.schema_version} was written by a newer "
+                f"mimicry (this one reads {SCHEMA_VERSION}); upgrade mimicry to use it")
         raise PinMismatchError(
             f"{folder}: index schema version {self.schema_version} was built before this "
             f"mimicry pinned how images become vectors (schema {SCHEMA_VERSION}); "
@@ -122,3 +135,8 @@ def write_file(folder: Path, pin: Pin) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from mimicry.calibration import Calibration
 from mimicry.errors import InputError
 from mimicry.store.catalogue import Work
 from mimicry.store.pin import Pin
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mimicry.calibration import Calibration
 
 #: Calibration states a snapshot reports.
 UNCALIBRATED, CURRENT, STALE = "uncalibrated", "current", "stale"

@@ -9,8 +9,9 @@ An index is one folder::
 
 Promises:
 - :meth:`Store.snapshot` hands out an immutable :class:`Snapshot` of the last
-  committed state; it never takes the write lock and never writes. Safe from
-  any number of threads.
+  committed state; it never takes the write lock and never writes rows or files
+  of the index (SQLite's WAL may create its ``-wal``/``-shm`` companions). Safe
+  from any number of threads: each read opens and closes its own connection.
 - All writes go through :meth:`Store.writer`: one writer at a time (across
   processes and threads); each :meth:`Writer.commit` makes the next vectors
   file complete on disk before the catalogue commits it, so a kill at any
@@ -20,6 +21,7 @@ Promises:
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from contextlib import contextmanager
@@ -65,30 +67,37 @@ class Store:
         self.folder = folder
         self.settings = settings or get_settings()
         self._lock = WriteLock(folder)
-        self._local = threading.local()
-        self._connections: list[Catalogue] = []
         self._guard = threading.Lock()
         self._snapshot: Snapshot | None = None
 
     # -- opening ----------------------------------------------------------------
     @staticmethod
     def exists(folder: str | Path) -> bool:
-        return (Path(folder) / pin_io.FILENAME).exists()
+        """Whether ``folder`` holds an index (its pin file, or a catalogue)."""
+        folder = Path(folder)
+        return (folder / pin_io.FILENAME).exists() or (folder / CATALOGUE).exists()
 
     @classmethod
     def create(cls, folder: str | Path, pin: Pin) -> Store:
-        """A new, empty index at ``folder`` pinned to ``pin``."""
+        """An index at ``folder`` pinned to ``pin``: a new, empty one, or the one
+        already there, whose own pin is kept (the caller checks it). Created
+        under the write lock, so two creators never overwrite each other's pin."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        cat = Catalogue(folder / CATALOGUE)
-        try:
-            cat.begin()
-            cat.set_meta("pin", pin.to_json())
-            cat.commit()
-        finally:
-            cat.close()
-        pin_io.write_file(folder, pin)
-        return cls(folder)
+        store = cls(folder)
+        s = store.settings
+        with store._lock.hold(s.lock_wait_s, s.retry_after_s):
+            cat = Catalogue(folder / CATALOGUE)
+            try:
+                cat.begin()
+                if cat.get_meta("pin") is None and not (folder / pin_io.FILENAME).exists():
+                    cat.set_meta("pin", pin.to_json())
+                cat.commit()
+                pin_io.write_file(folder, store._pin_of(cat))
+            finally:
+                cat.rollback()
+                cat.close()
+        return store
 
     @classmethod
     def open(cls, folder: str | Path) -> Store:
@@ -98,79 +107,74 @@ class Store:
             raise NotAnIndexError(f"{folder}: not a mimicry index (no {pin_io.FILENAME})")
         return cls(folder)
 
-    def read_pin(self) -> Pin:
-        """The committed pin (the catalogue's; ``manifest.json`` for indexes
-        from before the pin moved there)."""
-        text = self._reader().get_meta("pin")
-        if text is None:
+    def _pin_of(self, cat: Catalogue) -> Pin:
+        text = cat.get_meta("pin")
+        if text is None:  # indexes from before the pin moved into the catalogue
             return pin_io.read_file(self.folder)
         return Pin.from_json(text, self.folder / CATALOGUE)
 
+    def read_pin(self) -> Pin:
+        """The committed pin (the catalogue's; ``manifest.json`` for indexes
+        from before the pin moved there)."""
+        with self._reader() as cat:
+            return self._pin_of(cat)
+
     def close(self) -> None:
+        """Drops the cached snapshot (reads hold no connection between calls)."""
         with self._guard:
-            for cat in self._connections:
-                try:
-                    cat.close()
-                except Exception:  # noqa: BLE001 - a connection of a finished thread
-                    pass
-            self._connections.clear()
-            self._local = threading.local()
+            self._snapshot = None
 
     # -- reading ------------------------------------------------------------------
-    def _reader(self) -> Catalogue:
-        """This thread's own read connection."""
-        cat = getattr(self._local, "catalogue", None)
-        if cat is None:
-            cat = Catalogue(self.folder / CATALOGUE, create=False)
-            self._local.catalogue = cat
-            with self._guard:
-                self._connections.append(cat)
-        return cat
+    @contextmanager
+    def _reader(self) -> Iterator[Catalogue]:
+        """A read connection of this call's own (never creates the catalogue)."""
+        if not (self.folder / CATALOGUE).exists():
+            raise NotAnIndexError(f"{self.folder}: not a mimicry index (no {CATALOGUE})")
+        cat = Catalogue(self.folder / CATALOGUE, create=False)
+        try:
+            yield cat
+        except sqlite3.DatabaseError as exc:
+            raise CorruptIndexError(f"{self.folder / CATALOGUE}: unreadable ({exc})") from None
+        finally:
+            cat.close()
 
     def revision(self) -> int:
-        return int(self._reader().get_meta("revision", "0") or 0)
+        with self._reader() as cat:
+            return int(cat.get_meta("revision", "0") or 0)
 
     def snapshot(self) -> Snapshot:
         """The last committed state (reloaded only when a write committed since)."""
         current = self._snapshot
-        if current is not None and current.revision == self.revision():
-            return current
-        snap = self._load(self._reader(), strict_calibration=True)
+        with self._reader() as cat:
+            if current is not None and current.revision == int(cat.get_meta("revision", "0") or 0):
+                return current
+            snap = self._load(cat, strict=True)
         with self._guard:
             if self._snapshot is None or snap.revision >= self._snapshot.revision:
                 self._snapshot = snap
         return snap
 
-    def _load(self, cat: Catalogue, strict_calibration: bool) -> Snapshot:
+    def _load(self, cat: Catalogue, strict: bool) -> Snapshot:
         """Reads one committed state consistently (one read transaction), retrying
-        while a writer replaces the vectors file it names."""
+        while a writer replaces the vectors file it names. With ``strict`` off
+        (writers, which may be about to replace them), an unreadable calibration
+        or background is left out instead of refused."""
         s = self.settings
         for attempt in range(s.snapshot_retries + 1):
             cat.db.execute("BEGIN")
             try:
                 generation = int(cat.get_meta("generation", "0") or 0)
                 revision = int(cat.get_meta("revision", "0") or 0)
-                text = cat.get_meta("pin")
+                pin = self._pin_of(cat)
                 works = cat.works()
-                try:
-                    arrays = cat.get_arrays(CALIBRATION)
-                except CorruptIndexError:
-                    if strict_calibration:
-                        raise
-                    arrays = None
-                try:
-                    bg = cat.get_arrays(BACKGROUND)
-                except CorruptIndexError:
-                    if strict_calibration:
-                        raise
-                    bg = None
+                cal = self._stored(cat, CALIBRATION, strict, Calibration.from_arrays)
+                background = self._stored(cat, BACKGROUND, strict, lambda a: a.get("vectors"))
             finally:
                 cat.db.execute("COMMIT")
-            pin = Pin.from_json(text, self.folder / CATALOGUE) if text else pin_io.read_file(self.folder)
             try:
                 index = vector_io.load(self.folder, generation, pin.dim)
             except FileNotFoundError:
-                if attempt == s.snapshot_retries:
+                if attempt >= s.snapshot_retries:
                     raise CorruptIndexError(f"{self.folder}: vectors of generation {generation} "
                                             f"are missing") from None
                 time.sleep(s.snapshot_retry_s)
@@ -180,11 +184,25 @@ class Store:
             if set(by_id) != set(ids.tolist()):
                 raise CorruptIndexError(f"{self.folder}: catalogue and vectors of generation "
                                         f"{generation} disagree")
-            cal = None if arrays is None else Calibration.from_arrays(arrays)
-            background = None if bg is None else bg.get("vectors")
             return Snapshot.build(vecs, ids, by_id, generation=generation, revision=revision,
                                   calibration=cal, background=background, pin=pin, folder=self.folder)
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise CorruptIndexError(f"{self.folder}: no committed state could be read")
+
+    def _stored(self, cat: Catalogue, name: str, strict: bool, parse):
+        """The arrays stored under ``name``, parsed; None when absent (or, unless
+        ``strict``, when unusable)."""
+        try:
+            arrays = cat.get_arrays(name)
+            return None if arrays is None else parse(arrays)
+        except CorruptIndexError:
+            if strict:
+                raise
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            if strict:
+                raise CorruptIndexError(f"{cat.path}: stored {name!r} is malformed ({exc}); "
+                                        f"redo it (`mimicry calibrate`)") from None
+        log.warning("%s: stored %s is unusable and left out until it is rewritten", self.folder, name)
+        return None
 
     # -- writing -------------------------------------------------------------------
     @contextmanager
@@ -193,13 +211,14 @@ class Store:
         s = self.settings
         with self._lock.hold(s.lock_wait_s, s.retry_after_s):
             cat = Catalogue(self.folder / CATALOGUE)
+            w: Writer | None = None
             try:
                 w = Writer(self, cat)
                 vector_io.remove_stale(self.folder, w.generation)
                 yield w
-                if w.pin_changed:
-                    pin_io.write_file(self.folder, w.pin)
             finally:
+                if w is not None and w.pin_changed:
+                    pin_io.write_file(self.folder, w.pin)
                 cat.close()
 
 
@@ -215,7 +234,7 @@ class Writer:
         self._reload()
 
     def _reload(self) -> None:
-        self._snapshot = self.store._load(self.catalogue, strict_calibration=False)
+        self._snapshot = self.store._load(self.catalogue, strict=False)
         self.generation = self._snapshot.generation
         self.pin: Pin = self._snapshot.pin  # type: ignore[assignment]
         self._index = vector_io.load(self.folder, self.generation, self.pin.dim)
@@ -232,24 +251,30 @@ class Writer:
 
     @contextmanager
     def _transaction(self) -> Iterator[Catalogue]:
+        """One transaction; the revision moves only when rows changed."""
         cat = self.catalogue
         cat.begin()
+        before = cat.db.total_changes
         try:
             yield cat
-            cat.bump_revision()
+            if cat.db.total_changes != before:
+                cat.bump_revision()
             cat.commit()
         except BaseException:
             cat.rollback()
             raise
 
-    def commit(self, add: Sequence[tuple[NewWork, np.ndarray]], remove_ids: Sequence[int]) -> None:
-        """Adds and removes works as one transaction: rows, vectors and generation
-        commit together or not at all."""
-        if not add and not remove_ids:
+    def commit(self, add: Sequence[tuple[NewWork, np.ndarray]], remove_ids: Sequence[int],
+               remove_artist: str | None = None) -> None:
+        """Adds and removes works (and with ``remove_artist``, that artist's row)
+        as one transaction: rows, vectors and generation commit together or not at all."""
+        if not add and not remove_ids and remove_artist is None:
             return
         try:
             with self._transaction() as cat:
                 cat.delete_works(remove_ids)
+                if remove_artist is not None:
+                    cat.delete_artist(remove_artist)
                 new_ids = [cat.add_work(w.artist, w.path, w.sha256, w.size, w.mtime_ns) for w, _ in add]
                 vector_io.remove(self._index, list(remove_ids))
                 if add:
@@ -264,7 +289,8 @@ class Writer:
         log.debug("committed generation %d", generation)
         self._reload()
 
-    def replace_all(self, pin: Pin, ids: Sequence[int], vectors: np.ndarray, drop: Sequence[int]) -> None:
+    def replace_all(self, pin: Pin, ids: Sequence[int], vectors: np.ndarray, drop: Sequence[int],
+                    seen: Sequence[tuple[int, int, int, str | None]] = ()) -> None:
         """Re-pins the index: the works ``ids`` get ``vectors`` (embedded the new
         way), the works ``drop`` go, and calibration and background (embedded
         the old way) are dropped, all in one commit."""
@@ -274,6 +300,8 @@ class Writer:
         try:
             with self._transaction() as cat:
                 cat.delete_works(drop)
+                for work_id, size, mtime_ns, sha in seen:
+                    cat.touch_work(work_id, size, mtime_ns, sha)
                 cat.delete_artists_without_works()
                 cat.delete_blob(CALIBRATION)
                 cat.delete_blob(BACKGROUND)
@@ -287,18 +315,18 @@ class Writer:
         self.pin_changed = True
         self._reload()
 
-    def touch_work(self, work_id: int, size: int, mtime_ns: int) -> None:
+    def touch_works(self, seen: Sequence[tuple[int, int, int, str | None]]) -> None:
+        """Records files seen again unchanged in content: (work id, size, mtime, new sha256 or None)."""
+        if not seen:
+            return
         with self._transaction() as cat:
-            cat.touch_work(work_id, size, mtime_ns)
+            for work_id, size, mtime_ns, sha in seen:
+                cat.touch_work(work_id, size, mtime_ns, sha)
+        self._reload()
 
     def delete_artists_without_works(self) -> None:
         with self._transaction() as cat:
             cat.delete_artists_without_works()
-        self._reload()
-
-    def delete_artist(self, name: str) -> None:
-        with self._transaction() as cat:
-            cat.delete_artist(name)
         self._reload()
 
     def artist_exists(self, name: str) -> bool:

@@ -12,26 +12,33 @@ Promises:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from mimicry.errors import InputError
 from mimicry.images import expand_inputs, sha256_file
 from mimicry.results import IndexReport, Skipped
 from mimicry.store.pin import Pin
 from mimicry.store.store import NewWork, Writer
 
-#: Embeds files: yields (embedded paths, their vectors as rows, skipped files).
-EmbedFn = Callable[[list[Path]], Iterable[tuple[list[Path], np.ndarray, list[Skipped]]]]
+#: Embeds files: yields (embedded paths, their vectors as rows, the sha256 of
+#: the bytes each was embedded from, skipped files).
+EmbedFn = Callable[[list[Path]], Iterable[tuple[list[Path], np.ndarray, list[str], list[Skipped]]]]
 
 
 def plan(writer: Writer, works: Mapping[str, Sequence[Path]], prune: bool,
          report: IndexReport) -> tuple[list[NewWork], list[int]]:
-    """Decides, per listed file, unchanged / new / changed; and which works go."""
+    """Decides, per listed file, unchanged / new / changed; and which works go
+    (pruned ones, and changed files that can no longer be read)."""
     pending: list[NewWork] = []
     pruned: list[int] = []
+    seen: list[tuple[int, int, int, str | None]] = []
     for artist, paths in works.items():
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
         existing = {w.path: w for w in writer.works(artist)}
         listed: set[str] = set()
         for path in expand_inputs(paths):
@@ -53,14 +60,17 @@ def plan(writer: Writer, works: Mapping[str, Sequence[Path]], prune: bool,
                 sha = sha256_file(path)
             except OSError as exc:
                 report.skipped.append(Skipped(key, f"cannot read file ({exc.strerror or exc})"))
+                if old:
+                    pruned.append(old.id)
                 continue
             if old and old.sha256 == sha:
-                writer.touch_work(old.id, st.st_size, st.st_mtime_ns)
+                seen.append((old.id, st.st_size, st.st_mtime_ns, None))
                 report.unchanged += 1
                 continue
             pending.append(NewWork(artist, key, sha, st.st_size, st.st_mtime_ns, old.id if old else None))
         if prune:
             pruned.extend(w.id for p, w in existing.items() if p not in listed)
+    writer.touch_works(seen)
     return pending, pruned
 
 
@@ -85,11 +95,13 @@ def sync(writer: Writer, works: Mapping[str, Sequence[Path]], embed: EmbedFn, *,
             by_path.setdefault(Path(w.path), []).append(w)
     buffer: list[tuple[NewWork, np.ndarray]] = []
     failed: list[NewWork] = []
-    for paths, vecs, skipped in embed(list(by_path)):
+    for paths, vecs, hashes, skipped in embed(list(by_path)):
         for s in skipped:
             report.skipped.append(s)
             failed.extend(by_path[Path(s.path)])
-        buffer.extend((w, v) for path, v in zip(paths, vecs) for w in by_path[Path(path)])
+        for path, v, sha in zip(paths, vecs, hashes):
+            for w in by_path[Path(path)]:
+                buffer.append((_as_embedded(w, Path(path), sha), v))
         if len(buffer) >= checkpoint:
             writer.commit(buffer, _replaced(w for w, _ in buffer))
             report.embedded += len(buffer)
@@ -103,29 +115,55 @@ def sync(writer: Writer, works: Mapping[str, Sequence[Path]], embed: EmbedFn, *,
     return report
 
 
-def rebuild(writer: Writer, pin: Pin, embed: EmbedFn) -> IndexReport:
+def _as_embedded(work: NewWork, path: Path, sha: str) -> NewWork:
+    """``work`` as its file was when embedded: a file rewritten between the plan's
+    hash and the embedding is stored with the hash of the bytes its vector came from."""
+    if sha == work.sha256:
+        return work
+    try:
+        st = path.stat()
+    except OSError:
+        return replace(work, sha256=sha)
+    return replace(work, sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def rebuild(writer: Writer, pin: Pin, embed: EmbedFn, drop_unreadable: bool = False) -> IndexReport:
     """Re-embeds every work of the index from its file the way ``pin`` says and
-    re-pins the index in one commit (the old state stays until then). Works whose
-    file is gone or unreadable are dropped and reported; calibration and
-    background go (they were embedded the old way) and ``warnings`` says so."""
+    re-pins the index in one commit (the old state stays until then).
+
+    A work whose file is gone or unreadable stops the rebuild with
+    :class:`InputError` (nothing changes: the drive may be unmounted), unless
+    ``drop_unreadable``: then those works are dropped and reported. Calibration
+    and background go (they were embedded the old way) and ``warnings`` says so.
+    """
     report = IndexReport()
     works = writer.works()
     by_path: dict[Path, list[int]] = {}
     for w in works:
         by_path.setdefault(Path(w.path), []).append(w.id)
+    known = {w.id: w for w in works}
     ids: list[int] = []
     rows: list[np.ndarray] = []
-    for paths, vecs, skipped in embed(list(by_path)):
+    seen: list[tuple[int, int, int, str | None]] = []
+    for paths, vecs, hashes, skipped in embed(list(by_path)):
         report.skipped.extend(skipped)
-        for path, v in zip(paths, vecs):
+        for path, v, sha in zip(paths, vecs, hashes):
             for wid in by_path[Path(path)]:
                 ids.append(wid)
                 rows.append(v)
+                if sha != known[wid].sha256:
+                    st = Path(path).stat()
+                    seen.append((wid, st.st_size, st.st_mtime_ns, sha))
+    if report.skipped and not drop_unreadable:
+        first = "; ".join(f"{s.path}: {s.reason}" for s in report.skipped[:3])
+        raise InputError(f"{writer.folder}: rebuild stopped, {len(report.skipped)} indexed file(s) "
+                         f"cannot be read ({first}); nothing changed. Make them readable, or "
+                         f"rebuild with --drop-unreadable to drop those works")
     kept = set(ids)
     drop = [w.id for w in works if w.id not in kept]
     had_calibration = writer.catalogue.get_blob("calibration") is not None
     vectors = np.stack(rows) if rows else np.zeros((0, pin.dim), dtype=np.float32)
-    writer.replace_all(pin, ids, vectors, drop)
+    writer.replace_all(pin, ids, vectors, drop, seen)
     report.embedded, report.removed = len(ids), len(drop)
     counts = writer.catalogue.artist_counts()
     report.artists, report.works = len(counts), sum(counts.values())

@@ -41,6 +41,22 @@ def test_a_pickled_calibration_is_refused_and_never_run(tmp_path, portfolio, def
         assert "never runs code" in str(err.value) and err.value.code == "corrupt_index"
         assert not marker.exists()
 
-    # The remedy the message names works: calibrate overwrites it.
-    StyleIndex(ix.store, default_embedder).calibrate()
+    # The remedy the message names works: calibrate (which opens without reading it) overwrites it.
+    StyleIndex.open(tmp_path / "ix", embedder=default_embedder, verify=False).calibrate()
+    assert StyleIndex.open(tmp_path / "ix").info().calibration == "current"
+
+
+def test_a_malformed_calibration_is_a_clear_error_and_calibrate_mends_it(tmp_path, portfolio, default_embedder):
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
+    ix.add_folder(portfolio)
+    ix.calibrate()
+    buf = io.BytesIO()
+    np.savez(buf, mu=np.zeros(3))  # plain arrays, but not a calibration
+    db = sqlite3.connect(tmp_path / "ix" / "catalogue.sqlite")
+    db.execute("UPDATE blobs SET data=? WHERE name='calibration'", (buf.getvalue(),))
+    db.commit()
+    db.close()
+    with pytest.raises(CorruptIndexError, match="malformed"):
+        StyleIndex.open(tmp_path / "ix")
+    StyleIndex.open(tmp_path / "ix", embedder=default_embedder, verify=False).calibrate()
     assert StyleIndex.open(tmp_path / "ix").info().calibration == "current"

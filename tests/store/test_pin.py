@@ -91,3 +91,40 @@ def test_index_from_before_the_recipe_pin(tmp_path, portfolio, default_embedder)
     info = StyleIndex.open(tmp_path / "ix").info()
     assert info.schema_version == pin_io.SCHEMA_VERSION and info.recipe == default_embedder.recipe.to_dict()
     assert info.calibration == "uncalibrated" and info.works == 9
+
+
+def test_rebuild_moves_forward_only_and_stops_on_unreadable_files(tmp_path, portfolio, default_embedder):
+    from mimicry.errors import InputError
+
+    StyleIndex.create(tmp_path / "ix", embedder=NewRecipe(default_embedder)).add_folder(portfolio)
+    # The index is newer than this embedder's recipe: refused, never rebuilt backwards.
+    with pytest.raises(PinMismatchError):
+        StyleIndex.create(tmp_path / "ix", embedder=default_embedder, rebuild=True)
+    pin = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert pin["recipe"]["version"] == default_embedder.recipe.version + 1
+
+    make_schema1(tmp_path / "ix")
+    gone = sorted((portfolio / "inkhatch-ivan").iterdir())[0]
+    gone.unlink()
+    with pytest.raises(InputError, match="rebuild stopped, 1 indexed file"):
+        StyleIndex.create(tmp_path / "ix", embedder=default_embedder, rebuild=True)
+    with pytest.raises(PinMismatchError, match="schema version 1"):  # nothing changed
+        StyleIndex.open(tmp_path / "ix")
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder, rebuild=True, drop_unreadable=True)
+    assert ix.info().works == 8 and ix.info().schema_version == pin_io.SCHEMA_VERSION
+
+
+def test_newer_schema_says_upgrade(tmp_path, portfolio, default_embedder):
+    import sqlite3
+
+    StyleIndex.create(tmp_path / "ix", embedder=default_embedder).add_folder(portfolio)
+    db = sqlite3.connect(tmp_path / "ix" / "catalogue.sqlite")
+    text = db.execute("SELECT value FROM meta WHERE key='pin'").fetchone()[0]
+    db.execute("UPDATE meta SET value=? WHERE key='pin'",
+               (text.replace(f'"schema_version": {pin_io.SCHEMA_VERSION}', '"schema_version": 99'),))
+    db.commit()
+    db.close()
+    with pytest.raises(PinMismatchError, match="newer mimicry"):
+        StyleIndex.open(tmp_path / "ix")
+    with pytest.raises(PinMismatchError, match="newer mimicry"):
+        StyleIndex.create(tmp_path / "ix", embedder=default_embedder, rebuild=True)

@@ -126,3 +126,47 @@ def test_kill_at_any_moment_leaves_a_usable_index(tmp_path):
         rep = ix.add_folder(portfolio)
     assert rep.works == 40 and rep.embedded == 40 - seen[-1]
     assert consistent(folder) == (40, 40)
+
+
+def test_reads_never_create_or_accept_a_broken_catalogue(tmp_path, portfolio, default_embedder):
+    from mimicry.errors import NotAnIndexError
+    from mimicry.store import Store
+
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
+    ix.add_folder(portfolio)
+    only_pin = tmp_path / "only-pin"
+    only_pin.mkdir()
+    (only_pin / "manifest.json").write_bytes((tmp_path / "ix" / "manifest.json").read_bytes())
+    with pytest.raises(NotAnIndexError):
+        Store.open(only_pin).snapshot()
+    assert sorted(p.name for p in only_pin.iterdir()) == ["manifest.json"]
+    (tmp_path / "ix" / "catalogue.sqlite").write_bytes(b"this is not sqlite" * 100)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / "ix" / f"catalogue.sqlite{suffix}").unlink(missing_ok=True)
+    with pytest.raises(CorruptIndexError, match="catalogue"):
+        StyleIndex.open(tmp_path / "ix")
+
+
+def test_a_second_creator_keeps_the_first_pin(tmp_path):
+    from mimicry.store import Pin, Store
+
+    first = Pin("model-a", "a", "1" * 64, 8, {"version": 1})
+    Store.create(tmp_path / "ix", first)
+    Store.create(tmp_path / "ix", Pin("model-b", "b", "2" * 64, 8, {"version": 1}))
+    assert Store.open(tmp_path / "ix").read_pin().backbone_id == "model-a"
+
+
+def test_an_unchanged_reindex_commits_nothing(tmp_path, portfolio, default_embedder):
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
+    ix.add_folder(portfolio)
+    snap = ix.snapshot()
+    rep = ix.add_folder(portfolio)
+    assert rep.unchanged == 9 and ix.snapshot() is snap  # readers keep their snapshot
+    import os
+    import time
+
+    for f in (portfolio / STYLES[0].name).iterdir():  # touched, same bytes
+        os.utime(f, ns=(time.time_ns(), time.time_ns() + 10**9))
+    rep = ix.add_folder(portfolio)
+    assert rep.unchanged == 9 and rep.embedded == 0
+    assert ix.snapshot().generation == snap.generation  # no new vectors file
