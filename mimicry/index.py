@@ -253,7 +253,7 @@ class StyleIndex:
             report = store_sync.sync(w, works, embed, prune=prune,
                                      checkpoint=_count(checkpoint, s.checkpoint, "checkpoint"))
             report.warnings += self._refresh_calibration(w)
-        if self._rebuilt is not None:
+        if self._rebuilt is not None and self._rebuilt.rebuilt:
             report.rebuilt = True
             report.warnings[:0] = self._rebuilt.warnings
             report.skipped[:0] = self._rebuilt.skipped
