@@ -59,3 +59,16 @@ def make_schema1(folder: Path) -> None:
     db.execute("INSERT OR REPLACE INTO blobs(name, data) VALUES('calibration', ?)", (buf.getvalue(),))
     db.commit()
     db.close()
+
+
+def consistent(folder: Path) -> tuple[int, int]:
+    """Opens the index fresh and checks rows and vectors agree; returns (works, vectors)."""
+    from mimicry import StyleIndex
+
+    with StyleIndex.open(folder) as ix:
+        ids, vecs = ix.vectors()
+        works = ix.works()
+        assert sorted(ids.tolist()) == sorted(w.id for w in works)
+        if len(vecs):
+            assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+        return len(works), len(ids)

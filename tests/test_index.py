@@ -12,20 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import consistent
 from mimicry import ImageBytes, StyleIndex
 from mimicry.errors import InputError, LockedError, NotCalibratedError, NotFoundError
 from mimicry.synthetic import STYLES, paint, scene
-
-
-def consistent(folder: Path) -> tuple[int, int]:
-    """Opens the index fresh and checks rows and vectors agree; returns (works, vectors)."""
-    with StyleIndex.open(folder) as ix:
-        ids, vecs = ix.vectors()
-        works = ix.works()
-        assert sorted(ids.tolist()) == sorted(w.id for w in works)
-        if len(vecs):
-            assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
-        return len(works), len(ids)
 
 
 def test_incremental_reindex(tmp_path, portfolio, default_embedder):

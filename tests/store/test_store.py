@@ -12,22 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import write_portfolio
+from helpers import consistent, write_portfolio
 from mimicry import StyleIndex
 from mimicry.errors import CorruptIndexError
 from mimicry.store import vectors as vector_io
 from mimicry.synthetic import STYLES, paint, scene
-
-
-def consistent(folder: Path) -> tuple[int, int]:
-    """Opens the index fresh and checks rows and vectors agree; returns (works, vectors)."""
-    with StyleIndex.open(folder) as ix:
-        ids, vecs = ix.vectors()
-        works = ix.works()
-        assert sorted(ids.tolist()) == sorted(w.id for w in works)
-        if len(vecs):
-            assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
-        return len(works), len(ids)
 
 
 def test_failed_write_keeps_previous_state(tmp_path, portfolio, default_embedder, monkeypatch):
