@@ -1,63 +1,102 @@
-"""Per-artist calibration: thresholds with a known false-positive rate.
+"""Calibration: an image-level false-flag rate that holds as the registry grows.
 
 Words used here and everywhere inside the package:
 
-- ``target_rate``: what calibration aims for, the share of an artist's
-  negatives allowed above the threshold (the user's ``--fpr``; ``fpr`` stays
-  an alias of it on :class:`Calibration`).
-- ``p_value``: for one image and one artist, the share of that artist's
-  negatives scoring at least as high, ``(k + 1) / (n + 1)`` (never 0: with n
-  negatives no rate below 1/(n+1) can be claimed). For an image that does not
-  imitate the artist it is a conformal p-value. Results print it as ``fpr``
-  too, the name users know.
+- ``target_rate``: what calibration promises (the user's ``--fpr``; ``fpr`` stays
+  an alias of it on :class:`Calibration`): of images by nobody registered, at
+  most about this share is flagged as anyone. The promise is per *image*, so it
+  does not grow with the number of registered artists.
+- ``p_value`` of a match: for one image and one artist, the share of that
+  artist's negatives scoring at least as high, ``(k + 1) / (n + 1)``. Results
+  print it as ``fpr`` too, the name users know. It ranks evidence; it is not
+  the image-level promise.
+- ``image_p_value``: the share of the null images (below) whose image
+  statistic is at least the image's, ``(k + 1) / (n + 1)``: a conformal p-value
+  for "this image is by nobody registered", whatever the registry's size.
 
-For each artist the *negatives* are every other artist's works
-(leave-one-artist-out, always available) plus an optional background set of
-unrelated images. From the artist's raw scores (max cosine) on those negatives:
+How a flag is decided (:meth:`Calibration.image_statistic`): the image's best
+artist is the one with the highest raw score (the first evidence shown); its
+*statistic* is that artist's hubness-corrected score
+(:mod:`mimicry.hubness`). The image is flagged as that artist when the
+statistic exceeds ``flag_threshold``, set on the *null images* so that at most
+``floor(A (n + 1)) - 1`` of the ``n`` lie above it: for a new image exchangeable
+with them, the chance of a flag is at most ``A``.
 
-- ``mu``, ``sigma``: their mean and spread; the normalised score
-  ``(score - mu) / sigma`` says how unusual a score is for that artist.
-- ``threshold``: the raw score a query must exceed to be flagged; at most
-  ``target_rate`` of the negatives exceed it.
+The null images are the background (``calibrate --background``: art by
+nobody registered, a hub's ordinary uploads), each scored with its own group
+(its folder, or itself) left out of its reference neighbours. Without a
+background they are the portfolio's own works, each scored against the other
+artists only (leave-one-artist-out), and the promise is *not certified*; it is
+certified with at least ``ceil(3 / A)`` background images (300 for 1%): with
+``1 / A`` the realised rate exceeds ``A`` about a third of the time.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from mimicry import hubness
 from mimicry.scoring import artist_score_matrix
 from mimicry.settings import check_rate
 
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.store.snapshot import Snapshot
 
-__all__ = ["Calibration", "calibrate", "calibrate_snapshot", "negative_scores"]
+__all__ = ["Calibration", "calibrate", "calibrate_snapshot", "certified_size"]
+
+#: Where the null images came from.
+BACKGROUND, PORTFOLIO = "background", "portfolio"
+
+
+def certified_size(target_rate: float) -> int:
+    """Null images needed to certify ``target_rate``: ``ceil(3 / A)``."""
+    return math.ceil(3 / target_rate - 1e-9)
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Thresholds and normalisation for each artist, at ``target_rate``.
+    """Per-artist negatives and normalisation, and the image-level flag threshold.
 
     ``generation`` is the index generation it was computed on; an index whose
     vectors moved on since reports it as stale until recalibrated.
     """
 
     artists: list[str]
-    mu: np.ndarray
-    sigma: np.ndarray
-    threshold: np.ndarray
-    negatives: list[np.ndarray]  # per artist, sorted raw negative scores
+    mu: np.ndarray  # per artist: mean corrected score of its negatives
+    sigma: np.ndarray  # per artist: their spread
+    negatives: list[np.ndarray]  # per artist, sorted corrected negative scores
+    artist_r: np.ndarray  # per artist: hubness neighbourhood r(a)
+    null: np.ndarray  # sorted image statistics of the null images
+    flag_threshold: float  # flag when the image statistic exceeds this
     target_rate: float
     generation: int
     n_background: int
+    null_source: str = PORTFOLIO  # "background" or "portfolio"
+    k: int = hubness.DEFAULT_K
+    weight: float = hubness.DEFAULT_WEIGHT
 
     @property
     def fpr(self) -> float:
         """Alias of :attr:`target_rate` (the name of the ``--fpr`` flag)."""
         return self.target_rate
+
+    @property
+    def n_null(self) -> int:
+        return len(self.null)
+
+    @property
+    def certified(self) -> bool:
+        """Whether the promise is backed by enough background images (``ceil(3 / A)``)."""
+        return self.null_source == BACKGROUND and self.n_null >= certified_size(self.target_rate)
+
+    def promise(self) -> dict[str, Any]:
+        """What every result carries about the image-level promise."""
+        return {"fpr": self.target_rate, "negatives": self.n_null, "source": self.null_source,
+                "certified": self.certified, "needed": certified_size(self.target_rate)}
 
     # -- storage: plain arrays only (no pickle) ----------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -65,26 +104,31 @@ class Calibration:
         flat = np.concatenate(self.negatives) if self.negatives else np.zeros(0, np.float32)
         return {
             "artists": np.array(self.artists, dtype=np.str_),
-            "mu": self.mu, "sigma": self.sigma, "threshold": self.threshold,
-            "lengths": lengths, "negatives": flat.astype(np.float32),
-            "meta": np.array([self.target_rate, self.generation, self.n_background], dtype=np.float64),
+            "mu": self.mu, "sigma": self.sigma, "artist_r": self.artist_r,
+            "lengths": lengths, "negatives": flat.astype(np.float32), "null": self.null,
+            "source": np.array([self.null_source], dtype=np.str_),
+            "meta": np.array([self.target_rate, self.generation, self.n_background, self.flag_threshold,
+                              self.k, self.weight], dtype=np.float64),
         }
 
     @staticmethod
     def from_arrays(z: dict[str, np.ndarray]) -> Calibration:
         bounds = np.cumsum(np.r_[0, z["lengths"]])
         negs = [z["negatives"][bounds[i]:bounds[i + 1]] for i in range(len(z["lengths"]))]
-        rate, gen, n_bg = z["meta"].tolist()
-        return Calibration([str(a) for a in z["artists"]], z["mu"], z["sigma"], z["threshold"], negs,
-                           float(rate), int(gen), int(n_bg))
+        rate, gen, n_bg, thr, k, weight = z["meta"].tolist()
+        return Calibration([str(a) for a in z["artists"]], z["mu"], z["sigma"], negs, z["artist_r"],
+                           z["null"], float(thr), float(rate), int(gen), int(n_bg), str(z["source"][0]),
+                           int(k), float(weight))
 
     def to_dict(self) -> dict[str, Any]:
         """What ``mimicry calibrate --json`` prints."""
         return {
             "fpr": self.target_rate, "n_background": self.n_background, "generation": self.generation,
-            "artists": {a: {"threshold": float(t), "mean": float(m), "std": float(sd), "negatives": len(n)}
-                        for a, t, m, sd, n in zip(self.artists, self.threshold, self.mu, self.sigma,
-                                                  self.negatives)},
+            "flag_threshold": self.flag_threshold, "promise": self.promise(),
+            "hubness": {"k": self.k, "weight": self.weight},
+            "artists": {a: {"mean": float(m), "std": float(sd), "negatives": len(n), "hubness": float(r)}
+                        for a, m, sd, n, r in zip(self.artists, self.mu, self.sigma, self.negatives,
+                                                  self.artist_r)},
         }
 
     # -- use ------------------------------------------------------------------------
@@ -97,57 +141,104 @@ class Calibration:
         """The calibration of the artists at ``columns`` only, in that order."""
         if len(columns) == len(self.artists) and np.array_equal(columns, np.arange(len(self.artists))):
             return self
-        return Calibration([self.artists[j] for j in columns], self.mu[columns], self.sigma[columns],
-                           self.threshold[columns], [self.negatives[j] for j in columns],
-                           self.target_rate, self.generation, self.n_background)
+        from dataclasses import replace
 
-    def normalise(self, scores: np.ndarray) -> np.ndarray:
-        """Raw ``(n, n_artists)`` scores (columns in ``artists`` order) to z-scores."""
-        return (scores - self.mu[None, :]) / self.sigma[None, :]
+        return replace(self, artists=[self.artists[j] for j in columns], mu=self.mu[columns],
+                       sigma=self.sigma[columns], negatives=[self.negatives[j] for j in columns],
+                       artist_r=self.artist_r[columns])
 
-    def flags(self, scores: np.ndarray) -> np.ndarray:
-        """For raw ``(n, n_artists)`` scores, whether each passes its artist's threshold."""
-        return scores > self.threshold[None, :]
+    def correct(self, raw: np.ndarray, query_r: np.ndarray) -> np.ndarray:
+        """Hubness-corrected ``(n, n_artists)`` scores (columns in ``artists`` order)."""
+        return hubness.correct(raw, query_r, self.artist_r, self.weight)
 
-    def p_values(self, scores: np.ndarray) -> np.ndarray:
-        """For raw ``(n, n_artists)`` scores, the share of each artist's negatives
-        scoring at least as high, ``(k + 1) / (n + 1)``."""
-        out = np.empty(scores.shape, dtype=np.float64)
+    def normalise(self, corrected: np.ndarray) -> np.ndarray:
+        """Corrected scores to standard deviations above each artist's negatives."""
+        return (corrected - self.mu[None, :]) / self.sigma[None, :]
+
+    def p_values(self, corrected: np.ndarray) -> np.ndarray:
+        """Per artist, the share of its negatives scoring at least as high, ``(k + 1) / (n + 1)``."""
+        out = np.empty(corrected.shape, dtype=np.float64)
         for j, neg in enumerate(self.negatives):
-            k = len(neg) - np.searchsorted(neg, scores[:, j], side="left")
+            k = len(neg) - np.searchsorted(neg, corrected[:, j], side="left")
             out[:, j] = (k + 1) / (len(neg) + 1)
         return out
 
+    def image_statistic(self, raw: np.ndarray, corrected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(statistic, best artist) per image: the raw-best artist and its corrected score."""
+        best = raw.argmax(axis=1)
+        return corrected[np.arange(len(raw)), best], best
 
-def negative_scores(
-    work_vecs: np.ndarray, work_artists: Sequence[str], artists: Sequence[str],
-    background: np.ndarray | None = None,
-) -> list[np.ndarray]:
-    """For each artist, raw scores of every other artist's works (and of the
-    background images) against that artist."""
-    labels = np.asarray(work_artists)
-    s = artist_score_matrix(work_vecs, work_vecs, work_artists, artists)
-    bg = (artist_score_matrix(background, work_vecs, work_artists, artists)
-          if background is not None and len(background) else np.zeros((0, len(artists))))
-    out = []
-    for j, a in enumerate(artists):
-        out.append(np.sort(np.r_[s[labels != a, j], bg[:, j]]).astype(np.float32))
-    return out
+    def image_p_values(self, statistic: np.ndarray) -> np.ndarray:
+        """The share of null images whose statistic is at least each one's, ``(k + 1) / (n + 1)``."""
+        k = len(self.null) - np.searchsorted(self.null, statistic, side="left")
+        return (k + 1) / (len(self.null) + 1)
+
+    def flagged(self, statistic: np.ndarray) -> np.ndarray:
+        """Whether each image statistic passes the flag threshold."""
+        return statistic > self.flag_threshold
+
+
+def _flag_threshold(null: np.ndarray, target_rate: float) -> float:
+    """The statistic a new image must exceed: at most ``floor(A (n + 1)) - 1`` of
+    the ``n`` sorted null statistics lie above it, so a new exchangeable image is
+    flagged with probability at most ``A`` (with too few nulls for that, the
+    largest null: nothing above every null image is flagged)."""
+    if not len(null):
+        return float("inf")
+    allowed = max(int(math.floor(target_rate * (len(null) + 1) + 1e-9)) - 1, 0)
+    return float(null[len(null) - 1 - min(allowed, len(null) - 1)])
 
 
 def calibrate(
     work_vecs: np.ndarray, work_artists: Sequence[str], background: np.ndarray | None = None,
-    target_rate: float = 0.01, generation: int = 0,
+    target_rate: float = 0.01, generation: int = 0, background_groups: np.ndarray | None = None,
+    k: int = hubness.DEFAULT_K, weight: float = hubness.DEFAULT_WEIGHT,
 ) -> Calibration:
-    """Builds a :class:`Calibration` at ``target_rate`` (InputError outside (0, 1))."""
+    """Builds a :class:`Calibration` at ``target_rate`` (InputError outside (0, 1)).
+
+    ``background``: art by nobody registered, the reference population of the
+    hubness correction and the null images of the image-level threshold;
+    ``background_groups`` labels its rows (an artist, a folder), so that a
+    background image's neighbours leave its own group out (default: itself).
+    """
     check_rate("fpr", target_rate)
     artists = sorted(set(work_artists))
-    negs = negative_scores(work_vecs, work_artists, artists, background)
+    labels = np.asarray(work_artists)
+    own = np.array([artists.index(a) for a in work_artists]) if len(work_artists) else np.zeros(0, int)
+    bg = None if background is None or not len(background) else np.asarray(background, np.float32)
+    groups = (np.arange(len(bg)) if background_groups is None else np.asarray(background_groups)) \
+        if bg is not None else None
+    ref_k = k if bg is not None else 0
+
+    work_r = hubness.neighbourhood(work_vecs, bg, ref_k)
+    cols = [np.flatnonzero(labels == a) for a in artists]
+    artist_r = np.array([work_r[c].mean() if len(c) else 0.0 for c in cols], dtype=np.float32)
+    raw_ww = artist_score_matrix(work_vecs, work_vecs, work_artists, artists)
+    corr_ww = hubness.correct(raw_ww, work_r, artist_r, weight)
+    if bg is not None:
+        raw_bg = artist_score_matrix(bg, work_vecs, work_artists, artists)
+        bg_r = hubness.neighbourhood(bg, bg, ref_k, groups, groups)
+        corr_bg = hubness.correct(raw_bg, bg_r, artist_r, weight)
+    else:
+        raw_bg = corr_bg = np.zeros((0, len(artists)), dtype=np.float32)
+
+    negs = [np.sort(np.r_[corr_ww[labels != a, j], corr_bg[:, j]]).astype(np.float32)
+            for j, a in enumerate(artists)]
     mu = np.array([n.mean() if len(n) else 0.0 for n in negs], dtype=np.float32)
     sigma = np.array([max(float(n.std()), 1e-3) if len(n) > 1 else 1.0 for n in negs], dtype=np.float32)
-    thr = np.array([_threshold(n, target_rate) for n in negs], dtype=np.float32)
-    n_bg = 0 if background is None else len(background)
-    return Calibration(artists, mu, sigma, thr, negs, target_rate, generation, n_bg)
+
+    if bg is not None:
+        best = raw_bg.argmax(axis=1)
+        null = corr_bg[np.arange(len(bg)), best]
+        source = BACKGROUND
+    else:  # each work against the other artists only
+        masked = np.where(np.arange(len(artists))[None, :] == own[:, None], -np.inf, raw_ww)
+        best = masked.argmax(axis=1)
+        null = corr_ww[np.arange(len(work_vecs)), best]
+        source = PORTFOLIO
+    null = np.sort(null).astype(np.float32)
+    return Calibration(artists, mu, sigma, negs, artist_r, null, _flag_threshold(null, target_rate),
+                       target_rate, generation, 0 if bg is None else len(bg), source, k, weight)
 
 
 def calibrate_snapshot(snapshot: Snapshot, target_rate: float) -> Calibration:
@@ -158,13 +249,5 @@ def calibrate_snapshot(snapshot: Snapshot, target_rate: float) -> Calibration:
     if len(snapshot.artists) < 2:
         raise InputError(f"{snapshot.folder or 'portfolio'}: calibration needs at least two artists")
     return calibrate(snapshot.vectors, snapshot.row_artist_names, snapshot.background,
-                     target_rate=target_rate, generation=snapshot.generation)
-
-
-def _threshold(neg: np.ndarray, target_rate: float) -> float:
-    """The score a query must exceed: at most ``floor(target_rate * n)`` of the
-    ``n`` negatives lie above it, so at most ``target_rate`` of them are flagged."""
-    if not len(neg):
-        return float("inf")
-    allowed = int(np.floor(target_rate * len(neg)))
-    return float(neg[len(neg) - 1 - min(allowed, len(neg) - 1)])
+                     target_rate=target_rate, generation=snapshot.generation,
+                     background_groups=snapshot.background_groups)

@@ -71,8 +71,10 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
         echo(f"indexed: embedded {report.embedded}, skipped {len(report.skipped)} "
              f"(backbone {ix.pin.backbone_id}, dim {ix.pin.dim})")
         cal = ix.calibrate(background=[background])
-        echo(f"calibrated at {cal.fpr:.0%} false positives per artist "
-             f"({len(cal.negatives[0])} negatives each)\n")
+        promise = cal.promise()
+        echo(f"calibrated: at most {cal.fpr:.0%} of images by nobody registered are flagged "
+             f"({promise['negatives']} background images; "
+             f"{'certified' if promise['certified'] else 'a real hub brings ' + str(promise['needed'])})\n")
         results = ix.scan([data.imitations, data.unrelated], top=2)
         fine_tune = ix.scan_model([tuned])
         unrelated_model = ix.scan_model([unrelated])

@@ -32,7 +32,7 @@ from mimicry.errors import (
     PinMismatchError,
 )
 from mimicry.images import ImageSource, expand_inputs, source_name
-from mimicry.portfolio import read_portfolio
+from mimicry.portfolio import background_groups, read_portfolio
 from mimicry.results import IndexInfo, IndexReport, ModelVerdict, ScanResult, Skipped
 from mimicry.settings import Settings, check_positive, check_rate
 from mimicry.store import Pin, Snapshot, Store, Work, Writer
@@ -163,7 +163,8 @@ class StyleIndex:
             str(self.folder), pin.backbone_id, pin.model_spec, pin.weights_sha256, dict(pin.recipe),
             pin.dim, pin.schema_version, pin.package_version, counts, len(snap.work_ids),
             snap.generation, snap.calibration_state, None if cal is None else cal.target_rate,
-            0 if cal is None else cal.n_background, snap.warnings(),
+            0 if cal is None else cal.n_background, None if cal is None else cal.promise(),
+            snap.warnings(),
         )
 
     def artists(self) -> list[str]:
@@ -299,12 +300,13 @@ class StyleIndex:
         rate = check_rate("fpr", self.settings.fpr if fpr is None else fpr)
         with self.store.writer() as w:
             if background is not None:
-                _, bg, _, errors = embed_all(self.embedder, expand_inputs(background),
-                                             _count(batch_size, self.settings.batch_size, "batch_size"),
-                                             progress=progress, stage="background")
+                sources = expand_inputs(background)
+                ok, bg, _, errors = embed_all(self.embedder, sources,
+                                              _count(batch_size, self.settings.batch_size, "batch_size"),
+                                              progress=progress, stage="background")
                 for err in errors:
                     log.warning("background image skipped: %s", err)
-                w.set_background(bg)
+                w.set_background(bg, background_groups(ok, background))
             cal = calibrate_snapshot(w.snapshot(), rate)
             w.set_calibration(cal)
         return cal
@@ -338,9 +340,11 @@ class StyleIndex:
                                    progress=progress, stage="scanning"):
             for src, err in zip(batch.failed, batch.errors):
                 results[id(src)] = ScanResult(source_name(src), [], err.reason)
-            for src, sha, (matches, artist) in zip(batch.sources, batch.sha256,
-                                                   image_matches(snap, batch.vectors, top, evidence)):
-                results[id(src)] = ScanResult(source_name(src), matches, None, artist, sha, warnings)
+            promise = snap.calibration.promise() if snap.calibration is not None else None
+            for src, sha, (matches, artist, image_p) in zip(batch.sources, batch.sha256,
+                                                            image_matches(snap, batch.vectors, top, evidence)):
+                results[id(src)] = ScanResult(source_name(src), matches, None, artist, sha, warnings,
+                                              image_p, promise)
         return [results[id(src)] for src in sources]
 
     def scan_model(self, samples: Sequence[ImageSource], alpha: float | None = None,

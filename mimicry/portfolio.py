@@ -12,12 +12,15 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 from mimicry.errors import PortfolioError
-from mimicry.images import iter_image_files
+from mimicry.images import ImageBytes, ImageSource, iter_image_files
 from mimicry.results import Skipped
 
-__all__ = ["Portfolio", "PortfolioError", "read_portfolio"]
+__all__ = ["Portfolio", "PortfolioError", "background_groups", "read_portfolio"]
 
 
 @dataclass
@@ -75,4 +78,28 @@ def _from_csv(path: Path) -> Portfolio:
                 out.works.setdefault(artist, []).append(file.resolve())
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise PortfolioError(f"{path}: cannot read CSV ({exc})") from None
+    return out
+
+
+def background_groups(images: Sequence[ImageSource], roots: Sequence[ImageSource]) -> np.ndarray:
+    """A group number for each background image: images in the same first-level
+    sub-folder of the same given folder (an artist's folder) share a group; any
+    other image (a loose file, an upload) is a group of its own. Calibration
+    leaves an image's own group out of its reference neighbours."""
+    folders = [Path(r).resolve() for r in roots if not isinstance(r, ImageBytes) and Path(r).is_dir()]
+    keys: dict[tuple[str, str], int] = {}
+    out = np.empty(len(images), dtype=np.int64)
+    for i, img in enumerate(images):
+        key = ("", f"#{i}")
+        if not isinstance(img, ImageBytes):
+            path = Path(img).resolve()
+            for root in folders:
+                try:
+                    rel = path.relative_to(root)
+                except ValueError:
+                    continue
+                if len(rel.parts) > 1:
+                    key = (str(root), rel.parts[0])
+                break
+        out[i] = keys.setdefault(key, len(keys))
     return out

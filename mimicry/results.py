@@ -96,9 +96,12 @@ class Match:
 class ScanResult:
     """The scan of one image: ``matches`` best first, or ``error`` when the image
     could not be read (then ``matches`` is empty). ``artist`` is the verdict on a
-    calibrated index: the flagged artist with the lowest ``p_value``, or None when
-    no registered artist passes its threshold. ``sha256`` is of the image's bytes;
-    ``warnings`` are plain sentences about the index state (a stale calibration)."""
+    calibrated index: the image's best artist when its hubness-corrected score
+    passes the image-level threshold, or None (no known artist). ``image_p_value``
+    is the share of the calibration's null images (art by nobody registered)
+    scoring at least as high; ``promise`` says what the flag rate rests on
+    (``fpr``, ``negatives``, ``source``, ``certified``). ``sha256`` is of the
+    image's bytes; ``warnings`` are plain sentences about the index state."""
 
     image: str
     matches: list[Match]
@@ -106,16 +109,20 @@ class ScanResult:
     artist: str | None = None
     sha256: str | None = None
     warnings: list[str] = field(default_factory=list)
+    image_p_value: float | None = None
+    promise: dict[str, Any] | None = None
 
     def to_dict(self, paths: bool = True) -> dict[str, Any]:
         return {"image": self.image, "matches": [m.to_dict(paths) for m in self.matches],
                 "error": self.error, "artist": self.artist, "sha256": self.sha256,
+                "image_p_value": self.image_p_value, "promise": self.promise,
                 "warnings": list(self.warnings)}
 
 
 @dataclass(frozen=True)
 class SupportingSample:
-    """One sample supporting an artist in a model verdict, beside its nearest work."""
+    """One sample supporting an artist in a model verdict (with its image-level
+    p-value), beside its nearest work of that artist."""
 
     sample: str
     p_value: float
@@ -130,9 +137,9 @@ class ArtistFinding:
     """One artist's share of a model's samples."""
 
     artist: str
-    flagged: int  # samples above the artist's flag threshold
+    flagged: int  # samples flagged as this artist
     p_value: float  # of the model-level test (Bonferroni over its levels)
-    level: float  # the level (a p-value bound per sample) of the strongest binomial test
+    level: float  # the level (an image-level p-value bound per sample) of the strongest binomial test
     supporting: int  # samples at or below that level
     samples: list[str] = field(default_factory=list)  # the supporting samples, strongest first
     nearest_works: list[Evidence] = field(default_factory=list)  # the artist's works nearest to them
@@ -155,11 +162,13 @@ class ModelVerdict:
     findings: list[ArtistFinding]  # artists with any evidence (p < 1), by p-value
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    promise: dict[str, Any] | None = None  # the calibration the test rests on
 
     def to_dict(self, paths: bool = True) -> dict[str, Any]:
         return {"n_samples": self.n_samples, "alpha": self.alpha, "artists": list(self.artists),
                 "findings": [f.to_dict(paths) for f in self.findings],
-                "skipped": [asdict(s) for s in self.skipped], "warnings": list(self.warnings)}
+                "skipped": [asdict(s) for s in self.skipped], "promise": self.promise,
+                "warnings": list(self.warnings)}
 
 
 @dataclass(frozen=True)
@@ -181,6 +190,7 @@ class IndexInfo:
     calibration: str
     fpr: float | None = None  # the calibration's target rate
     n_background: int = 0
+    promise: dict[str, Any] | None = None  # what the image-level flag rate rests on
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ naming the variable.
 | setting | variable | default | meaning |
 |---|---|---|---|
 | ``index`` | ``MIMICRY_INDEX`` | none | index folder when ``--index`` is not given |
+| ``home`` | ``MIMICRY_HOME`` | ``~/.mimicry`` | mimicry's own files (the evaluation's vector cache) |
 | ``device`` | ``MIMICRY_DEVICE`` | ``auto`` | auto, cpu or cuda |
 | ``fpr`` | ``MIMICRY_FPR`` | 0.01 | calibration target: share of negatives flagged per artist |
 | ``alpha`` | ``MIMICRY_ALPHA`` | 0.001 | significance level of model-level verdicts |
@@ -40,6 +41,7 @@ class Settings:
     """Defaults and limits (see the module docstring for each one's variable)."""
 
     index: Path | None = None
+    home: Path = Path("~/.mimicry").expanduser()
     device: str = "auto"
     fpr: float = 0.01
     alpha: float = 0.001
@@ -60,6 +62,7 @@ class Settings:
 #: setting name -> environment variable
 ENVIRONMENT = {
     "index": "MIMICRY_INDEX",
+    "home": "MIMICRY_HOME",
     "device": "MIMICRY_DEVICE",
     "fpr": "MIMICRY_FPR",
     "alpha": "MIMICRY_ALPHA",
@@ -77,7 +80,7 @@ ENVIRONMENT = {
     "snapshot_retry_s": "MIMICRY_SNAPSHOT_RETRY",
 }
 
-_PATHS = {"index"}
+_PATHS = {"index", "home"}
 _INTS = {"min_samples", "max_samples", "top", "evidence", "batch_size", "checkpoint",
          "max_file_bytes", "max_pixels", "snapshot_retries"}
 _FLOATS = {"fpr", "alpha", "lock_wait_s", "retry_after_s", "snapshot_retry_s"}

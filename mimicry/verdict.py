@@ -2,23 +2,26 @@
 :func:`image_verdicts`), and whether a set of samples from one fine-tuned
 model imitates a registered artist (:func:`judge_model`).
 
-Each sample has, for each artist, a calibrated p-value: the share of that
-artist's negatives scoring at least as high, ``(k + 1) / (n + 1)`` (results
-print it as ``fpr``). For a non-imitating image it is a conformal p-value: the
-chance that it is at most ``a`` is ``floor(a (n + 1)) / (n + 1)``, never more than ``a``.
+Each image gets an image-level p-value (:meth:`Calibration.image_p_values`):
+the share of the null images (art by nobody registered) whose statistic is at
+least its own. For an image by nobody registered it is a conformal p-value: the
+chance that it is at most ``a`` is at most ``a``, however many artists are
+registered.
 
-Each sample supports one artist only: the one with its lowest p-value (ties: the
-higher raw score), so a model imitating Rubens is not also reported as
-imitating Titian because its samples are somewhat close to both. For each
-artist and each level ``a`` in :data:`LEVEL_MULTIPLES` times the calibration's
-target rate, the samples supporting the artist at rate ``<= a`` are counted and
-tested against ``a`` with a one-sided binomial test (counting only a subset
-keeps the test valid); the artist's p-value is the smallest of those,
-multiplied by the number of levels (Bonferroni). A single level (the flag
-threshold alone) throws away every sample just short of it; several levels
-let many moderately close samples count. A model imitates an artist when that
-p-value is below the significance level ``alpha`` (default 0.001): that rule
-lives in :func:`imitated` and nowhere else.
+Each sample supports one artist only: its best (raw-highest) artist, so a model
+imitating Rubens is not also reported as imitating Titian because its samples
+are somewhat close to both. For each artist and each level ``a`` in
+:data:`LEVEL_MULTIPLES` times the calibration's target rate, the samples
+supporting the artist with image-level p-value ``<= a`` are counted and tested
+against ``a`` with a one-sided binomial test; the artist's p-value is the
+smallest of those, multiplied by the number of levels (Bonferroni). Under the
+null the samples counted for *all* artists together are binomial at rate ``a``,
+so one artist's count is too: the test needs no correction for the number of
+artists, and the share of unrelated models given a verdict stays below
+``alpha`` at any registry size. Several levels let many moderately close
+samples count where the flag threshold alone would throw them away. A model
+imitates an artist when that p-value is below the significance level
+``alpha`` (default 0.001): that rule lives in :func:`imitated` and nowhere else.
 """
 
 from __future__ import annotations
@@ -36,36 +39,55 @@ from mimicry.scoring import evidence_of, nearest, score
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.store.snapshot import Snapshot
 
-__all__ = ["ArtistFinding", "ArtistTest", "Calibrated", "ModelVerdict", "artist_tests", "best_artists",
-           "image_matches", "image_verdicts", "imitated", "judge_model", "model_test_levels",
-           "set_statistic"]
+__all__ = ["ArtistFinding", "ArtistTest", "Calibrated", "Judged", "ModelVerdict", "artist_tests",
+           "image_matches", "image_verdicts", "imitated", "judge", "judge_model", "model_test_levels",
+           "query_neighbourhood", "set_statistic"]
 
 #: Levels of the model-level test, as multiples of the calibration's target
 #: rate (1%, 2%, 5%, 10%, 20% at the default ``--fpr 0.01``); capped at one half.
 LEVEL_MULTIPLES = (1, 2, 5, 10, 20)
 
 
-def best_artists(raw: np.ndarray, p_values: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
-    """Per row, the artist index with the lowest p-value among the ``allowed``
-    ones (all, by default); ties go to the higher raw score. -1 for a row with
-    no allowed artist."""
-    rates = p_values if allowed is None else np.where(allowed, p_values, np.inf)
-    lowest = rates.min(axis=1, keepdims=True)
-    best = np.where(rates == lowest, raw, -np.inf).argmax(axis=1)
-    return np.where(np.isfinite(lowest[:, 0]), best, -1)
+@dataclass(frozen=True)
+class Judged:
+    """Images judged against a calibration (columns: the calibration's artists).
+
+    ``statistic`` and ``best`` are :meth:`Calibration.image_statistic`;
+    ``image_p`` the image-level p-values; ``flagged`` whether the image passes
+    the flag threshold (then it is flagged as ``best``)."""
+
+    raw: np.ndarray
+    corrected: np.ndarray
+    statistic: np.ndarray
+    best: np.ndarray
+    image_p: np.ndarray
+    flagged: np.ndarray
 
 
-def image_verdicts(raw: np.ndarray, cal: Calibration) -> np.ndarray:
-    """Each image's verdict as an artist index, or -1 when no artist is flagged.
+def judge(raw: np.ndarray, query_r: np.ndarray, cal: Calibration) -> Judged:
+    """Judges images from their raw ``(n, n_artists)`` scores and their
+    reference neighbourhoods ``r(q)`` (:func:`mimicry.hubness.neighbourhood`)."""
+    corrected = cal.correct(raw, query_r)
+    statistic, best = cal.image_statistic(raw, corrected)
+    return Judged(raw, corrected, statistic, best, cal.image_p_values(statistic), cal.flagged(statistic))
 
-    Among the artists whose threshold an image passes, the verdict is the one
-    with the lowest p-value; ties go to the higher score.
-    """
-    return best_artists(raw, cal.p_values(raw), cal.flags(raw))
+
+def query_neighbourhood(snapshot: Snapshot, cal: Calibration, queries: np.ndarray) -> np.ndarray:
+    """``r(q)`` of queries against the reference the calibration was made with
+    (the stored background; none when it was calibrated without one)."""
+    from mimicry.hubness import neighbourhood
+
+    reference = snapshot.background if cal.n_background else None
+    return neighbourhood(queries, reference, cal.k)
+
+
+def image_verdicts(judged: Judged) -> np.ndarray:
+    """Each image's verdict as an artist index, or -1 when it is not flagged."""
+    return np.where(judged.flagged, judged.best, -1)
 
 
 def model_test_levels(cal: Calibration) -> list[float]:
-    """The p-value levels the model-level test counts samples at."""
+    """The image-level p-value levels the model-level test counts samples at."""
     return sorted({min(m * cal.target_rate, 0.5) for m in LEVEL_MULTIPLES})
 
 
@@ -78,27 +100,28 @@ class ArtistTest:
     hits: np.ndarray  # indices of the samples supporting the artist at or below that level
 
 
-def artist_tests(raw: np.ndarray, cal: Calibration) -> list[ArtistTest]:
-    """The multi-level binomial test (module docstring) for every artist,
-    given the samples' raw ``(n, n_artists)`` scores."""
+def artist_tests(judged: Judged, cal: Calibration) -> list[ArtistTest]:
+    """The multi-level binomial test (module docstring) for every artist."""
     from scipy.stats import binom
 
-    p = cal.p_values(raw)
-    levels = model_test_levels(cal)
-    supports = best_artists(raw, p)
-    own = p[np.arange(len(raw)), supports]
-    out = []
-    for j, neg in enumerate(cal.negatives):
-        best = ArtistTest(1.0, levels[0], np.zeros(0, dtype=np.int64))
-        for a in levels:
-            rate = np.floor(a * (len(neg) + 1)) / (len(neg) + 1)
-            hits = np.flatnonzero((supports == j) & (own <= a + 1e-12))
-            if rate <= 0 or not len(hits):
-                continue
-            pv = min(1.0, float(binom.sf(len(hits) - 1, len(raw), rate)) * len(levels))
-            if pv < best.p_value:
-                best = ArtistTest(pv, a, hits)
-        out.append(best)
+    levels = np.array(model_test_levels(cal))
+    n_null = cal.n_null
+    n = len(judged.raw)
+    rates = np.floor(levels * (n_null + 1)) / (n_null + 1)
+    none = ArtistTest(1.0, float(levels[0]), np.zeros(0, dtype=np.int64))
+    out = [none] * len(cal.artists)
+    supported = np.unique(judged.best)  # artists no sample supports keep p = 1
+    if not len(supported) or n == 0:
+        return out
+    at = judged.image_p[:, None] <= levels[None, :] + 1e-12  # sample x level
+    counts = np.stack([at[judged.best == j].sum(axis=0) for j in supported])  # artist x level
+    p = np.where((counts > 0) & (rates[None, :] > 0),
+                 np.minimum(1.0, binom.sf(counts - 1, n, rates[None, :]) * len(levels)), 1.0)
+    for row, j in enumerate(supported):
+        k = int(np.argmin(p[row]))  # the first level with the smallest p-value
+        if p[row, k] < 1.0:
+            hits = np.flatnonzero((judged.best == j) & at[:, k])
+            out[int(j)] = ArtistTest(float(p[row, k]), float(levels[k]), hits)
     return out
 
 
@@ -110,14 +133,14 @@ def imitated(tests: Sequence[ArtistTest], alpha: float) -> np.ndarray:
     return hit[np.argsort(p[hit], kind="stable")]
 
 
-def set_statistic(raw: np.ndarray, cal: Calibration, tests: list[ArtistTest] | None = None) -> float:
+def set_statistic(judged: Judged, cal: Calibration, tests: list[ArtistTest] | None = None) -> float:
     """Strength of the strongest artist signal in a set: ``-log10`` of the
     smallest model-level p-value (0 when no artist has any evidence); ties
     broken by the best mean normalised score, scaled to stay below any
-    p-value step. ``tests``: :func:`artist_tests` of ``raw``, if already done."""
-    tests = artist_tests(raw, cal) if tests is None else tests
+    p-value step. ``tests``: :func:`artist_tests` of ``judged``, if already done."""
+    tests = artist_tests(judged, cal) if tests is None else tests
     p = min(t.p_value for t in tests)
-    z = cal.normalise(raw).mean(axis=0)
+    z = cal.normalise(judged.corrected).mean(axis=0)
     return float(-np.log10(max(p, 1e-300)) + 1e-3 * np.tanh(z.max()))
 
 
@@ -134,20 +157,19 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
         raise NotCalibratedError(f"{snapshot.folder}: a model verdict needs a calibrated index; "
                                  f"run `mimicry calibrate`")
     scores = score(snapshot, vectors)
-    raw = scores.raw[:, aligned.columns]
     cal = aligned.cal
-    tests = artist_tests(raw, cal)
-    p = cal.p_values(raw)
-    flagged = cal.flags(raw).sum(axis=0)
+    judged = judge(scores.raw[:, aligned.columns], query_neighbourhood(snapshot, cal, vectors), cal)
+    tests = artist_tests(judged, cal)
+    flagged = np.bincount(judged.best[judged.flagged], minlength=len(cal.artists))
     findings = []
     for j in np.argsort([t.p_value for t in tests], kind="stable"):
         t = tests[j]
         if t.p_value >= 1.0:
             continue
         col = int(aligned.columns[j])
-        hits = t.hits[np.argsort(-raw[t.hits, j], kind="stable")]
-        pairs = [SupportingSample(names[i], float(p[i, j]), nearest(snapshot, scores.sims[i], col, 1)[0])
-                 for i in hits]
+        hits = t.hits[np.argsort(-judged.raw[t.hits, j], kind="stable")]
+        pairs = [SupportingSample(names[i], float(judged.image_p[i]),
+                                  nearest(snapshot, scores.sims[i], col, 1)[0]) for i in hits]
         best_rows = scores.sims[hits][:, snapshot.columns[col]].max(axis=0)
         order = snapshot.columns[col][np.argsort(-best_rows, kind="stable")[:evidence]]
         near = _evidence_rows(snapshot, order, scores.sims[hits])
@@ -158,7 +180,7 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
     lo, hi = sample_range
     if not lo <= len(names) <= hi:
         warnings.append(f"{len(names)} samples; the test is designed for {lo} to {hi}")
-    return ModelVerdict(len(names), alpha, verdict, findings, list(skipped), warnings)
+    return ModelVerdict(len(names), alpha, verdict, findings, list(skipped), warnings, cal.promise())
 
 
 def _evidence_rows(snapshot: Snapshot, rows: np.ndarray, sims: np.ndarray) -> list:
@@ -187,10 +209,11 @@ class Calibrated:
 
 
 def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: int
-                  ) -> list[tuple[list[Match], str | None]]:
-    """For each query: its matches (the ``top`` artists by raw score, plus every
-    flagged artist, each with ``evidence`` nearest works) and its verdict artist
-    on a calibrated snapshot (:func:`mimicry.verdict.image_verdicts`), else None."""
+                  ) -> list[tuple[list[Match], str | None, float | None]]:
+    """For each query: its matches (the ``top`` artists by raw score, each with
+    ``evidence`` nearest works), its verdict artist on a calibrated snapshot
+    (else None) and its image-level p-value (else None). A match is ``flagged``
+    when its artist is the image's verdict."""
     if not len(queries):
         return []
     scores = score(snapshot, queries)
@@ -198,29 +221,31 @@ def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: i
     n_artists = raw.shape[1]
     z = np.full(raw.shape, np.nan)
     p = np.full(raw.shape, np.nan)
-    flags = np.zeros(raw.shape, dtype=bool)
     calibrated = np.zeros(n_artists, dtype=bool)
     verdict = np.full(len(raw), -1)
+    image_p: np.ndarray | None = None
     aligned = Calibrated.align(snapshot)
     if aligned is not None:
-        sub = raw[:, aligned.columns]
-        z[:, aligned.columns] = aligned.cal.normalise(sub)
-        p[:, aligned.columns] = aligned.cal.p_values(sub)
-        flags[:, aligned.columns] = aligned.cal.flags(sub)
+        cal = aligned.cal
+        judged = judge(raw[:, aligned.columns], query_neighbourhood(snapshot, cal, queries), cal)
+        z[:, aligned.columns] = cal.normalise(judged.corrected)
+        p[:, aligned.columns] = cal.p_values(judged.corrected)
         calibrated[aligned.columns] = True
-        v = image_verdicts(sub, aligned.cal)
+        v = image_verdicts(judged)
         verdict = np.where(v >= 0, aligned.columns[np.maximum(v, 0)], -1)
+        image_p = judged.image_p
     out = []
     for q in range(len(raw)):
         matches = []
-        for j in np.argsort(-raw[q], kind="stable"):  # raw ranks better than z (README, "Accuracy")
-            if not np.isfinite(raw[q, j]) or (len(matches) >= top and not flags[q, j]):
+        for j in np.argsort(-raw[q], kind="stable"):  # raw ranks best (README, "Accuracy")
+            if not np.isfinite(raw[q, j]) or (len(matches) >= top and j != verdict[q]):
                 continue
             ev = nearest(snapshot, scores.sims[q], int(j), evidence)
             if calibrated[j]:
                 matches.append(Match(snapshot.artists[j], float(raw[q, j]), ev, float(z[q, j]),
-                                     bool(flags[q, j]), float(p[q, j])))
+                                     bool(j == verdict[q]), float(p[q, j])))
             else:
                 matches.append(Match(snapshot.artists[j], float(raw[q, j]), ev))
-        out.append((matches, snapshot.artists[verdict[q]] if verdict[q] >= 0 else None))
+        out.append((matches, snapshot.artists[verdict[q]] if verdict[q] >= 0 else None,
+                    None if image_p is None else float(image_p[q])))
     return out

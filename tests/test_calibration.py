@@ -1,39 +1,71 @@
-"""Calibration: per-artist thresholds that keep their rate on fresh negatives."""
+"""Calibration: an image-level false-flag rate that holds on fresh negatives and
+does not grow with the registry; CSLS applied identically in calibration and scan."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from helpers import unit
-from mimicry.calibration import Calibration, calibrate
+from mimicry import hubness
+from mimicry.calibration import Calibration, calibrate, certified_size
 from mimicry.errors import InputError
 from mimicry.scoring import artist_score_matrix
+from mimicry.verdict import judge
 
 
-def test_flagged_share_of_negatives_stays_near_target():
-    """Synthetic vectors: 5 artists, 2000 background negatives for calibration,
-    a fresh 4000 negatives from the same distribution to check."""
-    rng = np.random.default_rng(0)
-    dim = 32
-    centres = unit(rng.normal(size=(5, dim)))
-    works = unit(np.repeat(centres, 20, axis=0) + 0.15 * rng.normal(size=(100, dim)))
-    artists = [f"a{i}" for i in range(5) for _ in range(20)]
-    cal = calibrate(works, artists, background=unit(rng.normal(size=(2000, dim))), target_rate=0.05)
-    fresh = unit(rng.normal(size=(4000, dim)))
-    raw = artist_score_matrix(fresh, works, artists, cal.artists)
-    share = cal.flags(raw).mean(axis=0)
-    assert np.all(np.abs(share - 0.05) < 0.02), share
-    # Imitations (near an artist's centre) pass that artist's threshold.
-    imitations = unit(centres[2] + 0.15 * rng.normal(size=(50, dim)))
-    raw = artist_score_matrix(imitations, works, artists, cal.artists)
-    assert cal.flags(raw)[:, 2].mean() > 0.9
+def registry(n_artists: int, rng, dim: int = 32, works: int = 4):
+    centres = unit(rng.normal(size=(n_artists, dim)))
+    vecs = unit(np.repeat(centres, works, axis=0) + 0.1 * rng.normal(size=(n_artists * works, dim)))
+    return centres, vecs, [f"artist-{i:04d}" for i in range(n_artists) for _ in range(works)]
 
 
-def test_hub_artist_does_not_flag_everything():
+def unrelated(n: int, rng, dim: int = 32, per_artist: int = 10):
+    """Images by nobody registered, in their own styles, ``per_artist`` by each
+    of their artists (the groups)."""
+    own = unit(rng.normal(size=(n // per_artist, dim)))
+    return (unit(np.repeat(own, per_artist, axis=0) + 0.1 * rng.normal(size=(n, dim))),
+            np.repeat(np.arange(n // per_artist), per_artist))
+
+
+def flag_rate(cal: Calibration, works, labels, queries, reference) -> float:
+    raw = artist_score_matrix(queries, works, labels, cal.artists)
+    return float(judge(raw, hubness.neighbourhood(queries, reference, cal.k), cal).flagged.mean())
+
+
+@pytest.mark.parametrize("n_artists", [10, 100, 1000])
+def test_image_level_rate_holds_and_does_not_grow_with_the_registry(n_artists):
+    """Calibrated on 2,000 unrelated images at 5%, a fresh 4,000 from the same
+    population are flagged at about 5%, for 10, 100 and 1,000 artists alike.
+    (Two images per unrelated artist: the rate's spread is set by how many
+    unrelated artists the background samples, so a real background needs many.)"""
+    rng = np.random.default_rng(n_artists)
+    _, works, labels = registry(n_artists, rng)
+    bg, groups = unrelated(2000, rng, per_artist=2)
+    cal = calibrate(works, labels, background=bg, background_groups=groups, target_rate=0.05)
+    assert cal.certified and cal.n_null == 2000
+    fresh, _ = unrelated(4000, rng, per_artist=2)
+    rate = flag_rate(cal, works, labels, fresh, bg)
+    assert abs(rate - 0.05) < 0.02, (n_artists, rate)
+
+
+def test_imitations_are_flagged_as_their_artist():
+    rng = np.random.default_rng(7)
+    centres, works, labels = registry(50, rng)
+    bg, groups = unrelated(1000, rng)
+    cal = calibrate(works, labels, background=bg, background_groups=groups, target_rate=0.01)
+    imitations = unit(centres[3] + 0.1 * rng.normal(size=(50, 32)))
+    raw = artist_score_matrix(imitations, works, labels, cal.artists)
+    j = judge(raw, hubness.neighbourhood(imitations, bg, cal.k), cal)
+    assert (j.flagged & (j.best == 3)).mean() > 0.8
+
+
+def test_hub_artist_does_not_claim_unrelated_images():
     """One artist's works sit near the middle of everything; unrelated images
-    (mixtures of styles) are nearer to that hub than to anyone. Per-artist
-    thresholds and normalisation keep the hub from claiming them."""
+    (mixtures of styles) are nearer to that hub than to anyone. The hubness
+    correction and the image-level threshold keep the flag rate near target."""
     rng = np.random.default_rng(1)
     dim = 32
     centres = unit(rng.normal(size=(4, dim)))
@@ -46,31 +78,59 @@ def test_hub_artist_does_not_flag_everything():
         picks = np.stack([rng.choice(4, 3, replace=False) for _ in range(n)])
         return unit(centres[picks].mean(axis=1) + 0.1 * rng.normal(size=(n, dim)))
 
-    cal = calibrate(all_works, labels, background=mixtures(1000), target_rate=0.01)
-    raw = artist_score_matrix(mixtures(1000), all_works, labels, cal.artists)
-    hub_j = cal.artists.index("hub")
-    assert (raw.argmax(axis=1) == hub_j).mean() > 0.5  # by raw cosine the hub wins most
-    assert cal.flags(raw)[:, hub_j].mean() < 0.03  # calibrated: about 1%
-    assert cal.flags(raw).any(axis=1).mean() < 0.08
+    bg = mixtures(1000)
+    cal = calibrate(all_works, labels, background=bg, target_rate=0.01)
+    fresh = mixtures(1000)
+    raw = artist_score_matrix(fresh, all_works, labels, cal.artists)
+    assert (raw.argmax(axis=1) == cal.artists.index("hub")).mean() > 0.5  # by raw cosine the hub wins most
+    assert flag_rate(cal, all_works, labels, fresh, bg) < 0.03
+
+
+def test_calibration_scores_background_exactly_as_a_scan_would_with_its_group_left_out():
+    rng = np.random.default_rng(2)
+    _, works, labels = registry(20, rng)
+    bg, groups = unrelated(300, rng)
+    cal = calibrate(works, labels, background=bg, background_groups=groups, target_rate=0.05)
+    raw = artist_score_matrix(bg, works, labels, cal.artists)
+    r = hubness.neighbourhood(bg, bg, cal.k, groups, groups)  # a scan's r(q), own group left out
+    assert np.allclose(np.sort(judge(raw, r, cal).statistic), cal.null, atol=1e-6)
+    with_self = hubness.neighbourhood(bg, bg, cal.k)  # finding itself would lift r(q)...
+    assert (with_self > r).all()  # ...and lower every statistic: the held-out rate would overshoot
+
+
+def test_without_background_the_promise_rests_on_the_portfolio_and_is_not_certified():
+    rng = np.random.default_rng(3)
+    _, works, labels = registry(30, rng)
+    cal = calibrate(works, labels, target_rate=0.01)
+    assert cal.null_source == "portfolio" and cal.n_null == len(works) and not cal.certified
+    assert np.all(cal.artist_r == 0)  # no reference population: no hubness correction
+    assert cal.promise() == {"fpr": 0.01, "negatives": 120, "source": "portfolio", "certified": False,
+                             "needed": 300}
+    assert certified_size(0.01) == 300 and certified_size(0.05) == 60
+
+
+def test_flag_threshold_keeps_the_conformal_bound():
+    rng = np.random.default_rng(4)
+    for n in (10, 99, 100, 299, 1000):
+        _, works, labels = registry(5, rng)
+        bg = unit(rng.normal(size=(n, 32)))
+        cal = calibrate(works, labels, background=bg, target_rate=0.05)
+        above = int((cal.null > cal.flag_threshold).sum())
+        assert (above + 1) / (n + 1) <= max(0.05, 1 / (n + 1)) + 1e-12, (n, above)
 
 
 def test_p_values_are_the_share_of_negatives_at_least_as_high():
+    rng = np.random.default_rng(5)
+    _, works, labels = registry(2, rng)
+    cal = calibrate(works, labels)
     neg = np.arange(1, 100, dtype=np.float32) / 100  # 0.01 .. 0.99, 99 negatives
-    cal = Calibration(["a"], np.array([0.5]), np.array([0.3]), np.array([0.98]), [neg], 0.01, 0, 0)
+    cal = replace(cal, artists=["a"], negatives=[neg], mu=np.zeros(1), sigma=np.ones(1), artist_r=np.zeros(1))
     scores = np.array([[0.995], [0.985], [0.5], [0.0]])
-    # 0 above -> 1/100; exactly one (0.99) above -> 2/100; 50 at or above 0.5 -> 51/100; all -> 1
+    # none above -> 1/100; one (0.99) above -> 2/100; 50 at or above 0.5 -> 51/100; all -> 1
     assert np.allclose(cal.p_values(scores)[:, 0], [0.01, 0.02, 0.51, 1.0])
-    assert cal.flags(scores)[:, 0].tolist() == [True, True, False, False]
-
-
-def test_threshold_never_flags_more_than_the_target_share():
-    rng = np.random.default_rng(3)
-    for n in (10, 99, 100, 101, 1000):
-        vecs = unit(rng.normal(size=(n + 5, 16)))
-        cal = calibrate(vecs, ["x"] * 5 + ["y"] * n, target_rate=0.05)
-        j = cal.artists.index("x")
-        share = (cal.negatives[j] > cal.threshold[j]).mean()
-        assert share <= 0.05, (n, share)
+    null = np.arange(1, 100, dtype=np.float32) / 100
+    cal = replace(cal, null=null)
+    assert np.allclose(cal.image_p_values(np.array([0.995, 0.5])), [0.01, 0.51])
 
 
 def test_rate_outside_zero_one_is_an_input_error():
@@ -79,14 +139,15 @@ def test_rate_outside_zero_one_is_an_input_error():
 
 
 def test_calibration_round_trips_through_plain_arrays():
-    rng = np.random.default_rng(4)
-    vecs = unit(rng.normal(size=(30, 8)))
-    cal = calibrate(vecs, [f"artist-{i % 3}" for i in range(30)], background=unit(rng.normal(size=(20, 8))),
-                    target_rate=0.02, generation=7)
+    rng = np.random.default_rng(6)
+    _, works, labels = registry(3, rng, works=10)
+    cal = calibrate(works, labels, background=unit(rng.normal(size=(20, 32))), target_rate=0.02,
+                    generation=7)
     arrays = cal.to_arrays()
     assert all(a.dtype != object for a in arrays.values())
     back = Calibration.from_arrays(arrays)
     assert back.artists == cal.artists and back.generation == 7 and back.n_background == 20
-    assert back.target_rate == back.fpr == 0.02
-    assert np.array_equal(back.threshold, cal.threshold)
+    assert back.target_rate == back.fpr == 0.02 and back.null_source == "background"
+    assert back.flag_threshold == cal.flag_threshold and np.array_equal(back.null, cal.null)
+    assert (back.k, back.weight) == (cal.k, cal.weight)
     assert all(np.array_equal(a, b) for a, b in zip(back.negatives, cal.negatives))

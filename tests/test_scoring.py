@@ -56,7 +56,7 @@ def test_scores_are_max_similarity_per_artist():
     for j, name in enumerate(snap.artists):
         rows = [i for i, a in enumerate(artists) if a == name]
         assert np.allclose(got.raw[:, j], (q @ vecs[rows].T).max(axis=1))
-    (matches, verdict), *_ = image_matches(snap, q[:1], top=2, evidence=2)
-    assert verdict is None and len(matches) == 2  # uncalibrated: no flags, no verdict
+    (matches, verdict, image_p), *_ = image_matches(snap, q[:1], top=2, evidence=2)
+    assert verdict is None and image_p is None and len(matches) == 2  # uncalibrated: no flags, no verdict
     assert matches[0].flagged is None and matches[0].p_value is None
     assert [len(m.evidence) for m in matches] == [2, 2]

@@ -1,60 +1,57 @@
-"""Model-level verdicts: a valid test under the null, strong on sets of near misses."""
+"""Model-level verdicts: valid under the null at any registry size, strong on
+sets of near misses; the verdict rule in one place."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from mimicry.calibration import Calibration
-from mimicry.verdict import artist_tests, best_artists, imitated
+from mimicry.calibration import Calibration, _flag_threshold
+from mimicry.verdict import ArtistTest, Judged, artist_tests, imitated
 
 
-def one_artist_calibration(negatives: np.ndarray, fpr: float = 0.01) -> Calibration:
-    """One artist whose negatives' scores are ``negatives``, thresholded by the product's own rule."""
-    from mimicry.calibration import _threshold
-
-    neg = np.sort(negatives).astype(np.float32)
-    return Calibration(["a"], np.array([neg.mean()]), np.array([neg.std()]),
-                       np.array([_threshold(neg, fpr)]), [neg], fpr, 0, 0)
+def null_calibration(null: np.ndarray, n_artists: int, rate: float = 0.01) -> Calibration:
+    null = np.sort(null).astype(np.float32)
+    z = np.zeros(n_artists, dtype=np.float32)
+    return Calibration([f"a{i}" for i in range(n_artists)], z, z + 1, [null] * n_artists, z, null,
+                       _flag_threshold(null, rate), rate, 0, len(null), "background")
 
 
-def test_model_level_test_is_valid_under_the_null():
-    # Samples from the negatives' own distribution: p < alpha in at most about
-    # alpha of the sets, at every set size the product accepts.
+def judged(statistic: np.ndarray, best: np.ndarray, cal: Calibration) -> Judged:
+    raw = np.zeros((len(statistic), len(cal.artists)))
+    return Judged(raw, raw, statistic, best, cal.image_p_values(statistic), cal.flagged(statistic))
+
+
+def test_model_level_test_is_valid_under_the_null_at_any_registry_size():
+    # Samples from the null images' own distribution, each supporting a random
+    # artist: p < alpha in at most about alpha of the sets, for 1 or 1,000 artists.
     rng = np.random.default_rng(0)
-    cal = one_artist_calibration(rng.normal(size=400))
-    for n in (8, 50, 200):
-        p = np.array([artist_tests(rng.normal(size=(n, 1)), cal)[0].p_value for _ in range(2000)])
-        assert (p < 0.05).mean() <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 2000), n
-        assert (p < 0.001).mean() <= 0.004, n
+    for n_artists in (1, 1000):
+        cal = null_calibration(rng.normal(size=2000), n_artists)
+        for n in (8, 50, 200):
+            p = np.array([min(t.p_value for t in artist_tests(
+                judged(rng.normal(size=n), rng.integers(n_artists, size=n), cal), cal))
+                for _ in range(1000)])
+            assert (p < 0.05).mean() <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 1000), (n_artists, n)
+            assert (p < 0.001).mean() <= 0.005, (n_artists, n)
 
 
 def test_model_level_test_counts_samples_just_short_of_the_flag():
-    # Every sample sits between the 4% and 1.5% points of the negatives: none is
+    # Every sample sits between the 96% and 98.5% points of the null: none is
     # flagged, yet sixteen of them together are strong evidence.
     rng = np.random.default_rng(1)
-    neg = rng.normal(size=400)
-    cal = one_artist_calibration(neg)
-    lo, hi = np.quantile(neg, [0.96, 0.985])
-    samples = rng.uniform(lo, hi, size=(16, 1))
-    assert not cal.flags(samples).any()
-    t = artist_tests(samples, cal)[0]
+    null = rng.normal(size=400)
+    cal = null_calibration(null, 3)
+    lo, hi = np.quantile(null, [0.96, 0.985])
+    j = judged(rng.uniform(lo, hi, size=16), np.full(16, 2), cal)
+    assert not j.flagged.any()
+    t = artist_tests(j, cal)[2]
     assert t.p_value < 1e-6 and t.level == 0.05 and len(t.hits) == 16
-
+    assert artist_tests(j, cal)[0].p_value == 1.0  # samples support one artist only
 
 
 def test_the_verdict_rule_is_p_below_alpha_strongest_first():
-    from mimicry.verdict import ArtistTest
-
     none = np.zeros(0, dtype=np.int64)
     tests = [ArtistTest(0.01, 0.01, none), ArtistTest(1e-5, 0.01, none), ArtistTest(0.001, 0.01, none),
              ArtistTest(2e-4, 0.02, none)]
     assert imitated(tests, 0.001).tolist() == [1, 3]  # 0.001 itself is not below alpha
     assert imitated(tests, 0.5).tolist() == [1, 3, 2, 0]
-
-
-def test_each_sample_supports_its_lowest_p_value_artist_ties_to_the_higher_score():
-    raw = np.array([[0.9, 0.8], [0.7, 0.95], [0.6, 0.61]])
-    p = np.array([[0.01, 0.02], [0.05, 0.05], [1.0, 1.0]])
-    assert best_artists(raw, p).tolist() == [0, 1, 1]
-    allowed = np.array([[False, True], [False, False], [True, True]])
-    assert best_artists(raw, p, allowed).tolist() == [1, -1, 1]

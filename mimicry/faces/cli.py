@@ -194,10 +194,12 @@ def calibrate(
     if as_json:
         _emit(data)
         return
-    typer.echo(f"calibrated {len(cal.artists)} artists at fpr {cal.fpr} "
-               f"({cal.n_background} background images)")
+    promise = data["promise"]
+    state = "certified" if promise["certified"] else f"NOT certified: bring at least {promise['needed']} background images"
+    typer.echo(f"calibrated {len(cal.artists)} artists: at most {cal.fpr:.1%} of images by nobody registered "
+               f"are flagged ({promise['negatives']} {promise['source']} images; {state})")
     for a, d in data["artists"].items():
-        typer.echo(f"  {a:<28} threshold {d['threshold']:.3f}  negatives {d['negatives']}")
+        typer.echo(f"  {a:<28} negatives {d['negatives']}  hubness {d['hubness']:.3f}")
 
 
 @app.command("scan-model")
@@ -239,8 +241,10 @@ def info(
         _emit(data)
         return
     cal = data["calibration"]
-    if data["fpr"] is not None:
-        cal += f" (fpr {data['fpr']}, {data['n_background']} background images)"
+    if data["promise"] is not None:
+        p = data["promise"]
+        cal += (f" (fpr {p['fpr']} per image, {p['negatives']} {p['source']} images, "
+                f"{'certified' if p['certified'] else 'not certified'})")
     recipe = data["recipe"]
     typer.echo(f"index       {data['path']}\nbackbone    {data['backbone_id']} ({data['model_spec']})\n"
                f"weights     sha256 {data['weights_sha256']}\n"
@@ -275,6 +279,10 @@ def evaluate(
     unregistered: int = typer.Option(0, help="Move N artists out of the portfolio; their art becomes negatives."),
     seed: int = typer.Option(0, help="Seed for --unregistered and set sampling."),
     perturb: bool = typer.Option(False, help="Repeat the scan under JPEG, downscale, noise, crop and flip."),
+    background: Optional[List[Path]] = typer.Option(None, help="Folder(s) of art by nobody registered: calibrate with half (by sub-folder, seeded), measure background_flagged on the other half."),
+    heldout_background: Optional[List[Path]] = typer.Option(None, help="Folder(s) to measure background_flagged on instead of half of --background."),
+    fpr: Optional[float] = typer.Option(None, help=f"Target image-level false-flag rate (default {DEFAULTS.fpr})."),
+    cache: bool = typer.Option(True, help="Keep embedded vectors in $MIMICRY_HOME/cache, so reruns embed only new files."),
     device: Optional[str] = DEVICE_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -283,7 +291,10 @@ def evaluate(
 
     with _errors() as s:
         result = run_evaluate(manifest, model=model, device=device or s.device, unregistered=unregistered,
-                              seed=seed, perturb=perturb, fpr=s.fpr, batch_size=s.batch_size, out=out)
+                              seed=seed, perturb=perturb, fpr=s.fpr if fpr is None else fpr,
+                              batch_size=s.batch_size, out=out, background=background,
+                              heldout_background=heldout_background,
+                              cache=s.home / "cache" if cache else None)
     if as_json:
         _emit(result.to_dict())
         return

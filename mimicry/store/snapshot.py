@@ -45,6 +45,7 @@ class Snapshot:
     row_artist: np.ndarray
     calibration: Calibration | None = None
     background: np.ndarray | None = None
+    background_groups: np.ndarray | None = None
     pin: Pin | None = None
     folder: Path | None = None
     columns: tuple[np.ndarray, ...] = field(default=(), repr=False)
@@ -59,6 +60,7 @@ class Snapshot:
         revision: int = 0,
         calibration: Calibration | None = None,
         background: np.ndarray | None = None,
+        background_groups: np.ndarray | None = None,
         pin: Pin | None = None,
         folder: Path | None = None,
     ) -> Snapshot:
@@ -75,16 +77,19 @@ class Snapshot:
         return Snapshot(generation, revision, _frozen(ids), _frozen(vecs), dict(works), artists,
                         _frozen(row_artist), calibration,
                         None if background is None else _frozen(np.asarray(background, np.float32)),
+                        None if background_groups is None else _frozen(np.asarray(background_groups)),
                         pin, folder, columns)
 
     @staticmethod
     def from_labelled(vectors: np.ndarray, artists: Sequence[str], paths: Sequence[str] | None = None,
-                      background: np.ndarray | None = None) -> Snapshot:
+                      background: np.ndarray | None = None,
+                      background_groups: np.ndarray | None = None) -> Snapshot:
         """An in-memory snapshot of labelled vectors (no index folder), as the
         evaluation harness scores them: work ids are row numbers."""
         paths = paths or [""] * len(artists)
         works = {i: Work(i, a, str(p), "", 0, 0, 0.0) for i, (a, p) in enumerate(zip(artists, paths))}
-        return Snapshot.build(vectors, list(range(len(artists))), works, background=background)
+        return Snapshot.build(vectors, list(range(len(artists))), works, background=background,
+                              background_groups=background_groups)
 
     @property
     def dim(self) -> int:

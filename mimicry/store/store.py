@@ -168,7 +168,7 @@ class Store:
                 pin = self._pin_of(cat)
                 works = cat.works()
                 cal = self._stored(cat, CALIBRATION, strict, Calibration.from_arrays)
-                background = self._stored(cat, BACKGROUND, strict, lambda a: a.get("vectors"))
+                stored_bg = self._stored(cat, BACKGROUND, strict, lambda a: (a["vectors"], a.get("groups")))
             finally:
                 cat.db.execute("COMMIT")
             try:
@@ -184,8 +184,10 @@ class Store:
             if set(by_id) != set(ids.tolist()):
                 raise CorruptIndexError(f"{self.folder}: catalogue and vectors of generation "
                                         f"{generation} disagree")
+            background, groups = stored_bg if stored_bg is not None else (None, None)
             return Snapshot.build(vecs, ids, by_id, generation=generation, revision=revision,
-                                  calibration=cal, background=background, pin=pin, folder=self.folder)
+                                  calibration=cal, background=background, background_groups=groups,
+                                  pin=pin, folder=self.folder)
         raise CorruptIndexError(f"{self.folder}: no committed state could be read")
 
     def _stored(self, cat: Catalogue, name: str, strict: bool, parse):
@@ -340,7 +342,9 @@ class Writer:
                 cat.set_arrays(CALIBRATION, calibration.to_arrays())
         self._reload()
 
-    def set_background(self, vectors: np.ndarray) -> None:
+    def set_background(self, vectors: np.ndarray, groups: np.ndarray) -> None:
+        """Stores the background (reference population) and each image's group."""
         with self._transaction() as cat:
-            cat.set_arrays(BACKGROUND, {"vectors": np.asarray(vectors, dtype=np.float32)})
+            cat.set_arrays(BACKGROUND, {"vectors": np.asarray(vectors, dtype=np.float32),
+                                        "groups": np.asarray(groups, dtype=np.int64)})
         self._reload()

@@ -1,0 +1,73 @@
+"""A cache of embedded vectors by content, for re-running evaluations.
+
+Evaluating against a background of thousands of images re-embeds them on every
+run; this cache keys each vector by the sha256 of the file's bytes, in one
+SQLite file per model and recipe (``vectors-<key>.sqlite`` under the cache
+folder), so a second run embeds only what it has not seen. Vectors are stored
+as raw float32 bytes: nothing in the cache is ever unpickled or run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mimicry.backbones.base import Embedder
+from mimicry.embedding import ProgressFn, embed_all
+from mimicry.errors import ImageError
+from mimicry.images import sha256_file
+
+
+def cache_file(embedder: Embedder, folder: Path) -> Path:
+    """The cache file of ``embedder``'s model and recipe under ``folder``."""
+    ident = json.dumps([embedder.backbone_id, embedder.weights_sha256, embedder.recipe.to_dict()],
+                       sort_keys=True)
+    return Path(folder) / f"vectors-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.sqlite"
+
+
+def embed_cached(embedder: Embedder, paths: Sequence[Path], folder: Path, batch_size: int = 32,
+                 progress: ProgressFn | None = None) -> tuple[list[Path], np.ndarray, list[ImageError]]:
+    """Like :func:`mimicry.embedding.embed_all` on paths, embedding only files
+    whose bytes the cache has not seen; (readable paths, vectors, errors)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(cache_file(embedder, folder), timeout=30)
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS vectors (sha256 TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+        errors: list[ImageError] = []
+        hashes: dict[Path, str] = {}
+        for p in paths:
+            try:
+                hashes[Path(p)] = sha256_file(p)
+            except OSError as exc:
+                errors.append(ImageError(p, f"cannot read file ({exc.strerror or exc})"))
+        found: dict[str, np.ndarray] = {}
+        keys = sorted(set(hashes.values()))
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            rows = db.execute(f"SELECT sha256, vector FROM vectors WHERE sha256 IN ({','.join('?' * len(chunk))})",
+                              chunk)
+            for sha, blob in rows:
+                vec = np.frombuffer(blob, dtype=np.float32)
+                if len(vec) == embedder.dim:
+                    found[sha] = vec
+        missing = [p for p, sha in hashes.items() if sha not in found]
+        ok, vecs, shas, errs = embed_all(embedder, missing, batch_size, progress=progress, stage="embedding")
+        errors += errs
+        with db:
+            db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)",
+                           [(sha, np.asarray(v, np.float32).tobytes()) for sha, v in zip(shas, vecs)])
+        for p, sha, v in zip(ok, shas, vecs):
+            hashes[Path(p)] = sha
+            found[sha] = v
+    finally:
+        db.close()
+    bad = {Path(e.path) for e in errors}
+    kept = [Path(p) for p in paths if Path(p) in hashes and Path(p) not in bad and hashes[Path(p)] in found]
+    vectors = np.stack([found[hashes[p]] for p in kept]) if kept else np.zeros((0, embedder.dim), np.float32)
+    return kept, vectors, errors
