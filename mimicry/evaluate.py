@@ -84,19 +84,26 @@ class Evaluation:
     promise: dict[str, Any] | None = None  # what the image-level flag rate rests on
 
     def to_dict(self) -> dict[str, Any]:
-        """The flat object ``--json`` prints and ``metrics.json`` holds."""
-        return {**self.metrics, "n_genuine": self.n_genuine, "n_imitation": self.n_imitation,
+        """The flat object ``--json`` prints and ``metrics.json`` holds (a metric
+        that cannot be measured here, such as ``background_flagged`` without a
+        background, is null)."""
+        return {**_nulls(self.metrics), "n_genuine": self.n_genuine, "n_imitation": self.n_imitation,
                 "n_negative": self.n_negative, "n_skipped": len(self.skipped),
                 "skipped": [asdict(s) for s in self.skipped],
                 "unregistered_artists": list(self.unregistered_artists),
                 "fpr_target": self.fpr_target, "promise": self.promise,
-                "perturbations": self.perturbations}
+                "perturbations": {k: _nulls(v) for k, v in self.perturbations.items()}}
 
     def table(self) -> list[tuple[str, float, dict[str, float]]]:
         """Rows (metric, clean value, value under each perturbation) for display."""
         keys = list(METRIC_KEYS) + [k for k in UNREGISTERED_KEYS if k in self.metrics]
         return [(k, self.metrics[k], {p: m.get(k, float("nan")) for p, m in self.perturbations.items()})
                 for k in keys]
+
+
+def _nulls(metrics: dict[str, float]) -> dict[str, float | None]:
+    """NaN (not measurable) as None, so the JSON is valid everywhere."""
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}
 
 
 def read_labelled(path: str | Path) -> list[LabelledRow]:

@@ -82,3 +82,59 @@ def test_evaluate_measures_what_scan_gives(tmp_path, default_embedder):
     assert m["negatives_flagged"] == np.mean([r.artist is not None for r in neg])
     verdict = ix.scan_model(imitations[:3])  # one artist's imitations, as a model's samples
     assert verdict.findings[0].artist == data.truth[imitations[0].name]
+
+
+def test_evaluate_with_a_background_reports_image_level_rates(tmp_path, default_embedder):
+    """A background in artists' folders is split in half by folder: one half
+    calibrates, the other measures background_flagged; sets of 8, 16 and 32."""
+    from mimicry.synthetic import photo_like
+
+    data = make_dataset(tmp_path, works_per_artist=4, imitations_per_artist=4, unrelated=6, seed=6)
+    background = tmp_path / "background"
+    for g in range(12):
+        (background / f"unregistered-{g:02d}").mkdir(parents=True)
+        for i in range(5):
+            photo_like(90_000 + 10 * g + i).save(background / f"unregistered-{g:02d}" / f"{i}.png")
+    rows = ["path,role,artist"]
+    rows += [f"{f},genuine,{f.parent.name}" for f in sorted(data.portfolios.rglob("*.png"))]
+    rows += [f"{f},imitation,{data.truth[f.name]}" for f in sorted(data.imitations.glob("*.png"))]
+    rows += [f"{f},negative," for f in sorted(data.unrelated.glob("*.png"))]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    result = evaluate(tmp_path / "m.csv", embedder=default_embedder, background=[background], fpr=0.1,
+                      cache=tmp_path / "cache")
+    m = result.metrics
+    assert result.promise == {"fpr": 0.1, "negatives": 30, "source": "background", "certified": True,
+                              "needed": 30}  # half of 12 folders x 5 images
+    assert 0 <= m["background_flagged"] <= 0.3 and m["imitations_flagged"] >= 0.75
+    assert m["negatives_flagged"] <= 0.34
+    for key in ("set_auc_16", "imitation_sets_detected_16", "negative_sets_flagged_32"):
+        assert 0 <= m[key] <= 1
+    assert m["imitation_sets_detected_32"] >= m["imitation_sets_detected"] - 0.05  # more samples, more power
+    # A rerun embeds nothing new: every vector comes from the cache.
+    import mimicry.vector_cache as vc
+
+    calls = []
+    real = vc.embed_all
+    vc.embed_all = lambda *a, **k: calls.append(len(a[1])) or real(*a, **k)
+    try:
+        again = evaluate(tmp_path / "m.csv", embedder=default_embedder, background=[background], fpr=0.1,
+                         cache=tmp_path / "cache")
+    finally:
+        vc.embed_all = real
+    assert calls and set(calls) == {0} and again.metrics == m
+
+
+def test_a_detector_that_never_flags_scores_zero():
+    from mimicry.calibration import calibrate
+    from mimicry.evaluate import _metrics
+    from mimicry.verdict import Judged
+
+    rng = np.random.default_rng(0)
+    works = rng.normal(size=(6, 4))
+    cal = calibrate(works / np.linalg.norm(works, axis=1, keepdims=True), ["a", "a", "a", "b", "b", "b"])
+    raw = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.4]])
+    never = Judged(raw, raw, raw.max(axis=1), raw.argmax(axis=1), np.ones(3), np.zeros(3, dtype=bool))
+    m, _ = _metrics(never, cal, np.array(["imitation", "imitation", "negative"]), np.array(["a", "b", ""]),
+                    0, held=never)
+    assert m["imitations_flagged"] == 0 and m["negatives_flagged"] == 0 and m["background_flagged"] == 0
+    assert m["top1"] == 1.0

@@ -203,3 +203,15 @@ def test_scan_model_warns_outside_the_designed_sample_range(calibrated_copy, dem
     few = sorted((out / "samples-fine-tune").glob("*.png"))[:3]
     verdict = ix.scan_model(few)
     assert verdict.n_samples == 3 and any("8 to 200" in w for w in verdict.warnings)
+
+
+def test_results_say_what_the_promise_rests_on(calibrated_copy, demo):
+    _, _, out = demo
+    ix = StyleIndex.open(calibrated_copy)
+    promise = ix.info().promise
+    assert promise == {"fpr": 0.01, "negatives": 40, "source": "background", "certified": False,
+                       "needed": 300}  # 40 background images cannot certify 1%
+    r = ix.scan([sorted((out / "unrelated").glob("*.png"))[0]])[0]
+    assert r.promise == promise and 0 < r.image_p_value <= 1
+    ix.calibrate(fpr=0.1)  # 40 >= ceil(3 / 0.1): certified at 10%
+    assert ix.info().promise["certified"] and ix.scan_model([out / "samples-unrelated"]).promise["certified"]

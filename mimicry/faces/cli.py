@@ -164,13 +164,18 @@ def scan(
         elif r.error:
             typer.echo(f"{r.image}\n  error: {r.error}")
         else:
-            verdict = f"   FLAGGED: imitates {r.artist}" if r.artist else ""
+            verdict = (f"   FLAGGED: imitates {r.artist} (image p-value {r.image_p_value:.4f})"
+                       if r.artist else "")
             typer.echo(f"{r.image}{verdict}")
             for m in r.matches:
                 near = ", ".join(f"{Path(e.path).name} ({e.similarity:.3f})" for e in m.evidence)
                 flag = "" if m.flagged is None else (f"  flag fpr {m.fpr:.3f}" if m.flagged else f"  fpr {m.fpr:.3f}")
                 typer.echo(f"  {m.artist:<28} {m.score:.3f}{flag}   nearest: {near}")
     _warn(results[0].warnings if results else [])
+    promise = next((r.promise for r in results if r.promise), None)
+    if promise and not promise["certified"] and not as_json:
+        _warn([f"flags rest on {promise['negatives']} {promise['source']} images: the {promise['fpr']:.1%} "
+               f"rate is not certified (calibrate with at least {promise['needed']} background images)"])
     if all(r.error for r in results):
         raise typer.Exit(2)
     if any(r.artist for r in results):
