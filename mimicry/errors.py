@@ -46,6 +46,34 @@ class ImageError(InputError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class PayloadTooLargeError(InputError):
+    """A request, or a file in it, is larger than the service accepts."""
+
+    code = "too_large"
+    http_status = 413
+
+
+class UnsupportedMediaError(InputError):
+    """An upload whose bytes are not an image type mimicry reads."""
+
+    code = "unsupported_media"
+    http_status = 415
+
+
+class UnauthorizedError(MimicryError):
+    """No token where one is needed."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class ForbiddenError(MimicryError):
+    """A token that may not do this."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 class PortfolioError(InputError):
     """A portfolio source (folder or CSV) cannot be read as a whole."""
 
@@ -110,6 +138,7 @@ class BackboneError(MimicryError):
 __all__ = [
     "BackboneError",
     "CorruptIndexError",
+    "ForbiddenError",
     "ImageError",
     "InputError",
     "LockedError",
@@ -117,6 +146,9 @@ __all__ = [
     "NotAnIndexError",
     "NotCalibratedError",
     "NotFoundError",
+    "PayloadTooLargeError",
     "PinMismatchError",
     "PortfolioError",
+    "UnauthorizedError",
+    "UnsupportedMediaError",
 ]

@@ -37,8 +37,8 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 __all__ = [
-    "Decoded", "ImageBytes", "ImageError", "ImageSource", "IMAGE_SUFFIXES", "decode",
-    "expand_inputs", "iter_image_files", "load_image", "sha256_file", "source_name",
+    "Decoded", "ImageBytes", "ImageError", "ImageSource", "IMAGE_SUFFIXES", "check_header", "decode",
+    "expand_inputs", "iter_image_files", "load_image", "sha256_file", "sniff_type", "source_name",
 ]
 
 
@@ -61,6 +61,26 @@ class Decoded:
 
     image: Image.Image
     sha256: str
+
+
+#: Leading bytes of the image types mimicry reads, for sniffing uploads.
+_MAGIC = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
+
+
+def sniff_type(data: bytes) -> str | None:
+    """The image type ``data`` starts like (a MIME type), or None: from the
+    bytes alone, never from a file name or a client's claim."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((mime for magic, mime in _MAGIC if data.startswith(magic)), None)
 
 
 def source_name(source: ImageSource) -> str:
@@ -159,6 +179,30 @@ def decode(source: ImageSource, draft_size: int | None = None) -> Decoded:
     if rgb.width < 1 or rgb.height < 1:
         raise ImageError(name, "image has no pixels")
     return Decoded(rgb, hashlib.sha256(data).hexdigest())
+
+
+def check_header(source: ImageSource, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) from the image header alone, or :class:`ImageError` when it
+    is unreadable or above ``max_pixels`` (default: the setting); nothing is decoded."""
+    settings = get_settings()
+    max_pixels = settings.max_pixels if max_pixels is None else max_pixels
+    data = _read(source, settings.max_file_bytes)
+    name = source_name(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(name, f"refused as a decompression bomb ({exc})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(name, "not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(name, f"corrupt or truncated image ({exc})") from None
+    if w * h > max_pixels:
+        raise ImageError(name, f"refused as a decompression bomb ({w}x{h} pixels, "
+                               f"above the {max_pixels}-pixel limit)")
+    return w, h
 
 
 def load_image(source: ImageSource, draft_size: int | None = None) -> Image.Image:

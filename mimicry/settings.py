@@ -24,6 +24,11 @@ naming the variable.
 | ``retry_after_s`` | ``MIMICRY_RETRY_AFTER`` | 2 | the wait a ``LockedError`` suggests |
 | ``snapshot_retries`` | ``MIMICRY_SNAPSHOT_RETRIES`` | 20 | reads retried while a writer replaces the vectors |
 | ``snapshot_retry_s`` | ``MIMICRY_SNAPSHOT_RETRY`` | 0.05 | seconds between those retries |
+| ``upload_bytes`` | ``MIMICRY_UPLOAD_BYTES`` | 20 MB | service: largest file in a request (413) |
+| ``request_bytes`` | ``MIMICRY_REQUEST_BYTES`` | 256 MB | service: largest request (413) |
+| ``request_files`` | ``MIMICRY_REQUEST_FILES`` | 200 | service: most files in a request (413) |
+| ``scan_token`` | ``MIMICRY_SCAN_TOKEN`` | none | service: when set, scans need ``Authorization: Bearer`` it |
+| ``admin_token`` | ``MIMICRY_ADMIN_TOKEN`` | none | service: the administrator's token |
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ class Settings:
     retry_after_s: float = 2.0
     snapshot_retries: int = 20
     snapshot_retry_s: float = 0.05
+    upload_bytes: int = 20 * 1000 * 1000
+    request_bytes: int = 256 * 1000 * 1000
+    request_files: int = 200
+    scan_token: str | None = None
+    admin_token: str | None = None
 
 
 #: setting name -> environment variable
@@ -78,11 +88,17 @@ ENVIRONMENT = {
     "retry_after_s": "MIMICRY_RETRY_AFTER",
     "snapshot_retries": "MIMICRY_SNAPSHOT_RETRIES",
     "snapshot_retry_s": "MIMICRY_SNAPSHOT_RETRY",
+    "upload_bytes": "MIMICRY_UPLOAD_BYTES",
+    "request_bytes": "MIMICRY_REQUEST_BYTES",
+    "request_files": "MIMICRY_REQUEST_FILES",
+    "scan_token": "MIMICRY_SCAN_TOKEN",
+    "admin_token": "MIMICRY_ADMIN_TOKEN",
 }
 
 _PATHS = {"index", "home"}
 _INTS = {"min_samples", "max_samples", "top", "evidence", "batch_size", "checkpoint",
-         "max_file_bytes", "max_pixels", "snapshot_retries"}
+         "max_file_bytes", "max_pixels", "snapshot_retries", "upload_bytes", "request_bytes",
+         "request_files"}
 _FLOATS = {"fpr", "alpha", "lock_wait_s", "retry_after_s", "snapshot_retry_s"}
 
 

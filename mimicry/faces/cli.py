@@ -312,6 +312,23 @@ def evaluate(
 
 
 @app.command()
+def serve(
+    index: Optional[Path] = INDEX_OPT,
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
+    device: Optional[str] = DEVICE_OPT,
+) -> None:
+    """Serve the HTTP API over an index (OpenAPI at /docs): scans, model verdicts, artists, health."""
+    import uvicorn
+
+    from mimicry.faces.service import create_app
+
+    _setup_logging(False)
+    with _opened(index, device) as ix, _errors() as s:
+        uvicorn.run(create_app(ix, s), host=host, port=port, log_level="info")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Where to write the generated images and index."),
     device: Optional[str] = DEVICE_OPT,
