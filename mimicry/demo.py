@@ -36,6 +36,11 @@ class DemoResult:
                 "fine_tune": self.fine_tune.to_dict(), "unrelated_model": self.unrelated_model.to_dict()}
 
 
+#: Background images the demo calibrates with: enough to flag at 1% at all
+#: (a rate of 1% needs at least 99 null images; a real hub certifies with 300).
+BACKGROUND = 100
+
+
 def _model_samples(out: Path, n: int = 12) -> tuple[Path, Path, str]:
     style = STYLES[2]
     tuned, unrelated = out / "samples-fine-tune", out / "samples-unrelated"
@@ -58,13 +63,13 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
     data = make_dataset(out)
     background = out / "background"
     background.mkdir(exist_ok=True)
-    for i in range(40):
+    for i in range(BACKGROUND):
         photo_like(50_000 + i).save(background / f"bg-{i:02d}.png")
     tuned, unrelated, tuned_artist = _model_samples(out)
     echo(f"generated {len(list(data.portfolios.rglob('*.png')))} portfolio works by "
          f"{len(list(data.portfolios.iterdir()))} artists, "
          f"{sum(v is not None for v in data.truth.values())} imitations, "
-         f"{sum(v is None for v in data.truth.values())} unrelated photos, a background of 40 "
+         f"{sum(v is None for v in data.truth.values())} unrelated photos, a background of {BACKGROUND} "
          f"and two sets of model samples in {out}")
     with StyleIndex.create(out / "index", device=device, embedder=embedder) as ix:
         report = ix.add_folder(data.portfolios)

@@ -199,8 +199,9 @@ def choose_unregistered(rows: list[LabelledRow], n: int, seed: int) -> set[str]:
 
 
 def split_background(paths: list[Path], groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks (calibration, held out): half the groups (artists' folders)
-    each, chosen by ``seed``, so no artist is on both sides."""
+    """Boolean masks (calibration, held out): half the groups each, chosen by
+    ``seed``, so no group (maker, as :func:`~mimicry.portfolio.background_groups`
+    tells them apart) is on both sides."""
     rng = np.random.default_rng(seed)
     ids = np.unique(groups)
     rng.shuffle(ids)
@@ -222,6 +223,7 @@ def evaluate(
     background: Sequence[str | Path] | None = None,
     heldout_background: Sequence[str | Path] | None = None,
     cache: str | Path | None = None,
+    sets: int = 200,
 ) -> Evaluation:
     """Runs the evaluation of a labelled set (see README, "Accuracy").
 
@@ -229,7 +231,8 @@ def evaluate(
     reference population; without ``heldout_background`` it is split in half
     by sub-folder (artist), seeded, and the other half is held out to measure
     ``background_flagged``. ``cache``: a folder for :mod:`mimicry.vector_cache`
-    (None: embed everything). With ``out``, writes ``metrics.json`` and ``roc.png``.
+    (None: embed everything). ``sets``: sets of each size drawn for the
+    model-level metrics. With ``out``, writes ``metrics.json`` and ``roc.png``.
     """
     rows = read_labelled(manifest)
     embedder = embedder or load_embedder(model, device)
@@ -246,6 +249,8 @@ def evaluate(
     skipped = [Skipped(e.path, e.reason) for e in errors]
 
     bg_cal = bg_held = groups = None
+    if heldout_background and not background:
+        raise InputError("--heldout-background needs --background (the images to calibrate with)")
     if background:
         bg_paths = [Path(p) for p in expand_inputs(background)]
         bg_ok, bg_vecs, bg_err = embed(bg_paths)
@@ -293,7 +298,7 @@ def evaluate(
     held = judged(bg_held) if bg_held is not None and len(bg_held) else None
 
     def metrics_for(qvecs: np.ndarray) -> tuple[dict, dict]:
-        return _metrics(judged(qvecs), cal, roles, truth, seed, held)
+        return _metrics(judged(qvecs), cal, roles, truth, seed, held, sets)
 
     metrics, scores = metrics_for(np.stack([vecs[p] for p in q_paths]))
     result = Evaluation(metrics, len(portfolio), int((roles == "imitation").sum()),
@@ -310,7 +315,7 @@ def evaluate(
 
 
 def _metrics(j: Judged, cal: Calibration, roles: np.ndarray, truth: np.ndarray, seed: int,
-             held: Judged | None) -> tuple[dict[str, float], dict[str, list[float]]]:
+             held: Judged | None, sets: int = 200) -> tuple[dict[str, float], dict[str, list[float]]]:
     """The metrics of one scan of the queries, and the detection statistics behind the ROC."""
     names = np.asarray(cal.artists)
     nan = float("nan")
@@ -335,7 +340,8 @@ def _metrics(j: Judged, cal: Calibration, roles: np.ndarray, truth: np.ndarray, 
     res["background_flagged"] = float(held.flagged.mean()) if held is not None else nan
     for size in SET_SIZES:
         suffix = "" if size == SET_SIZES[0] else f"_{size}"
-        res.update({k + suffix: v for k, v in _set_metrics(j, cal, imi, neg, truth, seed, set_size=size).items()})
+        res.update({k + suffix: v for k, v in
+                    _set_metrics(j, cal, imi, neg, truth, seed, n_sets=sets, set_size=size).items()})
     hard = roles == "unregistered"
     if hard.any():
         labels = np.r_[np.ones(imi.sum()), np.zeros(hard.sum())]

@@ -10,9 +10,12 @@ its ``k`` nearest reference images, and an artist's ``r(a)`` is the mean of
     corrected = raw - weight * (r(q) + r(a)) / 2
 
 (``k = 10`` and ``weight = 0.5`` measured best on the development sets; README,
-"Accuracy"). Calibration and scanning apply exactly this function; a reference
-image scored during calibration leaves its own group (its artist's folder, or
-itself) out of its neighbours, or it would find itself.
+"Accuracy"). Calibration and scanning apply this same function with the same
+``k``, weight and ``r(a)``. The one difference is deliberate: a reference image
+scored during calibration leaves its own group (its maker's folder, or itself)
+out of its neighbours, as an image by a maker the reference does not hold
+would have to; a group so large that fewer than ``k`` neighbours remain
+averages the ones left.
 """
 
 from __future__ import annotations

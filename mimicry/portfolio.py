@@ -82,10 +82,14 @@ def _from_csv(path: Path) -> Portfolio:
 
 
 def background_groups(images: Sequence[ImageSource], roots: Sequence[ImageSource]) -> np.ndarray:
-    """A group number for each background image: images in the same first-level
-    sub-folder of the same given folder (an artist's folder) share a group; any
-    other image (a loose file, an upload) is a group of its own. Calibration
-    leaves an image's own group out of its reference neighbours."""
+    """A group number for each background image (one group per maker, as far as
+    the folders tell): images in the same first-level sub-folder of a given
+    folder share a group; when several folders are given, the images lying
+    directly in one of them share that folder's group (``--background monet/
+    degas/``); images lying directly in the only folder given, loose files and
+    uploads are each a group of their own. Calibration leaves an image's own
+    group out of its reference neighbours, so one maker's works never vouch for
+    each other."""
     folders = [Path(r).resolve() for r in roots if not isinstance(r, ImageBytes) and Path(r).is_dir()]
     keys: dict[tuple[str, str], int] = {}
     out = np.empty(len(images), dtype=np.int64)
@@ -100,6 +104,8 @@ def background_groups(images: Sequence[ImageSource], roots: Sequence[ImageSource
                     continue
                 if len(rel.parts) > 1:
                     key = (str(root), rel.parts[0])
+                elif len(folders) > 1:
+                    key = (str(root), "")
                 break
         out[i] = keys.setdefault(key, len(keys))
     return out

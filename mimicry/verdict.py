@@ -13,12 +13,16 @@ imitating Rubens is not also reported as imitating Titian because its samples
 are somewhat close to both. For each artist and each level ``a`` in
 :data:`LEVEL_MULTIPLES` times the calibration's target rate, the samples
 supporting the artist with image-level p-value ``<= a`` are counted and tested
-against ``a`` with a one-sided binomial test; the artist's p-value is the
-smallest of those, multiplied by the number of levels (Bonferroni). Under the
-null the samples counted for *all* artists together are binomial at rate ``a``,
-so one artist's count is too: the test needs no correction for the number of
-artists, and the share of unrelated models given a verdict stays below
-``alpha`` at any registry size. Several levels let many moderately close
+with a one-sided test; the artist's p-value is the smallest of those,
+multiplied by the number of levels (Bonferroni). The count's null law is
+Beta-binomial, not binomial: all samples are judged against the same null
+images, whose realised rate at level ``a`` is itself random (Beta(l, n + 1 - l),
+``l = floor(a (n + 1))``). Under the null the samples counted for *all* artists
+together follow that law, so one artist's count is bounded by it too: the test
+needs no correction for the number of artists, and the share of unrelated
+models given a verdict stays below ``alpha`` at any registry size, as long as
+a model's samples are independent draws (samples of one model share its
+style, so treat the verdict as evidence for a moderator, not a proof). Several levels let many moderately close
 samples count where the flag threshold alone would throw them away. A model
 imitates an artist when that p-value is below the significance level
 ``alpha`` (default 0.001): that rule lives in :func:`imitated` and nowhere else.
@@ -77,8 +81,20 @@ def query_neighbourhood(snapshot: Snapshot, cal: Calibration, queries: np.ndarra
     (the stored background; none when it was calibrated without one)."""
     from mimicry.hubness import neighbourhood
 
-    reference = snapshot.background if cal.n_background else None
-    return neighbourhood(queries, reference, cal.k)
+    return neighbourhood(queries, snapshot.background if cal.k else None, cal.k)
+
+
+def judge_aligned(snapshot: Snapshot, aligned: Calibrated, raw: np.ndarray, queries: np.ndarray) -> Judged:
+    """:func:`judge` against a snapshot's calibration, from raw scores over *all*
+    the snapshot's artists: an image whose best artist the calibration does not
+    cover (it is stale) is neither flagged nor counted by the model-level test."""
+    cal = aligned.cal
+    j = judge(raw[:, aligned.columns], query_neighbourhood(snapshot, cal, queries), cal)
+    covered = np.isin(raw.argmax(axis=1), aligned.columns)
+    if covered.all():
+        return j
+    return Judged(j.raw, j.corrected, j.statistic, j.best, np.where(covered, j.image_p, 1.0),
+                  j.flagged & covered)
 
 
 def image_verdicts(judged: Judged) -> np.ndarray:
@@ -102,12 +118,12 @@ class ArtistTest:
 
 def artist_tests(judged: Judged, cal: Calibration) -> list[ArtistTest]:
     """The multi-level binomial test (module docstring) for every artist."""
-    from scipy.stats import binom
+    from scipy.stats import betabinom
 
     levels = np.array(model_test_levels(cal))
     n_null = cal.n_null
     n = len(judged.raw)
-    rates = np.floor(levels * (n_null + 1)) / (n_null + 1)
+    ranks = np.floor(levels * (n_null + 1) + 1e-9)  # l: a sample is at level a when p <= l / (n_null + 1)
     none = ArtistTest(1.0, float(levels[0]), np.zeros(0, dtype=np.int64))
     out = [none] * len(cal.artists)
     supported = np.unique(judged.best)  # artists no sample supports keep p = 1
@@ -115,8 +131,11 @@ def artist_tests(judged: Judged, cal: Calibration) -> list[ArtistTest]:
         return out
     at = judged.image_p[:, None] <= levels[None, :] + 1e-12  # sample x level
     counts = np.stack([at[judged.best == j].sum(axis=0) for j in supported])  # artist x level
-    p = np.where((counts > 0) & (rates[None, :] > 0),
-                 np.minimum(1.0, binom.sf(counts - 1, n, rates[None, :]) * len(levels)), 1.0)
+    # Over the draw of the null images, the share of unrelated images at level a is
+    # Beta(l, n_null + 1 - l); the count of n samples at that level is Beta-binomial.
+    usable = ranks >= 1
+    tail = betabinom.sf(counts - 1, n, np.maximum(ranks, 1)[None, :], (n_null + 1 - ranks)[None, :])
+    p = np.where((counts > 0) & usable[None, :], np.minimum(1.0, tail * len(levels)), 1.0)
     for row, j in enumerate(supported):
         k = int(np.argmin(p[row]))  # the first level with the smallest p-value
         if p[row, k] < 1.0:
@@ -158,7 +177,7 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
                                  f"run `mimicry calibrate`")
     scores = score(snapshot, vectors)
     cal = aligned.cal
-    judged = judge(scores.raw[:, aligned.columns], query_neighbourhood(snapshot, cal, vectors), cal)
+    judged = judge_aligned(snapshot, aligned, scores.raw, vectors)
     tests = artist_tests(judged, cal)
     flagged = np.bincount(judged.best[judged.flagged], minlength=len(cal.artists))
     findings = []
@@ -227,7 +246,7 @@ def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: i
     aligned = Calibrated.align(snapshot)
     if aligned is not None:
         cal = aligned.cal
-        judged = judge(raw[:, aligned.columns], query_neighbourhood(snapshot, cal, queries), cal)
+        judged = judge_aligned(snapshot, aligned, raw, queries)
         z[:, aligned.columns] = cal.normalise(judged.corrected)
         p[:, aligned.columns] = cal.p_values(judged.corrected)
         calibrated[aligned.columns] = True

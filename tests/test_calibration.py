@@ -105,18 +105,22 @@ def test_without_background_the_promise_rests_on_the_portfolio_and_is_not_certif
     assert cal.null_source == "portfolio" and cal.n_null == len(works) and not cal.certified
     assert np.all(cal.artist_r == 0)  # no reference population: no hubness correction
     assert cal.promise() == {"fpr": 0.01, "negatives": 120, "source": "portfolio", "certified": False,
-                             "needed": 300}
+                             "needed": 300, "can_flag": True}
+    assert cal.k == 0  # no correction applied, none reported
     assert certified_size(0.01) == 300 and certified_size(0.05) == 60
 
 
 def test_flag_threshold_keeps_the_conformal_bound():
     rng = np.random.default_rng(4)
-    for n in (10, 99, 100, 299, 1000):
+    for n in (10, 18, 19, 99, 100, 299, 1000):
         _, works, labels = registry(5, rng)
         bg = unit(rng.normal(size=(n, 32)))
         cal = calibrate(works, labels, background=bg, target_rate=0.05)
+        if n + 1 < 20:  # fewer than 1/A - 1 null images: no threshold keeps 5%, so none flags
+            assert not cal.can_flag and not cal.flagged(np.array([np.inf])).any()
+            continue
         above = int((cal.null > cal.flag_threshold).sum())
-        assert (above + 1) / (n + 1) <= max(0.05, 1 / (n + 1)) + 1e-12, (n, above)
+        assert cal.can_flag and (above + 1) / (n + 1) <= 0.05 + 1e-12, (n, above)
 
 
 def test_p_values_are_the_share_of_negatives_at_least_as_high():

@@ -5,30 +5,41 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from mimicry.evaluate import evaluate
 from mimicry.synthetic import STYLES, make_dataset, paint, scene
 
 
-def test_evaluate_on_a_written_manifest(tmp_path, default_embedder):
-    """Two well-separated styles, imitations of both, photos as negatives: the
-    harness must report perfect attribution and separation, with correct counts."""
-    data = make_dataset(tmp_path, works_per_artist=5, imitations_per_artist=4, unrelated=8, seed=5)
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """A generated labelled set (4 artists x 4 works, 4 imitations each, 8 photos,
+    one missing file), its manifest, and a vector cache the tests share."""
+    root = tmp_path_factory.mktemp("labelled")
+    data = make_dataset(root, works_per_artist=4, imitations_per_artist=4, unrelated=8, seed=5)
     lines = ["path,role,artist,notes"]
     for f in sorted(data.portfolios.rglob("*.png")):
-        lines.append(f"{f.relative_to(tmp_path)},genuine,{f.parent.name},")
+        lines.append(f"{f.relative_to(root)},genuine,{f.parent.name},")
     for f in sorted(data.imitations.glob("*.png")):
-        lines.append(f"{f.relative_to(tmp_path)},imitation,{data.truth[f.name]},")
+        lines.append(f"{f.relative_to(root)},imitation,{data.truth[f.name]},")
     for f in sorted(data.unrelated.glob("*.png")):
-        lines.append(f"{f.relative_to(tmp_path)},negative,,")
+        lines.append(f"{f.relative_to(root)},negative,,")
     lines.append("missing.png,negative,,")
-    manifest = tmp_path / "manifest.csv"
+    manifest = root / "manifest.csv"
     manifest.write_text("\n".join(lines) + "\n")
+    return data, manifest, root / "cache"
+
+
+def test_evaluate_on_a_written_manifest(tmp_path, default_embedder, labelled):
+    """Four well-separated styles, imitations of each, photos as negatives: the
+    harness must report perfect attribution and separation, with correct counts."""
+    data, manifest, cache = labelled
     out = tmp_path / "eval"
-    result = evaluate(manifest, embedder=default_embedder, out=out, unregistered=1, seed=0)
+    result = evaluate(manifest, embedder=default_embedder, out=out, unregistered=1, seed=0, sets=60,
+                      cache=cache)
     m = result.to_dict()
-    assert (m["n_genuine"], m["n_imitation"], m["n_skipped"]) == (15, 12, 1)
-    assert m["n_negative"] == 8 + 5 + 4  # photos + the unregistered artist's works and imitations
+    assert (m["n_genuine"], m["n_imitation"], m["n_skipped"]) == (12, 12, 1)
+    assert m["n_negative"] == 8 + 4 + 4  # photos + the unregistered artist's works and imitations
     assert m["top1"] == 1.0 and m["top3"] == 1.0
     assert m["auc"] > 0.9 and 0 <= m["negatives_flagged"] <= 0.3
     assert 0.5 <= m["set_auc"] <= 1.0 and "auc_unregistered" in m
@@ -58,20 +69,14 @@ def test_perturbation_path_decodes_like_the_clean_scan(tmp_path, default_embedde
     assert np.allclose(np.stack([same[p] for p in ok]), clean, atol=1e-5)
 
 
-def test_evaluate_measures_what_scan_gives(tmp_path, default_embedder):
+def test_evaluate_measures_what_scan_gives(tmp_path, default_embedder, labelled):
     """The harness and the product agree: an index of the same genuine works,
     calibrated the same way, flags and ranks the same images the same way."""
     from mimicry import StyleIndex
 
-    data = make_dataset(tmp_path, works_per_artist=4, imitations_per_artist=3, unrelated=6, seed=8)
-    rows = ["path,role,artist"]
-    rows += [f"{f},genuine,{f.parent.name}" for f in sorted(data.portfolios.rglob("*.png"))]
+    data, manifest, cache = labelled
     imitations = sorted(data.imitations.glob("*.png"))
-    rows += [f"{f},imitation,{data.truth[f.name]}" for f in imitations]
-    rows += [f"{f},negative," for f in sorted(data.unrelated.glob("*.png"))]
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("\n".join(rows) + "\n")
-    m = evaluate(manifest, embedder=default_embedder, fpr=0.2).metrics
+    m = evaluate(manifest, embedder=default_embedder, fpr=0.2, sets=20, cache=cache).metrics
 
     ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
     ix.add_folder(data.portfolios)
@@ -84,27 +89,22 @@ def test_evaluate_measures_what_scan_gives(tmp_path, default_embedder):
     assert verdict.findings[0].artist == data.truth[imitations[0].name]
 
 
-def test_evaluate_with_a_background_reports_image_level_rates(tmp_path, default_embedder):
+def test_evaluate_with_a_background_reports_image_level_rates(tmp_path, default_embedder, labelled):
     """A background in artists' folders is split in half by folder: one half
     calibrates, the other measures background_flagged; sets of 8, 16 and 32."""
     from mimicry.synthetic import photo_like
 
-    data = make_dataset(tmp_path, works_per_artist=3, imitations_per_artist=4, unrelated=6, seed=6)
+    data, manifest, _ = labelled
     background = tmp_path / "background"
     for g in range(10):
         (background / f"unregistered-{g:02d}").mkdir(parents=True)
         for i in range(4):
             photo_like(90_000 + 10 * g + i).save(background / f"unregistered-{g:02d}" / f"{i}.png")
-    rows = ["path,role,artist"]
-    rows += [f"{f},genuine,{f.parent.name}" for f in sorted(data.portfolios.rglob("*.png"))]
-    rows += [f"{f},imitation,{data.truth[f.name]}" for f in sorted(data.imitations.glob("*.png"))]
-    rows += [f"{f},negative," for f in sorted(data.unrelated.glob("*.png"))]
-    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
-    result = evaluate(tmp_path / "m.csv", embedder=default_embedder, background=[background], fpr=0.15,
-                      cache=tmp_path / "cache")
+    result = evaluate(manifest, embedder=default_embedder, background=[background], fpr=0.15,
+                      cache=tmp_path / "cache", sets=60)
     m = result.metrics
     assert result.promise == {"fpr": 0.15, "negatives": 20, "source": "background", "certified": True,
-                              "needed": 20}  # half of 10 folders x 4 images
+                              "needed": 20, "can_flag": True}  # half of 10 folders x 4 images
     assert 0 <= m["background_flagged"] <= 0.3 and m["imitations_flagged"] >= 0.75
     assert m["negatives_flagged"] <= 0.34
     for key in ("set_auc_16", "imitation_sets_detected_16", "negative_sets_flagged_32"):
@@ -117,14 +117,14 @@ def test_evaluate_with_a_background_reports_image_level_rates(tmp_path, default_
     real = vc.embed_all
     vc.embed_all = lambda *a, **k: calls.append(len(a[1])) or real(*a, **k)
     try:
-        again = evaluate(tmp_path / "m.csv", embedder=default_embedder, background=[background], fpr=0.15,
-                         cache=tmp_path / "cache")
+        again = evaluate(manifest, embedder=default_embedder, background=[background], fpr=0.15,
+                         cache=tmp_path / "cache", sets=60)
     finally:
         vc.embed_all = real
     assert calls and set(calls) == {0} and again.metrics == m
     # A separate held-out folder: the whole background calibrates.
-    held = evaluate(tmp_path / "m.csv", embedder=default_embedder, background=[background], fpr=0.15,
-                    heldout_background=[data.unrelated], cache=tmp_path / "cache")
+    held = evaluate(manifest, embedder=default_embedder, background=[background], fpr=0.15,
+                    heldout_background=[data.unrelated], cache=tmp_path / "cache", sets=20)
     assert held.promise["negatives"] == 40 and 0 <= held.metrics["background_flagged"] <= 0.5
 
 

@@ -126,11 +126,11 @@ def test_calibrated_scan_and_scan_model_exit_1_on_findings(calibrated_copy, demo
 
     r = cli("calibrate", "--index", ix, "--json", "-q", "--fpr", "0.05")
     cal = json.loads(r.stdout)
-    assert r.exit_code == 0 and cal["fpr"] == 0.05 and cal["n_background"] == 40
+    assert r.exit_code == 0 and cal["fpr"] == 0.05 and cal["n_background"] == 100
     assert set(cal["artists"]) == {s.name for s in STYLES} and cal["promise"]["needed"] == 60
-    r = cli("calibrate", "--index", ix, "-q", "--fpr", "0.1")
-    assert "at most 10.0% of images by nobody registered" in r.stdout and "; certified)" in r.stdout
-    assert "(fpr 0.1 per image, 40 background images, certified)" in cli("info", "--index", ix).stdout
+    r = cli("calibrate", "--index", ix, "-q", "--fpr", "0.03")
+    assert "at most 3.0% of images by nobody registered" in r.stdout and "; certified)" in r.stdout
+    assert "(fpr 0.03 per image, 100 background images, certified)" in cli("info", "--index", ix).stdout
 
 
 def test_index_rebuilds_an_index_from_before_the_recipe_pin(tmp_path, cli):
