@@ -93,6 +93,13 @@ class NotAnIndexError(NotFoundError):
     code = "not_an_index"
 
 
+class ConflictError(MimicryError):
+    """The thing to create exists already (an artist name taken)."""
+
+    code = "conflict"
+    http_status = 409
+
+
 class PinMismatchError(MimicryError):
     """The index was built with another model or recipe (or schema) than the
     one asked for; the message says what to do (use that model, or re-index)."""
@@ -137,6 +144,7 @@ class BackboneError(MimicryError):
 
 __all__ = [
     "BackboneError",
+    "ConflictError",
     "CorruptIndexError",
     "ForbiddenError",
     "ImageError",

@@ -26,16 +26,19 @@ import numpy as np
 from mimicry.backbones import DEFAULT_MODEL, Embedder, load_embedder
 from mimicry.calibration import Calibration, calibrate_snapshot
 from mimicry.errors import (
+    ConflictError,
     InputError,
     NotCalibratedError,
     NotFoundError,
     PinMismatchError,
 )
-from mimicry.images import ImageSource, expand_inputs, source_name
+from mimicry.images import ImageBytes, ImageSource, expand_inputs, source_name
+from mimicry.registry import CLI, Actor, check_name, new_token, store_upload, token_matches
 from mimicry.portfolio import background_groups, read_portfolio
 from mimicry.results import IndexInfo, IndexReport, ModelVerdict, ScanResult, Skipped
 from mimicry.settings import Settings, check_positive, check_rate
 from mimicry.store import Pin, Snapshot, Store, Work, Writer
+from mimicry.store.catalogue import AuditEntry
 from mimicry.store import sync as store_sync
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -157,7 +160,7 @@ class StyleIndex:
         snap = self.snapshot()
         pin = snap.pin
         assert pin is not None
-        counts = {a: len(c) for a, c in zip(snap.artists, snap.columns)}
+        counts = dict(snap.artist_counts)
         cal = snap.calibration
         return IndexInfo(
             str(self.folder), pin.backbone_id, pin.model_spec, pin.weights_sha256, dict(pin.recipe),
@@ -261,17 +264,109 @@ class StyleIndex:
             self._rebuilt = None
         return report
 
-    def remove_artist(self, name: str) -> int:
-        """Removes ``name`` and all their vectors; returns how many works went.
-        Raises :class:`NotFoundError` for an artist the index does not hold."""
-        with self.store.writer() as w:
+    def remove_artist(self, name: str, actor: Actor = CLI, wait_s: float | None = None) -> int:
+        """Removes ``name`` and all their vectors (and uploaded files); returns how
+        many works went. Raises :class:`NotFoundError` for an artist the index does not hold."""
+        from mimicry.store.catalogue import UPLOAD
+
+        with self.store.writer(wait_s) as w:
             if not w.artist_exists(name):
                 raise NotFoundError(f"{self.folder}: no artist {name!r} in the index")
-            ids = [x.id for x in w.works(name)]
+            works = w.works(name)
+            ids = [x.id for x in works]
             w.commit([], ids, remove_artist=name)
+            with w.change() as cat:
+                cat.record(actor.kind, actor.artist, "remove_artist", name, detail=str(len(ids)),
+                           request_id=actor.request_id)
+            left = {x.path for x in w.works()}
+            for x in works:
+                if x.origin == UPLOAD and x.path not in left:
+                    Path(x.path).unlink(missing_ok=True)
             for line in self._refresh_calibration(w):
                 log.warning("%s", line)
         return len(ids)
+
+    # -- registered artists (the service's writes) ----------------------------
+    def register_artist(self, name: str, actor: Actor = CLI, wait_s: float | None = None) -> str:
+        """Registers ``name`` (who may have no works yet) and returns their token,
+        shown this once; the index keeps its hash. :class:`ConflictError` when
+        the name is taken."""
+        check_name(name)
+        token, digest = new_token()
+        with self.store.writer(wait_s) as w:
+            if w.artist_exists(name):
+                raise ConflictError(f"artist {name!r} is already registered")
+            with w.change() as cat:
+                cat.register_artist(name, digest)
+                cat.record(actor.kind, actor.artist, "register_artist", name, request_id=actor.request_id)
+        return token
+
+    def rotate_token(self, name: str, actor: Actor = CLI, wait_s: float | None = None) -> str:
+        """A new token for ``name`` (the old one stops working); returns it."""
+        token, digest = new_token()
+        with self.store.writer(wait_s) as w:
+            if not w.artist_exists(name):
+                raise NotFoundError(f"no artist {name!r} is registered")
+            with w.change() as cat:
+                cat.set_token(name, digest)
+                cat.record(actor.kind, actor.artist, "rotate_token", name, request_id=actor.request_id)
+        return token
+
+    def artist_token_matches(self, name: str, token: str) -> bool:
+        """Whether ``token`` is ``name``'s (False for an unknown artist; constant time)."""
+        with self.store._reader() as cat:
+            return token_matches(token, cat.token_sha256(name))
+
+    def add_uploads(self, name: str, images: Sequence[ImageBytes], actor: Actor = CLI,
+                    wait_s: float | None = None) -> list[int]:
+        """Adds uploaded works to ``name`` (stored inside the index, named by hash;
+        never pruned by ``mimicry index``) and returns their work ids, in order.
+        Every image must decode, or nothing is added (:class:`ImageError`)."""
+        from mimicry.embedding import embed_all
+        from mimicry.store import NewWork
+        from mimicry.store.catalogue import UPLOAD
+
+        ok, vecs, hashes, errors = embed_all(self.embedder, list(images), self.settings.batch_size)
+        if errors:
+            raise errors[0]
+        stored = [store_upload(self.folder, img) for img in images]
+        with self.store.writer(wait_s) as w:
+            if not w.artist_exists(name):
+                raise NotFoundError(f"no artist {name!r} is registered")
+            known = {x.path: x.id for x in w.works(name)}
+            add = []
+            for (path, sha), img, v in zip(stored, images, vecs):
+                if str(path) not in known and all(str(path) != a.path for a, _ in add):
+                    add.append((NewWork(name, str(path), sha, len(img.data), 0, origin=UPLOAD), v))
+            w.commit(add, [])
+            known.update({a.path: wid for (a, _), wid in zip(add, w.last_added if add else [])})
+            out = [known[str(path)] for path, _ in stored]
+            with w.change() as cat:
+                cat.record(actor.kind, actor.artist, "add_works", name,
+                           detail=",".join(map(str, out)), request_id=actor.request_id)
+            self._refresh_calibration(w)
+        return out
+
+    def remove_work(self, name: str, work_id: int, actor: Actor = CLI, wait_s: float | None = None) -> None:
+        """Removes one of ``name``'s works (:class:`NotFoundError` when it is not theirs)."""
+        from mimicry.store.catalogue import UPLOAD
+
+        with self.store.writer(wait_s) as w:
+            work = next((x for x in w.works(name) if x.id == work_id), None)
+            if work is None:
+                raise NotFoundError(f"artist {name!r} has no work {work_id}")
+            w.commit([], [work_id])
+            with w.change() as cat:
+                cat.record(actor.kind, actor.artist, "remove_work", name, detail=str(work_id),
+                           request_id=actor.request_id)
+            self._refresh_calibration(w)
+            if work.origin == UPLOAD and not any(x.path == work.path for x in w.works()):
+                Path(work.path).unlink(missing_ok=True)
+
+    def audit(self, after: int = 0, limit: int = 100) -> list[AuditEntry]:
+        """Recorded writes after id ``after``, oldest first, at most ``limit``."""
+        with self.store._reader() as cat:
+            return cat.audit(after, limit)
 
     # -- calibration ----------------------------------------------------------
     def _refresh_calibration(self, w: Writer) -> list[str]:

@@ -29,6 +29,7 @@ naming the variable.
 | ``request_files`` | ``MIMICRY_REQUEST_FILES`` | 200 | service: most files in a request (413) |
 | ``scan_token`` | ``MIMICRY_SCAN_TOKEN`` | none | service: when set, scans need ``Authorization: Bearer`` it |
 | ``admin_token`` | ``MIMICRY_ADMIN_TOKEN`` | none | service: the administrator's token |
+| ``thumbnails`` | ``MIMICRY_THUMBNAILS`` | 1 | service: serve small JPEGs of registered works (0: off) |
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Settings:
     request_files: int = 200
     scan_token: str | None = None
     admin_token: str | None = None
+    thumbnails: int = 1
 
 
 #: setting name -> environment variable
@@ -93,12 +95,13 @@ ENVIRONMENT = {
     "request_files": "MIMICRY_REQUEST_FILES",
     "scan_token": "MIMICRY_SCAN_TOKEN",
     "admin_token": "MIMICRY_ADMIN_TOKEN",
+    "thumbnails": "MIMICRY_THUMBNAILS",
 }
 
 _PATHS = {"index", "home"}
 _INTS = {"min_samples", "max_samples", "top", "evidence", "batch_size", "checkpoint",
          "max_file_bytes", "max_pixels", "snapshot_retries", "upload_bytes", "request_bytes",
-         "request_files"}
+         "request_files", "thumbnails"}
 _FLOATS = {"fpr", "alpha", "lock_wait_s", "retry_after_s", "snapshot_retry_s"}
 
 
@@ -124,7 +127,7 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)  # type: ignore[arg-type]
     check_rate("fpr", settings.fpr)
     check_rate("alpha", settings.alpha)
-    for name in _INTS - {"snapshot_retries"}:
+    for name in _INTS - {"snapshot_retries", "thumbnails"}:
         check_positive(ENVIRONMENT[name], getattr(settings, name))
     for name in _FLOATS - {"fpr", "alpha"} | {"snapshot_retries"}:
         if getattr(settings, name) < 0:

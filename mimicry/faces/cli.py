@@ -316,6 +316,8 @@ def serve(
     index: Optional[Path] = INDEX_OPT,
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
+    read_only: bool = typer.Option(False, help="Serve scans and reads only: no registration or uploads."),
+    insecure_no_auth: bool = typer.Option(False, help="Allow writes with no admin token (loopback only)."),
     device: Optional[str] = DEVICE_OPT,
 ) -> None:
     """Serve the HTTP API over an index (OpenAPI at /docs): scans, model verdicts, artists, health."""
@@ -325,7 +327,10 @@ def serve(
 
     _setup_logging(False)
     with _opened(index, device) as ix, _errors() as s:
-        uvicorn.run(create_app(ix, s), host=host, port=port, log_level="info")
+        if insecure_no_auth and host not in ("127.0.0.1", "localhost", "::1"):
+            raise InputError(f"--insecure-no-auth serves loopback only, not {host}")
+        app_ = create_app(ix, s, writes=not read_only, insecure_no_auth=insecure_no_auth)
+        uvicorn.run(app_, host=host, port=port, log_level="info")
 
 
 @app.command()

@@ -12,11 +12,15 @@ loop; reads answer from the index's last committed snapshot.
 from __future__ import annotations
 
 import hmac
+import time
+import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
 from fastapi import FastAPI, File, Request, UploadFile
-from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mimicry import __version__
@@ -31,7 +35,35 @@ from mimicry.errors import (
 )
 from mimicry.images import ImageBytes, check_header, sniff_type
 from mimicry.index import StyleIndex
+from mimicry.registry import Actor
 from mimicry.settings import Settings, get_settings
+
+
+class _Metrics:
+    """The service's Prometheus metrics, in a registry of its own (one per app)."""
+
+    def __init__(self, ix: StyleIndex) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("mimicry_requests", "HTTP requests by route and status",
+                                ["route", "status"], registry=self.registry)
+        self.latency = Histogram("mimicry_request_seconds", "Request latency by route", ["route"],
+                                 registry=self.registry)
+        self.scanned = Counter("mimicry_images_scanned", "Images scanned (samples included)",
+                               registry=self.registry)
+        self.flags = Counter("mimicry_flags_raised", "Images flagged and models given a verdict",
+                             registry=self.registry)
+        artists = Gauge("mimicry_artists", "Registered artists", registry=self.registry)
+        works = Gauge("mimicry_works", "Registered works", registry=self.registry)
+        artists.set_function(lambda: len(ix.snapshot().artist_counts))
+        works.set_function(lambda: len(ix.snapshot().work_ids))
+
+
+class ArtistIn(BaseModel):
+    """The body of ``POST /v1/artists``."""
+
+    name: str
 
 
 class _LimitBody:
@@ -69,16 +101,60 @@ def _error_response(exc: MimicryError) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status, headers=headers)
 
 
-def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = None) -> FastAPI:
+#: Seconds a service write waits for the index lock before answering 503.
+WRITE_WAIT_S = 1.0
+
+
+def thumbnail_jpeg(path: Path, side: int = 256) -> bytes:
+    """The image at ``path`` as a JPEG at most ``side`` pixels on its long side."""
+    import io
+
+    from mimicry.images import load_image
+
+    img = load_image(path, draft_size=side)
+    img.thumbnail((side, side))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = None,
+               writes: bool = True, insecure_no_auth: bool = False) -> FastAPI:
     """The service over the index at ``index`` (or an open :class:`StyleIndex`),
-    with ``settings`` (default: from the environment)."""
+    with ``settings`` (default: from the environment).
+
+    With ``writes`` (artists register, upload and withdraw works), an admin
+    token is required: without ``MIMICRY_ADMIN_TOKEN`` the app refuses to be
+    built unless ``insecure_no_auth`` (then every write is allowed: for a
+    loopback-only service)."""
     settings = settings or get_settings()
+    if writes and not settings.admin_token and not insecure_no_auth:
+        raise InputError("refusing to serve writes without MIMICRY_ADMIN_TOKEN: set it, serve "
+                         "--read-only, or --insecure-no-auth (loopback only)")
     ix = index if isinstance(index, StyleIndex) else StyleIndex.open(index, device=settings.device)
     app = FastAPI(title="mimicry", version=__version__,
                   description="Screen images and fine-tuned models for imitation of registered artists.")
     app.state.index = ix
     app.state.settings = settings
+    metrics = _Metrics(ix)
     app.add_middleware(_LimitBody, limit=settings.request_bytes)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - start)
+        return response
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus text: requests by route and status, latency, images scanned,
+        flags raised, artists and works."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(MimicryError)
     async def _mimicry_error(request: Request, exc: MimicryError) -> JSONResponse:
@@ -132,6 +208,8 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         authorise_scan(request)
         images = await uploads(files)
         results = await run_in_threadpool(ix.scan, images)
+        metrics.scanned.inc(len(results))
+        metrics.flags.inc(sum(r.artist is not None for r in results))
         return {"results": [r.to_dict(paths=False) for r in results]}
 
     @app.post("/v1/scan-model")
@@ -143,6 +221,8 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
             raise InputError(f"{len(images)} samples: send {settings.min_samples} to "
                              f"{settings.max_samples} samples of one model")
         verdict = await run_in_threadpool(ix.scan_model, images)
+        metrics.scanned.inc(verdict.n_samples)
+        metrics.flags.inc(bool(verdict.artists))
         return verdict.to_dict(paths=False)
 
     @app.get("/v1/artists")
@@ -152,6 +232,93 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         info = ix.info()
         return {"artists": [{"name": a, "works": n} for a, n in info.artists.items()],
                 "calibration": info.calibration}
+
+    def caller(request: Request, artist: str | None) -> Actor:
+        """Who is writing: the admin, or (for their own ``artist``) that artist.
+        Authorisation comes before existence: a token that may not act on an
+        artist gets 403 whether or not the artist exists."""
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        if insecure_no_auth:
+            return Actor("admin", None, rid)
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            raise UnauthorizedError("this write needs a token: Authorization: Bearer <token>")
+        given = header[7:].strip()
+        if settings.admin_token and hmac.compare_digest(given.encode(), settings.admin_token.encode()):
+            return Actor("admin", None, rid)
+        if artist is not None and ix.artist_token_matches(artist, given):
+            return Actor("artist", artist, rid)
+        raise ForbiddenError("this token may not do this" + ("" if artist is None else f" for {artist!r}"))
+
+    def admin(request: Request) -> Actor:
+        actor = caller(request, None)
+        if actor.kind != "admin":
+            raise ForbiddenError("this needs the admin token")
+        return actor
+
+    def writable() -> None:
+        if not writes:
+            raise ForbiddenError("this service is read-only")
+
+    @app.post("/v1/artists", status_code=201)
+    async def register(request: Request, body: ArtistIn) -> dict[str, str]:
+        """Registers an artist (admin); the token is in this answer only."""
+        writable()
+        actor = admin(request)
+        token = await run_in_threadpool(ix.register_artist, body.name, actor, WRITE_WAIT_S)
+        return {"name": body.name, "token": token}
+
+    @app.post("/v1/artists/{name}/token")
+    async def rotate(name: str, request: Request) -> dict[str, str]:
+        """A new token for the artist (admin); the old one stops working."""
+        writable()
+        actor = admin(request)
+        return {"name": name, "token": await run_in_threadpool(ix.rotate_token, name, actor, WRITE_WAIT_S)}
+
+    @app.post("/v1/artists/{name}/works", status_code=201)
+    async def add_works(name: str, request: Request, files: list[UploadFile] = File(...)) -> dict[str, Any]:
+        """Adds works to the artist (their token or the admin's); answers their ids."""
+        writable()
+        actor = caller(request, name)
+        images = await uploads(files)
+        ids = await run_in_threadpool(ix.add_uploads, name, images, actor, WRITE_WAIT_S)
+        return {"artist": name, "works": ids}
+
+    @app.delete("/v1/artists/{name}/works/{work_id}")
+    async def remove_work(name: str, work_id: int, request: Request) -> dict[str, Any]:
+        """Removes one of the artist's works (their token or the admin's)."""
+        writable()
+        actor = caller(request, name)
+        await run_in_threadpool(ix.remove_work, name, work_id, actor, WRITE_WAIT_S)
+        return {"artist": name, "removed": work_id}
+
+    @app.delete("/v1/artists/{name}")
+    async def withdraw(name: str, request: Request) -> dict[str, Any]:
+        """Removes the artist and all their works (the artist themself, or the admin)."""
+        writable()
+        actor = caller(request, name)
+        n = await run_in_threadpool(ix.remove_artist, name, actor, WRITE_WAIT_S)
+        return {"artist": name, "removed": n}
+
+    @app.get("/v1/audit")
+    async def audit(request: Request, after: int = 0, limit: int = 100) -> dict[str, Any]:
+        """Recorded writes after id ``after`` (admin), oldest first; ``next`` pages on."""
+        admin(request)
+        entries = ix.audit(after, max(1, min(limit, 1000)))
+        return {"entries": [asdict(e) for e in entries], "next": entries[-1].id if entries else after}
+
+    @app.get("/v1/works/{work_id}/thumbnail")
+    async def thumbnail(work_id: int, request: Request) -> Response:
+        """A small JPEG of a registered work, so a moderator can see the evidence
+        (off with ``MIMICRY_THUMBNAILS=0``)."""
+        authorise_scan(request)
+        if not settings.thumbnails:
+            raise NotFoundError("thumbnails are turned off on this service")
+        work = ix.snapshot().works.get(work_id)
+        if work is None:
+            raise NotFoundError(f"no work {work_id}")
+        data = await run_in_threadpool(thumbnail_jpeg, Path(work.path))
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/v1/artists/{name}")
     async def artist(name: str, request: Request) -> dict[str, Any]:

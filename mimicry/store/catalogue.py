@@ -43,7 +43,28 @@ CREATE TABLE IF NOT EXISTS works (
 );
 CREATE INDEX IF NOT EXISTS works_sha ON works(sha256);
 CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    request_id TEXT,
+    actor TEXT NOT NULL,
+    actor_artist TEXT,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
 """
+
+#: Columns added since the first catalogue: (table, column, declaration).
+COLUMNS = (
+    ("artists", "token_sha256", "TEXT"),
+    ("artists", "registered", "INTEGER NOT NULL DEFAULT 0"),
+    ("works", "origin", "TEXT NOT NULL DEFAULT 'folder'"),
+)
+
+#: Where a work came from: a portfolio folder (``mimicry index``) or an upload
+#: to the service (stored inside the index, named by hash).
+FOLDER, UPLOAD = "folder", "upload"
 
 
 @dataclass(frozen=True)
@@ -57,6 +78,22 @@ class Work:
     size: int
     mtime_ns: int
     added_at: float
+    origin: str = FOLDER
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One recorded write: who (``actor`` admin, artist or cli; and which
+    artist), what, to what, when, in which request."""
+
+    id: int
+    at: float
+    request_id: str | None
+    actor: str
+    actor_artist: str | None
+    action: str
+    target: str
+    detail: str
 
 
 class Catalogue:
@@ -75,6 +112,10 @@ class Catalogue:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.executescript(SCHEMA)
+                for table, column, decl in COLUMNS:
+                    have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+                    if column not in have:
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             else:
                 self.db = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=30.0,
                                           isolation_level=None, check_same_thread=False)
@@ -178,8 +219,9 @@ class Catalogue:
         return {name: int(n) for name, n in rows}
 
     def works(self, artist: str | None = None) -> list[Work]:
+        origin = "w.origin" if self._has_column("works", "origin") else "'folder'"
         sql = (
-            "SELECT w.id, a.name, w.path, w.sha256, w.size, w.mtime_ns, w.added_at "
+            f"SELECT w.id, a.name, w.path, w.sha256, w.size, w.mtime_ns, w.added_at, {origin} "
             "FROM works w JOIN artists a ON a.id=w.artist_id"
         )
         args: tuple = ()
@@ -189,15 +231,45 @@ class Catalogue:
         return [Work(*row) for row in self.db.execute(sql + " ORDER BY w.id", args)]
 
     def add_work(
-        self, artist: str, path: str, sha256: str, size: int, mtime_ns: int
+        self, artist: str, path: str, sha256: str, size: int, mtime_ns: int, origin: str = FOLDER
     ) -> int:
         aid = self.artist_id(artist, create=True)
         cur = self.db.execute(
-            "INSERT INTO works(artist_id, path, sha256, size, mtime_ns, added_at) "
-            "VALUES(?, ?, ?, ?, ?, ?)",
-            (aid, path, sha256, size, mtime_ns, time.time()),
+            "INSERT INTO works(artist_id, path, sha256, size, mtime_ns, added_at, origin) "
+            "VALUES(?, ?, ?, ?, ?, ?, ?)",
+            (aid, path, sha256, size, mtime_ns, time.time(), origin),
         )
         return int(cur.lastrowid)
+
+    def _has_column(self, table: str, column: str) -> bool:
+        return any(r[1] == column for r in self.db.execute(f"PRAGMA table_info({table})"))
+
+    # -- registered artists, tokens, audit ------------------------------------------
+    def register_artist(self, name: str, token_sha256: str) -> None:
+        """A registered artist (kept with no works), with the hash of their token."""
+        self.db.execute("INSERT INTO artists(name, added_at, registered, token_sha256) VALUES(?, ?, 1, ?)",
+                        (name, time.time(), token_sha256))
+
+    def set_token(self, name: str, token_sha256: str) -> None:
+        self.db.execute("UPDATE artists SET token_sha256=?, registered=1 WHERE name=?", (token_sha256, name))
+
+    def token_sha256(self, name: str) -> str | None:
+        if not self._has_column("artists", "token_sha256"):
+            return None
+        row = self.db.execute("SELECT token_sha256 FROM artists WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def record(self, actor: str, actor_artist: str | None, action: str, target: str,
+               detail: str = "", request_id: str | None = None) -> None:
+        """Appends one audit row (inside the caller's transaction)."""
+        self.db.execute("INSERT INTO audit(at, request_id, actor, actor_artist, action, target, detail) "
+                        "VALUES(?, ?, ?, ?, ?, ?, ?)",
+                        (time.time(), request_id, actor, actor_artist, action, target, detail))
+
+    def audit(self, after: int = 0, limit: int = 100) -> list[AuditEntry]:
+        rows = self.db.execute("SELECT id, at, request_id, actor, actor_artist, action, target, detail "
+                               "FROM audit WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+        return [AuditEntry(*r) for r in rows]
 
     def touch_work(self, work_id: int, size: int, mtime_ns: int, sha256: str | None = None) -> None:
         """Records a work's file as seen again (size, mtime; sha256 when it changed)."""
@@ -215,4 +287,6 @@ class Catalogue:
         self.db.execute("DELETE FROM artists WHERE name=?", (name,))
 
     def delete_artists_without_works(self) -> None:
-        self.db.execute("DELETE FROM artists WHERE id NOT IN (SELECT DISTINCT artist_id FROM works)")
+        """Drops artists left with no works, except those registered through the service."""
+        self.db.execute("DELETE FROM artists WHERE id NOT IN (SELECT DISTINCT artist_id FROM works) "
+                        "AND registered = 0")

@@ -49,6 +49,7 @@ class Snapshot:
     pin: Pin | None = None
     folder: Path | None = None
     columns: tuple[np.ndarray, ...] = field(default=(), repr=False)
+    artist_counts: Mapping[str, int] = field(default_factory=dict)  # every artist row, with no works too
 
     @staticmethod
     def build(
@@ -63,6 +64,7 @@ class Snapshot:
         background_groups: np.ndarray | None = None,
         pin: Pin | None = None,
         folder: Path | None = None,
+        artist_counts: Mapping[str, int] | None = None,
     ) -> Snapshot:
         """A snapshot of ``vectors`` (rows in ``work_ids`` order) whose works are ``works``."""
         ids = np.asarray(work_ids, dtype=np.int64)
@@ -78,7 +80,9 @@ class Snapshot:
                         _frozen(row_artist), calibration,
                         None if background is None else _frozen(np.asarray(background, np.float32)),
                         None if background_groups is None else _frozen(np.asarray(background_groups)),
-                        pin, folder, columns)
+                        pin, folder, columns,
+                        dict(artist_counts) if artist_counts is not None
+                        else {a: len(c) for a, c in zip(artists, columns)})
 
     @staticmethod
     def from_labelled(vectors: np.ndarray, artists: Sequence[str], paths: Sequence[str] | None = None,

@@ -36,7 +36,7 @@ from mimicry.errors import CorruptIndexError, NotAnIndexError
 from mimicry.settings import Settings, get_settings
 from mimicry.store import pin as pin_io
 from mimicry.store import vectors as vector_io
-from mimicry.store.catalogue import Catalogue, Work
+from mimicry.store.catalogue import FOLDER, AuditEntry, Catalogue, Work
 from mimicry.store.lock import WriteLock
 from mimicry.store.pin import Pin
 from mimicry.store.snapshot import Snapshot
@@ -58,6 +58,7 @@ class NewWork:
     size: int
     mtime_ns: int
     replaces: int | None = None
+    origin: str = FOLDER
 
 
 class Store:
@@ -167,6 +168,7 @@ class Store:
                 revision = int(cat.get_meta("revision", "0") or 0)
                 pin = self._pin_of(cat)
                 works = cat.works()
+                counts = cat.artist_counts()
                 cal = self._stored(cat, CALIBRATION, strict, Calibration.from_arrays)
                 stored_bg = self._stored(cat, BACKGROUND, strict, lambda a: (a["vectors"], a.get("groups")))
             finally:
@@ -187,7 +189,7 @@ class Store:
             background, groups = stored_bg if stored_bg is not None else (None, None)
             return Snapshot.build(vecs, ids, by_id, generation=generation, revision=revision,
                                   calibration=cal, background=background, background_groups=groups,
-                                  pin=pin, folder=self.folder)
+                                  pin=pin, folder=self.folder, artist_counts=counts)
         raise CorruptIndexError(f"{self.folder}: no committed state could be read")
 
     def _stored(self, cat: Catalogue, name: str, strict: bool, parse):
@@ -208,10 +210,11 @@ class Store:
 
     # -- writing -------------------------------------------------------------------
     @contextmanager
-    def writer(self) -> Iterator[Writer]:
-        """Exclusive write access (waits up to ``lock_wait_s``, then :class:`LockedError`)."""
+    def writer(self, wait_s: float | None = None) -> Iterator[Writer]:
+        """Exclusive write access (waits up to ``wait_s``, default ``lock_wait_s``,
+        then :class:`LockedError`)."""
         s = self.settings
-        with self._lock.hold(s.lock_wait_s, s.retry_after_s):
+        with self._lock.hold(s.lock_wait_s if wait_s is None else wait_s, s.retry_after_s):
             cat = Catalogue(self.folder / CATALOGUE)
             w: Writer | None = None
             try:
@@ -233,6 +236,7 @@ class Writer:
         self.folder = store.folder
         self.catalogue = catalogue
         self.pin_changed = False
+        self.last_added: list[int] = []
         self._reload()
 
     def _reload(self) -> None:
@@ -277,7 +281,9 @@ class Writer:
                 cat.delete_works(remove_ids)
                 if remove_artist is not None:
                     cat.delete_artist(remove_artist)
-                new_ids = [cat.add_work(w.artist, w.path, w.sha256, w.size, w.mtime_ns) for w, _ in add]
+                new_ids = [cat.add_work(w.artist, w.path, w.sha256, w.size, w.mtime_ns, w.origin)
+                           for w, _ in add]
+                self.last_added = new_ids
                 vector_io.remove(self._index, list(remove_ids))
                 if add:
                     vector_io.add(self._index, np.stack([v for _, v in add]), new_ids)
@@ -333,6 +339,16 @@ class Writer:
 
     def artist_exists(self, name: str) -> bool:
         return self.catalogue.artist_id(name) is not None
+
+    @contextmanager
+    def change(self) -> Iterator[Catalogue]:
+        """One atomic change of rows only (no vectors): registrations, tokens, audit rows."""
+        with self._transaction() as cat:
+            yield cat
+        self._reload()
+
+    def audit(self, after: int = 0, limit: int = 100) -> list[AuditEntry]:
+        return self.catalogue.audit(after, limit)
 
     def set_calibration(self, calibration: Calibration | None) -> None:
         with self._transaction() as cat:

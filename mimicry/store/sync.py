@@ -22,6 +22,7 @@ from mimicry.errors import InputError
 from mimicry.images import expand_inputs, sha256_file
 from mimicry.results import IndexReport, Skipped
 from mimicry.store.pin import Pin
+from mimicry.store.catalogue import FOLDER
 from mimicry.store.store import NewWork, Writer
 
 #: Embeds files: yields (embedded paths, their vectors as rows, the sha256 of
@@ -68,8 +69,8 @@ def plan(writer: Writer, works: Mapping[str, Sequence[Path]], prune: bool,
                 report.unchanged += 1
                 continue
             pending.append(NewWork(artist, key, sha, st.st_size, st.st_mtime_ns, old.id if old else None))
-        if prune:
-            pruned.extend(w.id for p, w in existing.items() if p not in listed)
+        if prune:  # works uploaded to the service are never pruned by a folder
+            pruned.extend(w.id for p, w in existing.items() if p not in listed and w.origin == FOLDER)
     writer.touch_works(seen)
     return pending, pruned
 

@@ -20,11 +20,15 @@ from mimicry.settings import get_settings  # noqa: E402
 @pytest.fixture
 def service(calibrated_copy, default_embedder):
     def make(**overrides) -> TestClient:
-        settings = replace(get_settings({}), **overrides)
+        settings = replace(get_settings({}), **{"admin_token": ADMIN, **overrides})
         ix = StyleIndex.open(calibrated_copy, embedder=default_embedder)
         return TestClient(create_app(ix, settings))
 
     return make
+
+
+ADMIN = "admin-secret"
+AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
 
 
 def files_of(paths):
@@ -117,7 +121,7 @@ def test_a_real_server_process_answers_over_http(calibrated_copy, demo):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "mimicry", "serve", "--index", str(calibrated_copy),
-                             "--port", str(port), "--device", "cpu"],
+                             "--port", str(port), "--device", "cpu", "--read-only"],
                             env={**os.environ, "MIMICRY_SCAN_TOKEN": ""}, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -133,3 +137,111 @@ def test_a_real_server_process_answers_over_http(calibrated_copy, demo):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_artists_register_upload_withdraw_and_every_write_is_audited(service, demo):
+    _, _, out = demo
+    client = service()
+    r = client.post("/v1/artists", json={"name": "new-artist"})
+    assert r.status_code == 401
+    r = client.post("/v1/artists", json={"name": "new-artist"}, headers=AS_ADMIN)
+    assert r.status_code == 201 and r.json()["name"] == "new-artist"
+    token = r.json()["token"]
+    assert client.post("/v1/artists", json={"name": "new-artist"}, headers=AS_ADMIN).status_code == 409
+    assert client.post("/v1/artists", json={"name": "../etc"}, headers=AS_ADMIN).status_code == 400
+    assert {"name": "new-artist", "works": 0} in client.get("/v1/artists").json()["artists"]
+
+    mine = {"Authorization": f"Bearer {token}"}
+    work = files_of([out / "imitations" / "imitation-of-wash-wen-0.png"])
+    r = client.post("/v1/artists/new-artist/works", files=work, headers=mine)
+    assert r.status_code == 201, r.text
+    [work_id] = r.json()["works"]
+    assert client.get("/v1/artists/new-artist").json()["works"] == 1
+    # The next scans see the write; the stored file is named by hash inside the index.
+    r = client.post("/v1/scan", files=work).json()["results"][0]
+    assert r["matches"][0]["artist"] == "new-artist" and r["matches"][0]["score"] > 0.999
+
+    # An artist's token reaches that artist only: 403 whether or not the other exists.
+    other = "dotwork-dora"
+    assert client.delete(f"/v1/artists/{other}/works/1", headers=mine).status_code == 403
+    assert client.delete("/v1/artists/nobody-at-all", headers=mine).status_code == 403
+    assert client.delete(f"/v1/artists/{other}", headers={"Authorization": "Bearer nope"}).status_code == 403
+    r = client.delete(f"/v1/artists/new-artist/works/{work_id + 1000}", headers=mine)
+    assert r.status_code == 404
+
+    rotated = client.post("/v1/artists/new-artist/token", headers=AS_ADMIN).json()["token"]
+    assert client.delete(f"/v1/artists/new-artist/works/{work_id}", headers=mine).status_code == 403
+    mine = {"Authorization": f"Bearer {rotated}"}
+    assert client.delete(f"/v1/artists/new-artist/works/{work_id}", headers=mine).status_code == 200
+    assert client.delete("/v1/artists/new-artist", headers=mine).json() == {"artist": "new-artist", "removed": 0}
+    assert client.get("/v1/artists/new-artist").status_code == 404
+
+    assert client.get("/v1/audit", headers=mine).status_code == 403
+    log = client.get("/v1/audit", headers=AS_ADMIN).json()
+    actions = [(e["action"], e["actor"]) for e in log["entries"]]
+    assert actions == [("register_artist", "admin"), ("add_works", "artist"), ("rotate_token", "admin"),
+                       ("remove_work", "artist"), ("remove_artist", "artist")]
+    assert all(e["request_id"] for e in log["entries"])
+    assert client.get(f"/v1/audit?after={log['next']}", headers=AS_ADMIN).json()["entries"] == []
+
+
+def test_writes_need_an_admin_token_or_an_explicit_insecure_choice(calibrated_copy, default_embedder):
+    from mimicry.errors import InputError
+
+    ix = StyleIndex.open(calibrated_copy, embedder=default_embedder)
+    with pytest.raises(InputError, match="MIMICRY_ADMIN_TOKEN"):
+        create_app(ix, get_settings({}))
+    read_only = TestClient(create_app(ix, get_settings({}), writes=False))
+    assert read_only.post("/v1/artists", json={"name": "x"}).status_code == 403
+    open_ = TestClient(create_app(ix, get_settings({}), insecure_no_auth=True))
+    assert open_.post("/v1/artists", json={"name": "x"}).status_code == 201
+
+
+def test_a_write_while_another_process_holds_the_lock_answers_503(service, calibrated_copy):
+    client = service()
+    holder = StyleIndex.open(calibrated_copy)
+    with holder.store.writer():
+        r = client.post("/v1/artists", json={"name": "late"}, headers=AS_ADMIN)
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
+        assert client.get("/healthz").status_code == 200  # reads go on
+    assert client.post("/v1/artists", json={"name": "late"}, headers=AS_ADMIN).status_code == 201
+
+
+def test_thumbnails_of_evidence(service, demo):
+    res, _, out = demo
+    client = service()
+    r = client.post("/v1/scan", files=files_of([out / "imitations" / "imitation-of-wash-wen-0.png"]))
+    work_id = r.json()["results"][0]["matches"][0]["evidence"][0]["work_id"]
+    thumb = client.get(f"/v1/works/{work_id}/thumbnail")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(thumb.content)).size) <= 256
+    assert client.get("/v1/works/999999/thumbnail").status_code == 404
+    assert service(thumbnails=0).get(f"/v1/works/{work_id}/thumbnail").status_code == 404
+
+
+def test_index_never_prunes_uploaded_works(calibrated_copy, demo, default_embedder):
+    from mimicry import ImageBytes
+
+    _, _, out = demo
+    ix = StyleIndex.open(calibrated_copy, embedder=default_embedder)
+    name = "wash-wen"
+    upload = ImageBytes("u.png", (out / "unrelated" / "photo-03.png").read_bytes())
+    [wid] = ix.add_uploads(name, [upload])
+    stored = next(w for w in ix.works(name) if w.id == wid)
+    assert stored.origin == "upload" and stored.path.startswith(str(calibrated_copy))
+    report = ix.add_folder(out / "portfolios")  # the artist's folder does not hold the upload
+    assert report.removed == 0 and wid in [w.id for w in ix.works(name)]
+
+
+def test_metrics_count_requests_scans_and_flags(service, demo):
+    res, _, out = demo
+    client = service()
+    client.post("/v1/scan", files=files_of([out / "imitations" / f"imitation-of-{res.fine_tuned_artist}-0.png",
+                                            out / "unrelated" / "photo-00.png"]))
+    client.get("/v1/artists/nobody")
+    text = client.get("/metrics").text
+    assert 'mimicry_requests_total{route="/v1/scan",status="200"} 1.0' in text
+    assert 'mimicry_requests_total{route="/v1/artists/{name}",status="404"} 1.0' in text
+    assert "mimicry_images_scanned_total 2.0" in text and "mimicry_flags_raised_total 1.0" in text
+    assert "mimicry_works 24.0" in text and "mimicry_artists 4.0" in text
+    assert 'mimicry_request_seconds_count{route="/v1/scan"} 1.0' in text
