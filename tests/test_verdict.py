@@ -41,7 +41,7 @@ def test_model_level_test_holds_over_the_draw_of_the_null_images():
     in at most about alpha of the trials."""
     rng = np.random.default_rng(2)
     hits = 0
-    trials = 1500
+    trials = 1000
     for _ in range(trials):
         cal = null_calibration(rng.normal(size=300), 1)
         j = judged(rng.normal(size=200), np.zeros(200, dtype=int), cal)
