@@ -257,6 +257,10 @@ class StyleIndex:
             report = store_sync.sync(w, works, embed, prune=prune,
                                      checkpoint=_count(checkpoint, s.checkpoint, "checkpoint"))
             report.warnings += self._refresh_calibration(w)
+            if report.embedded or report.removed:
+                with w.change() as cat:
+                    cat.record(CLI.kind, None, "index", ",".join(sorted(works))[:1000],
+                               detail=f"embedded {report.embedded}, removed {report.removed}")
         if self._rebuilt is not None and self._rebuilt.rebuilt:
             report.rebuilt = True
             report.warnings[:0] = self._rebuilt.warnings
@@ -274,10 +278,9 @@ class StyleIndex:
                 raise NotFoundError(f"{self.folder}: no artist {name!r} in the index")
             works = w.works(name)
             ids = [x.id for x in works]
-            w.commit([], ids, remove_artist=name)
-            with w.change() as cat:
-                cat.record(actor.kind, actor.artist, "remove_artist", name, detail=str(len(ids)),
-                           request_id=actor.request_id)
+            w.commit([], ids, remove_artist=name, audit=lambda cat, _: cat.record(
+                actor.kind, actor.artist, "remove_artist", name, detail=str(len(ids)),
+                request_id=actor.request_id))
             left = {x.path for x in w.works()}
             for x in works:
                 if x.origin == UPLOAD and x.path not in left:
@@ -329,21 +332,28 @@ class StyleIndex:
         ok, vecs, hashes, errors = embed_all(self.embedder, list(images), self.settings.batch_size)
         if errors:
             raise errors[0]
-        stored = [store_upload(self.folder, img) for img in images]
         with self.store.writer(wait_s) as w:
             if not w.artist_exists(name):
                 raise NotFoundError(f"no artist {name!r} is registered")
+            stored = [store_upload(self.folder, img) for img in images]  # under the lock: see remove_work
             known = {x.path: x.id for x in w.works(name)}
             add = []
             for (path, sha), img, v in zip(stored, images, vecs):
                 if str(path) not in known and all(str(path) != a.path for a, _ in add):
                     add.append((NewWork(name, str(path), sha, len(img.data), 0, origin=UPLOAD), v))
-            w.commit(add, [])
-            known.update({a.path: wid for (a, _), wid in zip(add, w.last_added if add else [])})
+
+            def record(cat, new_ids: list[int]) -> None:
+                known.update({a.path: wid for (a, _), wid in zip(add, new_ids)})
+                ids = [known[str(path)] for path, _ in stored]
+                cat.record(actor.kind, actor.artist, "add_works", name, detail=",".join(map(str, ids)),
+                           request_id=actor.request_id)
+
+            if add:
+                w.commit(add, [], audit=record)
+            else:
+                with w.change() as cat:
+                    record(cat, [])
             out = [known[str(path)] for path, _ in stored]
-            with w.change() as cat:
-                cat.record(actor.kind, actor.artist, "add_works", name,
-                           detail=",".join(map(str, out)), request_id=actor.request_id)
             self._refresh_calibration(w)
         return out
 
@@ -355,10 +365,8 @@ class StyleIndex:
             work = next((x for x in w.works(name) if x.id == work_id), None)
             if work is None:
                 raise NotFoundError(f"artist {name!r} has no work {work_id}")
-            w.commit([], [work_id])
-            with w.change() as cat:
-                cat.record(actor.kind, actor.artist, "remove_work", name, detail=str(work_id),
-                           request_id=actor.request_id)
+            w.commit([], [work_id], audit=lambda cat, _: cat.record(
+                actor.kind, actor.artist, "remove_work", name, detail=str(work_id), request_id=actor.request_id))
             self._refresh_calibration(w)
             if work.origin == UPLOAD and not any(x.path == work.path for x in w.works()):
                 Path(work.path).unlink(missing_ok=True)
@@ -404,6 +412,9 @@ class StyleIndex:
                 w.set_background(bg, background_groups(ok, background))
             cal = calibrate_snapshot(w.snapshot(), rate)
             w.set_calibration(cal)
+            with w.change() as cat:
+                cat.record(CLI.kind, None, "calibrate", str(self.folder),
+                           detail=f"fpr {rate}, {cal.n_null} {cal.null_source} images")
         return cal
 
     # -- scanning -------------------------------------------------------------

@@ -16,6 +16,7 @@ import hmac
 import os
 import re
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,17 +68,30 @@ def token_matches(token: str, stored_sha256: str | None) -> bool:
 
 
 def store_upload(index_folder: Path, image: ImageBytes) -> tuple[Path, str]:
-    """Writes an upload's bytes inside the index, named by their sha256; returns
-    (path, sha256). The same bytes are stored once."""
+    """Writes an upload's bytes inside the index, named by their sha256, durably
+    (a temporary file of its own, fsync, rename, fsync of the folders); returns
+    (path, sha256). Bytes already stored whole are not written again. Call it
+    under the index's write lock: removals delete unreferenced files under it."""
     sha = hashlib.sha256(image.data).hexdigest()
     suffix = _SUFFIX.get(sniff_type(image.data) or "", ".img")
     final = index_folder / UPLOADS / sha[:2] / f"{sha}{suffix}"
-    if not final.exists():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(final.name + ".tmp")
-        with open(tmp, "wb") as fh:
+    if final.exists() and hashlib.sha256(final.read_bytes()).hexdigest() == sha:
+        return final, sha
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
             fh.write(image.data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for folder in (final.parent, final.parent.parent, index_folder):
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     return final, sha

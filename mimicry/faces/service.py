@@ -12,20 +12,26 @@ loop; reads answer from the index's last committed snapshot.
 from __future__ import annotations
 
 import hmac
+import re
 import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
-from fastapi import FastAPI, File, Request, UploadFile
-from pydantic import BaseModel
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 from starlette.concurrency import run_in_threadpool
 
 from mimicry import __version__
 from mimicry.errors import (
     ForbiddenError,
+    ImageError,
     InputError,
     MimicryError,
     NotFoundError,
@@ -93,12 +99,19 @@ class _LimitBody:
         await self.app(scope, counted, send)
 
 
-def _error_response(exc: MimicryError) -> JSONResponse:
+def _error_response(exc: MimicryError, folder: Path | None = None) -> JSONResponse:
+    """The error body; the index folder's path never leaves the server."""
     headers = {}
     retry = getattr(exc, "retry_after", None)
     if retry is not None:
         headers["Retry-After"] = str(max(1, round(retry)))
-    return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status, headers=headers)
+    body = exc.to_dict()
+    if folder is not None:
+        body["message"] = body["message"].replace(str(folder), "index")
+    return JSONResponse({"error": body}, status_code=exc.http_status, headers=headers)
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 #: Seconds a service write waits for the index lock before answering 503.
@@ -149,7 +162,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         return response
 
     @app.get("/metrics")
-    async def prometheus() -> Response:
+    def prometheus() -> Response:
         """Prometheus text: requests by route and status, latency, images scanned,
         flags raised, artists and works."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -158,7 +171,16 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
 
     @app.exception_handler(MimicryError)
     async def _mimicry_error(request: Request, exc: MimicryError) -> JSONResponse:
-        return _error_response(exc)
+        return _error_response(exc, ix.folder)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(InputError("invalid request: " + str(exc.errors()[0].get("msg", exc))))
 
     def authorise_scan(request: Request) -> None:
         """With a scan token set, scans and reads need it (or the admin token)."""
@@ -172,8 +194,16 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         if not any(hmac.compare_digest(given, t.encode()) for t in ok):
             raise ForbiddenError("this token may not scan here")
 
-    async def uploads(files: list[UploadFile]) -> list[ImageBytes]:
-        """The request's files as :class:`ImageBytes`, after every limit but the decode."""
+    async def uploads(request: Request) -> list[ImageBytes]:
+        """The request's files (multipart field ``files``) as :class:`ImageBytes`,
+        after every limit but the decode. Called after authorisation, so nobody
+        without a token makes the server read a body."""
+        try:
+            form = await request.form(max_files=settings.request_files + 1, max_fields=16,
+                                      max_part_size=1024 * 1024)
+        except MultiPartException as exc:
+            raise InputError("unreadable multipart body (" + exc.message + ")") from None
+        files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
         if not files:
             raise InputError("no files: send images in the multipart field 'files'")
         if len(files) > settings.request_files:
@@ -194,7 +224,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         return out
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
+    def healthz() -> dict[str, Any]:
         """Index loaded: backbone, recipe, counts, calibration."""
         info = ix.info()
         return {"status": "ok", "version": __version__, "backbone": info.backbone_id,
@@ -202,21 +232,21 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
                 "calibration": info.calibration, "promise": info.promise}
 
     @app.post("/v1/scan")
-    async def scan(request: Request, files: list[UploadFile] = File(...)) -> dict[str, Any]:
+    async def scan(request: Request) -> dict[str, Any]:
         """Scans one or more images (multipart field ``files``, repeatable):
         per image what ``mimicry scan --json`` prints, evidence without paths."""
         authorise_scan(request)
-        images = await uploads(files)
+        images = await uploads(request)
         results = await run_in_threadpool(ix.scan, images)
         metrics.scanned.inc(len(results))
         metrics.flags.inc(sum(r.artist is not None for r in results))
         return {"results": [r.to_dict(paths=False) for r in results]}
 
     @app.post("/v1/scan-model")
-    async def scan_model(request: Request, files: list[UploadFile] = File(...)) -> dict[str, Any]:
+    async def scan_model(request: Request) -> dict[str, Any]:
         """The model-level verdict on 8-200 samples of one model, as ``mimicry scan-model --json``."""
         authorise_scan(request)
-        images = await uploads(files)
+        images = await uploads(request)
         if not settings.min_samples <= len(images) <= settings.max_samples:
             raise InputError(f"{len(images)} samples: send {settings.min_samples} to "
                              f"{settings.max_samples} samples of one model")
@@ -226,7 +256,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         return verdict.to_dict(paths=False)
 
     @app.get("/v1/artists")
-    async def artists(request: Request) -> dict[str, Any]:
+    def artists(request: Request) -> dict[str, Any]:
         """Registered artists with their work counts, and the calibration state."""
         authorise_scan(request)
         info = ix.info()
@@ -237,9 +267,10 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         """Who is writing: the admin, or (for their own ``artist``) that artist.
         Authorisation comes before existence: a token that may not act on an
         artist gets 403 whether or not the artist exists."""
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        rid = request.headers.get("x-request-id", "")
+        rid = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
         if insecure_no_auth:
-            return Actor("admin", None, rid)
+            return Actor("anonymous", None, rid)
         header = request.headers.get("authorization", "")
         if not header.lower().startswith("bearer "):
             raise UnauthorizedError("this write needs a token: Authorization: Bearer <token>")
@@ -252,7 +283,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
 
     def admin(request: Request) -> Actor:
         actor = caller(request, None)
-        if actor.kind != "admin":
+        if actor.kind not in ("admin", "anonymous"):
             raise ForbiddenError("this needs the admin token")
         return actor
 
@@ -261,10 +292,14 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
             raise ForbiddenError("this service is read-only")
 
     @app.post("/v1/artists", status_code=201)
-    async def register(request: Request, body: ArtistIn) -> dict[str, str]:
-        """Registers an artist (admin); the token is in this answer only."""
+    async def register(request: Request) -> dict[str, str]:
+        """Registers an artist (admin; JSON body with a name); the token is in this answer only."""
         writable()
         actor = admin(request)
+        try:
+            body = ArtistIn.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise InputError("expected a JSON body with a name (" + exc.errors()[0]["msg"] + ")") from None
         token = await run_in_threadpool(ix.register_artist, body.name, actor, WRITE_WAIT_S)
         return {"name": body.name, "token": token}
 
@@ -276,11 +311,11 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         return {"name": name, "token": await run_in_threadpool(ix.rotate_token, name, actor, WRITE_WAIT_S)}
 
     @app.post("/v1/artists/{name}/works", status_code=201)
-    async def add_works(name: str, request: Request, files: list[UploadFile] = File(...)) -> dict[str, Any]:
+    async def add_works(name: str, request: Request) -> dict[str, Any]:
         """Adds works to the artist (their token or the admin's); answers their ids."""
         writable()
-        actor = caller(request, name)
-        images = await uploads(files)
+        actor = await run_in_threadpool(caller, request, name)
+        images = await uploads(request)
         ids = await run_in_threadpool(ix.add_uploads, name, images, actor, WRITE_WAIT_S)
         return {"artist": name, "works": ids}
 
@@ -288,7 +323,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     async def remove_work(name: str, work_id: int, request: Request) -> dict[str, Any]:
         """Removes one of the artist's works (their token or the admin's)."""
         writable()
-        actor = caller(request, name)
+        actor = await run_in_threadpool(caller, request, name)
         await run_in_threadpool(ix.remove_work, name, work_id, actor, WRITE_WAIT_S)
         return {"artist": name, "removed": work_id}
 
@@ -296,19 +331,19 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     async def withdraw(name: str, request: Request) -> dict[str, Any]:
         """Removes the artist and all their works (the artist themself, or the admin)."""
         writable()
-        actor = caller(request, name)
+        actor = await run_in_threadpool(caller, request, name)
         n = await run_in_threadpool(ix.remove_artist, name, actor, WRITE_WAIT_S)
         return {"artist": name, "removed": n}
 
     @app.get("/v1/audit")
-    async def audit(request: Request, after: int = 0, limit: int = 100) -> dict[str, Any]:
+    def audit(request: Request, after: int = 0, limit: int = 100) -> dict[str, Any]:
         """Recorded writes after id ``after`` (admin), oldest first; ``next`` pages on."""
         admin(request)
         entries = ix.audit(after, max(1, min(limit, 1000)))
         return {"entries": [asdict(e) for e in entries], "next": entries[-1].id if entries else after}
 
     @app.get("/v1/works/{work_id}/thumbnail")
-    async def thumbnail(work_id: int, request: Request) -> Response:
+    def thumbnail(work_id: int, request: Request) -> Response:
         """A small JPEG of a registered work, so a moderator can see the evidence
         (off with ``MIMICRY_THUMBNAILS=0``)."""
         authorise_scan(request)
@@ -317,11 +352,14 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         work = ix.snapshot().works.get(work_id)
         if work is None:
             raise NotFoundError(f"no work {work_id}")
-        data = await run_in_threadpool(thumbnail_jpeg, Path(work.path))
+        try:
+            data = thumbnail_jpeg(Path(work.path))
+        except ImageError:
+            raise NotFoundError("the file of work " + str(work_id) + " is not available") from None
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/v1/artists/{name}")
-    async def artist(name: str, request: Request) -> dict[str, Any]:
+    def artist(name: str, request: Request) -> dict[str, Any]:
         """One artist: work count and whether the calibration covers them."""
         authorise_scan(request)
         info = ix.info()

@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -271,9 +271,11 @@ class Writer:
             raise
 
     def commit(self, add: Sequence[tuple[NewWork, np.ndarray]], remove_ids: Sequence[int],
-               remove_artist: str | None = None) -> None:
+               remove_artist: str | None = None, audit: Callable[[Catalogue, list[int]], None] | None = None,
+               ) -> None:
         """Adds and removes works (and with ``remove_artist``, that artist's row)
-        as one transaction: rows, vectors and generation commit together or not at all."""
+        as one transaction: rows, vectors, generation and the ``audit`` row
+        (written by the callback, given the new work ids) commit together or not at all."""
         if not add and not remove_ids and remove_artist is None:
             return
         try:
@@ -284,6 +286,8 @@ class Writer:
                 new_ids = [cat.add_work(w.artist, w.path, w.sha256, w.size, w.mtime_ns, w.origin)
                            for w, _ in add]
                 self.last_added = new_ids
+                if audit is not None:
+                    audit(cat, new_ids)
                 vector_io.remove(self._index, list(remove_ids))
                 if add:
                     vector_io.add(self._index, np.stack([v for _, v in add]), new_ids)

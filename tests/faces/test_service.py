@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -142,6 +143,8 @@ def test_a_real_server_process_answers_over_http(calibrated_copy, demo):
 def test_artists_register_upload_withdraw_and_every_write_is_audited(service, demo):
     _, _, out = demo
     client = service()
+    before = client.get("/v1/audit", headers=AS_ADMIN).json()
+    assert [e["action"] for e in before["entries"]] == ["index", "calibrate"]  # the demo's own writes
     r = client.post("/v1/artists", json={"name": "new-artist"})
     assert r.status_code == 401
     r = client.post("/v1/artists", json={"name": "new-artist"}, headers=AS_ADMIN)
@@ -177,7 +180,7 @@ def test_artists_register_upload_withdraw_and_every_write_is_audited(service, de
     assert client.get("/v1/artists/new-artist").status_code == 404
 
     assert client.get("/v1/audit", headers=mine).status_code == 403
-    log = client.get("/v1/audit", headers=AS_ADMIN).json()
+    log = client.get(f"/v1/audit?after={before['next']}", headers=AS_ADMIN).json()
     actions = [(e["action"], e["actor"]) for e in log["entries"]]
     assert actions == [("register_artist", "admin"), ("add_works", "artist"), ("rotate_token", "admin"),
                        ("remove_work", "artist"), ("remove_artist", "artist")]
@@ -245,3 +248,39 @@ def test_metrics_count_requests_scans_and_flags(service, demo):
     assert "mimicry_images_scanned_total 2.0" in text and "mimicry_flags_raised_total 1.0" in text
     assert "mimicry_works 24.0" in text and "mimicry_artists 4.0" in text
     assert 'mimicry_request_seconds_count{route="/v1/scan"} 1.0' in text
+
+
+def test_no_body_is_read_before_authorisation_and_streams_are_limited(service, calibrated_copy):
+    client = service(request_files=3)
+    many = [("files", (f"{i}.png", png(), "image/png")) for i in range(50)]
+    assert client.post("/v1/artists/someone/works", files=many).status_code == 401  # not 413: never parsed
+    r = client.post("/v1/artists", content=b"not json at all", headers=AS_ADMIN)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_input"
+
+    def chunks():  # no Content-Length: counted as it streams
+        yield b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.png\"\r\n\r\n"
+        for _ in range(20):
+            yield b"0" * 1000
+
+    client = service(request_bytes=10_000)
+    r = client.post("/v1/scan", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+
+
+def test_errors_never_show_server_paths(service, calibrated_copy, demo):
+    _, _, out = demo
+    client = service(scan_token="s3cret")
+    scan = {"Authorization": "Bearer s3cret"}
+    assert client.get("/v1/artists").status_code == 401  # reads need the scan token too
+    work = StyleIndex.open(calibrated_copy).works()[0]
+    moved = Path(work.path).with_suffix(".moved")
+    Path(work.path).rename(moved)
+    try:
+        r = client.get(f"/v1/works/{work.id}/thumbnail", headers=scan)
+        assert r.status_code == 404 and str(out) not in r.text and work.path not in r.text
+    finally:
+        moved.rename(work.path)
+    holder = StyleIndex.open(calibrated_copy)
+    with holder.store.writer():
+        r = client.post("/v1/artists", json={"name": "x"}, headers=AS_ADMIN)
+    assert r.status_code == 503 and str(calibrated_copy) not in r.text

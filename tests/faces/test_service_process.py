@@ -3,6 +3,7 @@ CLI and the service share one index without corrupting it."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import signal
@@ -54,6 +55,14 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
     folder = tmp_path / "ix"
     StyleIndex.create(folder, device="cpu").add_folder(portfolio)
     image = next((portfolio / "dotwork-dora").iterdir()).read_bytes()
+    from mimicry.synthetic import photo_like
+
+    def fresh_png(i: int) -> bytes:  # distinct bytes per upload: every upload writes a file
+        import io
+
+        buf = io.BytesIO()
+        photo_like(500_000 + i).resize((64, 64)).save(buf, "PNG")
+        return buf.getvalue()
     rng = random.Random(0)
     acknowledged: list[str] = []
     uploaded: dict[str, int] = {}
@@ -73,7 +82,7 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
                     if r.status_code == 201:
                         acknowledged.append(name)
                         r = httpx.post(f"{url}/v1/artists/{name}/works", timeout=5,
-                                       files=[("files", ("w.png", image, "image/png"))])
+                                       files=[("files", ("w.png", fresh_png(trial * 1000 + i), "image/png"))])
                         if r.status_code == 201:
                             uploaded[name] = r.json()["works"][0]
                 except httpx.TransportError:
@@ -88,10 +97,13 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
         writer.join()
         with StyleIndex.open(folder) as ix:
             counts = ix.info().artists
-            works = {w.id for w in ix.works()}
+            works = {w.id: w for w in ix.works()}
         missing = [a for a in acknowledged if a not in counts]
         assert not missing, (trial, missing)
         assert all(wid in works for wid in uploaded.values()), trial
+        for wid in uploaded.values():  # the stored file is whole: its bytes hash to the work's sha256
+            data = Path(works[wid].path).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == works[wid].sha256, (trial, wid)
         consistent(folder)
     assert len(acknowledged) > 40 and len(uploaded) > 20  # the kills landed mid-stream, not before it
 
