@@ -329,6 +329,12 @@ def serve(
     with _opened(index, device) as ix, _errors() as s:
         if insecure_no_auth and host not in ("127.0.0.1", "localhost", "::1"):
             raise InputError(f"--insecure-no-auth serves loopback only, not {host}")
+        # One core per model call, as many calls at once as cores: measured 28.4
+        # against 20.4 images/s at 16 concurrent requests on 2 cores, where every
+        # call spreading over both cores contends with the others (README).
+        import torch
+
+        torch.set_num_threads(1)
         app_ = create_app(ix, s, writes=not read_only, insecure_no_auth=insecure_no_auth)
         uvicorn.run(app_, host=host, port=port, log_level="info")
 

@@ -12,7 +12,9 @@ loop; reads answer from the index's last committed snapshot.
 from __future__ import annotations
 
 import hmac
+import os
 import re
+import threading
 import time
 import uuid
 from dataclasses import asdict
@@ -132,14 +134,16 @@ def thumbnail_jpeg(path: Path, side: int = 256) -> bytes:
 
 
 def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = None,
-               writes: bool = True, insecure_no_auth: bool = False) -> FastAPI:
+               writes: bool = True, insecure_no_auth: bool = False,
+               inference_slots: int | None = None) -> FastAPI:
     """The service over the index at ``index`` (or an open :class:`StyleIndex`),
     with ``settings`` (default: from the environment).
 
     With ``writes`` (artists register, upload and withdraw works), an admin
     token is required: without ``MIMICRY_ADMIN_TOKEN`` the app refuses to be
     built unless ``insecure_no_auth`` (then every write is allowed: for a
-    loopback-only service)."""
+    loopback-only service). ``inference_slots``: model calls at once (default:
+    the number of cores; ``mimicry serve`` also gives each call one core)."""
     settings = settings or get_settings()
     if writes and not settings.admin_token and not insecure_no_auth:
         raise InputError("refusing to serve writes without MIMICRY_ADMIN_TOKEN: set it, serve "
@@ -150,6 +154,12 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     app.state.index = ix
     app.state.settings = settings
     metrics = _Metrics(ix)
+    slots = threading.Semaphore(inference_slots or os.cpu_count() or 1)
+
+    def infer(fn: Any, *args: Any) -> Any:
+        """A model call on this worker thread, at most ``inference_slots`` at once."""
+        with slots:
+            return fn(*args)
     app.add_middleware(_LimitBody, limit=settings.request_bytes)
 
     @app.middleware("http")
@@ -237,7 +247,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         per image what ``mimicry scan --json`` prints, evidence without paths."""
         authorise_scan(request)
         images = await uploads(request)
-        results = await run_in_threadpool(ix.scan, images)
+        results = await run_in_threadpool(infer, ix.scan, images)
         metrics.scanned.inc(len(results))
         metrics.flags.inc(sum(r.artist is not None for r in results))
         return {"results": [r.to_dict(paths=False) for r in results]}
@@ -250,7 +260,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         if not settings.min_samples <= len(images) <= settings.max_samples:
             raise InputError(f"{len(images)} samples: send {settings.min_samples} to "
                              f"{settings.max_samples} samples of one model")
-        verdict = await run_in_threadpool(ix.scan_model, images)
+        verdict = await run_in_threadpool(infer, ix.scan_model, images)
         metrics.scanned.inc(verdict.n_samples)
         metrics.flags.inc(bool(verdict.artists))
         return verdict.to_dict(paths=False)
