@@ -172,6 +172,8 @@ def test_artists_register_upload_withdraw_and_every_write_is_audited(service, de
     r = client.delete(f"/v1/artists/new-artist/works/{work_id + 1000}", headers=mine)
     assert r.status_code == 404
 
+    assert client.post("/v1/artists/nobody/token", headers=AS_ADMIN).status_code == 404
+    assert client.post("/v1/artists/new-artist/token", headers=mine).status_code == 403  # admin only
     rotated = client.post("/v1/artists/new-artist/token", headers=AS_ADMIN).json()["token"]
     assert client.delete(f"/v1/artists/new-artist/works/{work_id}", headers=mine).status_code == 403
     mine = {"Authorization": f"Bearer {rotated}"}
