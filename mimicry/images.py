@@ -21,6 +21,7 @@ import hashlib
 import io
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Union
@@ -148,34 +149,43 @@ def _read(source: ImageSource, max_bytes: int) -> bytes:
         raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
 
 
-def decode(source: ImageSource, draft_size: int | None = None) -> Decoded:
-    """Reads ``source`` once, hashes and decodes it (see :func:`load_image`)."""
-    settings = get_settings()
-    data = _read(source, settings.max_file_bytes)
-    name = source_name(source)
+@contextmanager
+def _opened(data: bytes, name: str, max_pixels: int) -> Iterator[Image.Image]:
+    """The image in ``data``, opened (header read, pixels not yet decoded) and
+    checked against ``max_pixels``; every Pillow failure inside the block
+    becomes :class:`ImageError` naming ``name`` and the reason."""
     try:
         with warnings.catch_warnings():
             # Pillow's DecompressionBombWarning becomes an error: refuse, don't decode.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 w, h = img.size
-                if w * h > settings.max_pixels:
+                if w * h > max_pixels:
                     raise ImageError(name, f"refused as a decompression bomb ({w}x{h} pixels, "
-                                           f"above the {settings.max_pixels}-pixel limit)")
-                if getattr(img, "is_animated", False):
-                    img.seek(0)
-                if draft_size and img.format == "JPEG":
-                    img.draft("RGB", (draft_size, draft_size))
-                img.load()
-                img = ImageOps.exif_transpose(img) or img
-                rgb = _to_rgb(img)
-                rgb.load()
+                                           f"above the {max_pixels}-pixel limit)")
+                yield img
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(name, f"refused as a decompression bomb ({exc})") from None
     except Image.UnidentifiedImageError:
         raise ImageError(name, "not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(name, f"corrupt or truncated image ({exc})") from None
+
+
+def decode(source: ImageSource, draft_size: int | None = None) -> Decoded:
+    """Reads ``source`` once, hashes and decodes it (see :func:`load_image`)."""
+    settings = get_settings()
+    data = _read(source, settings.max_file_bytes)
+    name = source_name(source)
+    with _opened(data, name, settings.max_pixels) as img:
+        if getattr(img, "is_animated", False):
+            img.seek(0)
+        if draft_size and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        rgb = _to_rgb(img)
+        rgb.load()
     if rgb.width < 1 or rgb.height < 1:
         raise ImageError(name, "image has no pixels")
     return Decoded(rgb, hashlib.sha256(data).hexdigest())
@@ -185,24 +195,9 @@ def check_header(source: ImageSource, max_pixels: int | None = None) -> tuple[in
     """(width, height) from the image header alone, or :class:`ImageError` when it
     is unreadable or above ``max_pixels`` (default: the setting); nothing is decoded."""
     settings = get_settings()
-    max_pixels = settings.max_pixels if max_pixels is None else max_pixels
     data = _read(source, settings.max_file_bytes)
-    name = source_name(source)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(name, f"refused as a decompression bomb ({exc})") from None
-    except Image.UnidentifiedImageError:
-        raise ImageError(name, "not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(name, f"corrupt or truncated image ({exc})") from None
-    if w * h > max_pixels:
-        raise ImageError(name, f"refused as a decompression bomb ({w}x{h} pixels, "
-                               f"above the {max_pixels}-pixel limit)")
-    return w, h
+    with _opened(data, source_name(source), settings.max_pixels if max_pixels is None else max_pixels) as img:
+        return img.size
 
 
 def load_image(source: ImageSource, draft_size: int | None = None) -> Image.Image:
