@@ -127,6 +127,17 @@ class LockedError(MimicryError):
         super().__init__(message)
 
 
+class BusyError(MimicryError):
+    """The service has as many requests in flight as it takes; try again later."""
+
+    code = "busy"
+    http_status = 503
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
 class NotCalibratedError(MimicryError):
     """The operation needs a calibrated index; run ``mimicry calibrate``."""
 
@@ -144,6 +155,7 @@ class BackboneError(MimicryError):
 
 __all__ = [
     "BackboneError",
+    "BusyError",
     "ConflictError",
     "CorruptIndexError",
     "ForbiddenError",

@@ -30,6 +30,7 @@ naming the variable.
 | ``scan_token`` | ``MIMICRY_SCAN_TOKEN`` | none | service: when set, scans need ``Authorization: Bearer`` it |
 | ``admin_token`` | ``MIMICRY_ADMIN_TOKEN`` | none | service: the administrator's token |
 | ``thumbnails`` | ``MIMICRY_THUMBNAILS`` | 1 | service: serve small JPEGs of registered works (0: off) |
+| ``inflight`` | ``MIMICRY_INFLIGHT`` | 32 | service: requests with images at once; more answer 503 |
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Settings:
     scan_token: str | None = None
     admin_token: str | None = None
     thumbnails: int = 1
+    inflight: int = 32
 
 
 #: setting name -> environment variable
@@ -96,12 +98,13 @@ ENVIRONMENT = {
     "scan_token": "MIMICRY_SCAN_TOKEN",
     "admin_token": "MIMICRY_ADMIN_TOKEN",
     "thumbnails": "MIMICRY_THUMBNAILS",
+    "inflight": "MIMICRY_INFLIGHT",
 }
 
 _PATHS = {"index", "home"}
 _INTS = {"min_samples", "max_samples", "top", "evidence", "batch_size", "checkpoint",
          "max_file_bytes", "max_pixels", "snapshot_retries", "upload_bytes", "request_bytes",
-         "request_files", "thumbnails"}
+         "request_files", "thumbnails", "inflight"}
 _FLOATS = {"fpr", "alpha", "lock_wait_s", "retry_after_s", "snapshot_retry_s"}
 
 

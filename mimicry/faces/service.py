@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mimicry import __version__
 from mimicry.errors import (
+    BusyError,
     ForbiddenError,
     ImageError,
     InputError,
@@ -165,7 +166,11 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     @app.middleware("http")
     async def _count(request: Request, call_next: Any) -> Response:
         start = time.perf_counter()
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        finally:
+            if getattr(request.state, "holds_slot", False):
+                inflight.release()
         route = getattr(request.scope.get("route"), "path", "unmatched")
         metrics.requests.labels(route, str(response.status_code)).inc()
         metrics.latency.labels(route).observe(time.perf_counter() - start)
@@ -204,10 +209,18 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         if not any(hmac.compare_digest(given, t.encode()) for t in ok):
             raise ForbiddenError("this token may not scan here")
 
+    inflight = threading.BoundedSemaphore(settings.inflight)
+    app.state.inflight = inflight
+
     async def uploads(request: Request) -> list[ImageBytes]:
         """The request's files (multipart field ``files``) as :class:`ImageBytes`,
         after every limit but the decode. Called after authorisation, so nobody
-        without a token makes the server read a body."""
+        without a token makes the server read a body; at most ``inflight``
+        requests hold images in memory at once (more answer 503)."""
+        if not inflight.acquire(blocking=False):
+            raise BusyError(f"{settings.inflight} requests with images are in flight; try again shortly",
+                            retry_after=settings.retry_after_s)
+        request.state.holds_slot = True
         try:
             form = await request.form(max_files=settings.request_files + 1, max_fields=16,
                                       max_part_size=1024 * 1024)

@@ -286,3 +286,21 @@ def test_errors_never_show_server_paths(service, calibrated_copy, demo):
     with holder.store.writer():
         r = client.post("/v1/artists", json={"name": "x"}, headers=AS_ADMIN)
     assert r.status_code == 503 and str(calibrated_copy) not in r.text
+
+
+def test_requests_with_images_beyond_the_inflight_cap_answer_503(service, demo):
+    _, _, out = demo
+    client = service(inflight=1)
+    photo = files_of([out / "unrelated" / "photo-04.png"])
+    assert client.post("/v1/scan", files=photo).status_code == 200  # the slot is given back
+    slot = client.app.state.inflight
+    assert slot.acquire(blocking=False)  # another request holds the only slot
+    try:
+        r = client.post("/v1/scan", files=photo)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "busy" and r.headers["Retry-After"]
+        assert client.get("/healthz").status_code == 200  # requests without images go on
+    finally:
+        slot.release()
+    assert client.post("/v1/scan", files=photo).status_code == 200
+    r = client.post("/v1/scan", files=[("files", ("x.txt", b"hello", "text/plain"))])
+    assert r.status_code == 415 and client.post("/v1/scan", files=photo).status_code == 200  # freed on errors too
