@@ -391,7 +391,9 @@ class StyleIndex:
 
     def calibrate(self, background: Sequence[ImageSource] | None = None, fpr: float | None = None,
                   batch_size: int | None = None, progress: ProgressFn | None = None) -> Calibration:
-        """Computes and stores per-artist thresholds at target rate ``fpr``.
+        """Computes and stores the calibration at image-level target rate ``fpr``
+        (:mod:`mimicry.calibration`): at most about ``fpr`` of images like the
+        background are flagged as anyone.
 
         Negatives: every other artist's works, plus ``background`` images
         (embedded once and kept in the index, so recalibration after a portfolio

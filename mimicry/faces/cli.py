@@ -191,7 +191,7 @@ def calibrate(
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
-    """Compute per-artist thresholds so that at most FPR of negatives are flagged."""
+    """Calibrate flags so that at most FPR of images by nobody registered are flagged (bring --background)."""
     _setup_logging(quiet)
     with _opened(index, device, verify=False) as ix:  # calibrate rewrites an unreadable calibration
         cal = ix.calibrate(background=background, fpr=fpr, progress=_progress(quiet))
