@@ -116,26 +116,27 @@ class CorruptIndexError(MimicryError):
     http_status = 500
 
 
-class LockedError(MimicryError):
-    """Another writer holds the index; try again later (``retry_after`` seconds)."""
+class RetryLaterError(MimicryError):
+    """Not now: the same request may succeed after ``retry_after`` seconds
+    (faces answer 503 with ``Retry-After``)."""
+
+    http_status = 503
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class LockedError(RetryLaterError):
+    """Another writer holds the index."""
 
     code = "locked"
-    http_status = 503
-
-    def __init__(self, message: str, retry_after: float = 1.0) -> None:
-        self.retry_after = retry_after
-        super().__init__(message)
 
 
-class BusyError(MimicryError):
-    """The service has as many requests in flight as it takes; try again later."""
+class BusyError(RetryLaterError):
+    """The service has as many requests in flight as it takes."""
 
     code = "busy"
-    http_status = 503
-
-    def __init__(self, message: str, retry_after: float = 1.0) -> None:
-        self.retry_after = retry_after
-        super().__init__(message)
 
 
 class NotCalibratedError(MimicryError):
@@ -169,6 +170,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PinMismatchError",
     "PortfolioError",
+    "RetryLaterError",
     "UnauthorizedError",
     "UnsupportedMediaError",
 ]

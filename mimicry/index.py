@@ -87,12 +87,12 @@ class StyleIndex:
         folder = Path(path)
         if Store.exists(folder):
             store = Store.open(folder)
-            spec = model if model != DEFAULT_MODEL else store.read_pin().model_spec
-            emb = embedder or load_embedder(spec, device)
+            pin = store.read_pin()
+            emb = embedder or load_embedder(model if model != DEFAULT_MODEL else pin.model_spec, device)
         else:
             emb = embedder or load_embedder(model, device)
             store = Store.create(folder, Pin.for_embedder(emb, model))
-        pin = store.read_pin()
+            pin = store.read_pin()  # another creator may have pinned it first
         try:
             pin.check(emb, folder)
         except PinMismatchError:
@@ -258,9 +258,8 @@ class StyleIndex:
                                      checkpoint=_count(checkpoint, s.checkpoint, "checkpoint"))
             report.warnings += self._refresh_calibration(w)
             if report.embedded or report.removed:
-                with w.change() as cat:
-                    cat.record(CLI.kind, None, "index", ",".join(sorted(works))[:1000],
-                               detail=f"embedded {report.embedded}, removed {report.removed}")
+                w.record(CLI.kind, None, "index", ",".join(sorted(works))[:1000],
+                         detail=f"embedded {report.embedded}, removed {report.removed}")
         if self._rebuilt is not None and self._rebuilt.rebuilt:
             report.rebuilt = True
             report.warnings[:0] = self._rebuilt.warnings
@@ -344,15 +343,13 @@ class StyleIndex:
 
             def record(cat, new_ids: list[int]) -> None:
                 known.update({a.path: wid for (a, _), wid in zip(add, new_ids)})
-                ids = [known[str(path)] for path, _ in stored]
-                cat.record(actor.kind, actor.artist, "add_works", name, detail=",".join(map(str, ids)),
-                           request_id=actor.request_id)
+                ids = ",".join(str(known[str(path)]) for path, _ in stored)
+                cat.record(actor.kind, actor.artist, "add_works", name, detail=ids, request_id=actor.request_id)
 
             if add:
                 w.commit(add, [], audit=record)
-            else:
-                with w.change() as cat:
-                    record(cat, [])
+            else:  # every image was there already: only the audit row is new
+                record(w, [])
             out = [known[str(path)] for path, _ in stored]
             self._refresh_calibration(w)
         return out
@@ -414,9 +411,8 @@ class StyleIndex:
                 w.set_background(bg, background_groups(ok, background))
             cal = calibrate_snapshot(w.snapshot(), rate)
             w.set_calibration(cal)
-            with w.change() as cat:
-                cat.record(CLI.kind, None, "calibrate", str(self.folder),
-                           detail=f"fpr {rate}, {cal.n_null} {cal.null_source} images")
+            w.record(CLI.kind, None, "calibrate", str(self.folder),
+                     detail=f"fpr {rate}, {cal.n_null} {cal.null_source} images")
         return cal
 
     # -- scanning -------------------------------------------------------------

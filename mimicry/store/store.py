@@ -36,7 +36,7 @@ from mimicry.errors import CorruptIndexError, NotAnIndexError
 from mimicry.settings import Settings, get_settings
 from mimicry.store import pin as pin_io
 from mimicry.store import vectors as vector_io
-from mimicry.store.catalogue import FOLDER, AuditEntry, Catalogue, Work
+from mimicry.store.catalogue import FOLDER, Catalogue, Work
 from mimicry.store.lock import WriteLock
 from mimicry.store.pin import Pin
 from mimicry.store.snapshot import Snapshot
@@ -256,14 +256,15 @@ class Writer:
         return vector_io.reconstruct(self._index, list(ids))
 
     @contextmanager
-    def _transaction(self) -> Iterator[Catalogue]:
-        """One transaction; the revision moves only when rows changed."""
+    def _transaction(self, affects_reads: bool = True) -> Iterator[Catalogue]:
+        """One transaction; the revision moves only when rows that readers
+        see changed (never for audit rows alone)."""
         cat = self.catalogue
         cat.begin()
         before = cat.db.total_changes
         try:
             yield cat
-            if cat.db.total_changes != before:
+            if affects_reads and cat.db.total_changes != before:
                 cat.bump_revision()
             cat.commit()
         except BaseException:
@@ -351,8 +352,11 @@ class Writer:
             yield cat
         self._reload()
 
-    def audit(self, after: int = 0, limit: int = 100) -> list[AuditEntry]:
-        return self.catalogue.audit(after, limit)
+    def record(self, actor: str, actor_artist: str | None, action: str, target: str,
+               detail: str = "", request_id: str | None = None) -> None:
+        """Appends one audit row on its own: no snapshot changes, so readers keep theirs."""
+        with self._transaction(affects_reads=False) as cat:
+            cat.record(actor, actor_artist, action, target, detail, request_id)
 
     def set_calibration(self, calibration: Calibration | None) -> None:
         with self._transaction() as cat:
