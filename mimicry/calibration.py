@@ -34,6 +34,7 @@ certified with at least ``ceil(3 / A)`` background images (300 for 1%): with
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -78,6 +79,7 @@ class Calibration:
     null_source: str = PORTFOLIO  # "background" or "portfolio"
     k: int = hubness.DEFAULT_K
     weight: float = hubness.DEFAULT_WEIGHT
+    calibrated_at: float = 0.0  # Unix time it was computed (0: unknown, an older index)
 
     @property
     def fpr(self) -> float:
@@ -117,22 +119,25 @@ class Calibration:
             "lengths": lengths, "negatives": flat.astype(np.float32), "null": self.null,
             "source": np.array([self.null_source], dtype=np.str_),
             "meta": np.array([self.target_rate, self.generation, self.n_background, self.flag_threshold,
-                              self.k, self.weight], dtype=np.float64),
+                              self.k, self.weight, self.calibrated_at], dtype=np.float64),
         }
 
     @staticmethod
     def from_arrays(z: dict[str, np.ndarray]) -> Calibration:
         bounds = np.cumsum(np.r_[0, z["lengths"]])
         negs = [z["negatives"][bounds[i]:bounds[i + 1]] for i in range(len(z["lengths"]))]
-        rate, gen, n_bg, thr, k, weight = z["meta"].tolist()
+        meta = z["meta"].tolist()
+        rate, gen, n_bg, thr, k, weight = meta[:6]
+        at = meta[6] if len(meta) > 6 else 0.0  # stored before the time was kept
         return Calibration([str(a) for a in z["artists"]], z["mu"], z["sigma"], negs, z["artist_r"],
                            z["null"], float(thr), float(rate), int(gen), int(n_bg), str(z["source"][0]),
-                           int(k), float(weight))
+                           int(k), float(weight), float(at))
 
     def to_dict(self) -> dict[str, Any]:
         """What ``mimicry calibrate --json`` prints."""
         return {
             "fpr": self.target_rate, "n_background": self.n_background, "generation": self.generation,
+            "calibrated_at": self.calibrated_at or None,
             "flag_threshold": self.flag_threshold, "promise": self.promise(),
             "hubness": {"k": self.k, "weight": self.weight},
             "artists": {a: {"mean": float(m), "std": float(sd), "negatives": len(n), "hubness": float(r)}
@@ -247,7 +252,8 @@ def calibrate(
         source = PORTFOLIO
     null = np.sort(null).astype(np.float32)
     return Calibration(artists, mu, sigma, negs, artist_r, null, _flag_threshold(null, target_rate),
-                       target_rate, generation, 0 if bg is None else len(bg), source, ref_k, weight)
+                       target_rate, generation, 0 if bg is None else len(bg), source, ref_k, weight,
+                       time.time())
 
 
 def calibrate_snapshot(snapshot: Snapshot, target_rate: float) -> Calibration:

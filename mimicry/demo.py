@@ -15,6 +15,7 @@ from typing import Callable
 
 from mimicry.backbones import Embedder
 from mimicry.index import StyleIndex
+from mimicry.report import model_report, scan_report, write_report
 from mimicry.synthetic import STYLES, make_dataset, paint, photo_like, scene
 from mimicry.results import ModelVerdict
 
@@ -83,6 +84,9 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
         results = ix.scan([data.imitations, data.unrelated], top=2)
         fine_tune = ix.scan_model([tuned])
         unrelated_model = ix.scan_model([unrelated])
+        info = ix.info()
+    write_report(scan_report(results, info, "mimicry demo"), out / "report-scan.html")
+    write_report(model_report(fine_tune, info, "mimicry demo"), out / "report-model.html")
 
     echo(f"{'image':<34} {'imitates':<14} {'flagged as':<14} {'nearest':<14} {'score':>6} {'fpr':>6}")
     top1 = right = photos = n_imi = 0
@@ -106,5 +110,6 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
         best = verdict.findings[0] if verdict.findings else None
         detail = f" (p={best.p_value:.1e} for {best.artist})" if best else ""
         echo(f"model verdict, {verdict.n_samples} {title}: imitates {who}{detail}")
+    echo(f"\nreports to look at: {out / 'report-scan.html'} and {out / 'report-model.html'}")
     return DemoResult(top1 / max(n_imi, 1), right / max(n_imi, 1), photos, fine_tune,
                       unrelated_model, tuned_artist)

@@ -33,8 +33,8 @@ from mimicry.embedding import embed_all, embed_images
 from mimicry.errors import ImageError, InputError
 from mimicry.images import expand_inputs, load_image
 from mimicry.portfolio import background_groups
-from mimicry.results import Skipped
-from mimicry.scoring import score
+from mimicry.results import Evidence, Skipped
+from mimicry.scoring import nearest, score
 from mimicry.store.snapshot import Snapshot
 from mimicry.verdict import (
     Judged,
@@ -49,6 +49,8 @@ from mimicry.vector_cache import embed_cached
 
 #: Set sizes of the model-level test; keys for 16 and 32 carry a suffix.
 SET_SIZES = (8, 16, 32)
+#: Misses kept for the report, and works shown beside each.
+N_MISSES, MISS_EVIDENCE = 10, 2
 METRIC_KEYS = ("top1", "top3", "auc", "tpr_at_1pct_fpr", "negatives_flagged", "imitations_flagged",
                "background_flagged", "set_auc", "imitation_sets_detected", "negative_sets_flagged",
                "set_auc_16", "imitation_sets_detected_16", "negative_sets_flagged_16",
@@ -63,6 +65,21 @@ class LabelledRow:
     path: Path
     role: str
     artist: str
+
+
+@dataclass(frozen=True)
+class Miss:
+    """One scanned image the verdict got wrong: an imitation not flagged as its
+    artist, or a negative flagged. ``nearest``: the works of its nearest
+    (raw-best) artist nearest to it."""
+
+    path: str
+    role: str  # "imitation" or "negative" (unregistered art counts as negative)
+    truth: str  # the artist imitated ("" for a negative)
+    best_artist: str
+    statistic: float
+    flagged_as: str | None
+    nearest: list[Evidence]
 
 
 @dataclass
@@ -82,6 +99,8 @@ class Evaluation:
     perturbations: dict[str, dict[str, float]] = field(default_factory=dict)
     scores: dict[str, list[float]] = field(default_factory=dict)
     promise: dict[str, Any] | None = None  # what the image-level flag rate rests on
+    threshold: float | None = None  # the image-level flag threshold (None: cannot flag)
+    misses: list[Miss] = field(default_factory=list)  # the worst misses, worst first (:data:`N_MISSES`)
 
     def to_dict(self) -> dict[str, Any]:
         """The flat object ``--json`` prints and ``metrics.json`` holds (a metric
@@ -224,6 +243,7 @@ def evaluate(
     heldout_background: Sequence[str | Path] | None = None,
     cache: str | Path | None = None,
     sets: int = 200,
+    command: str = "",
 ) -> Evaluation:
     """Runs the evaluation of a labelled set (see README, "Accuracy").
 
@@ -232,7 +252,8 @@ def evaluate(
     by sub-folder (artist), seeded, and the other half is held out to measure
     ``background_flagged``. ``cache``: a folder for :mod:`mimicry.vector_cache`
     (None: embed everything). ``sets``: sets of each size drawn for the
-    model-level metrics. With ``out``, writes ``metrics.json`` and ``roc.png``.
+    model-level metrics. With ``out``, writes ``metrics.json``, ``roc.png`` and
+    ``report.html`` (headed by ``command``, the command that made it).
     """
     rows = read_labelled(manifest)
     embedder = embedder or load_embedder(model, device)
@@ -300,17 +321,20 @@ def evaluate(
     def metrics_for(qvecs: np.ndarray) -> tuple[dict, dict]:
         return _metrics(judged(qvecs), cal, roles, truth, seed, held, sets)
 
-    metrics, scores = metrics_for(np.stack([vecs[p] for p in q_paths]))
+    qvecs = np.stack([vecs[p] for p in q_paths])
+    clean = judged(qvecs)
+    metrics, scores = _metrics(clean, cal, roles, truth, seed, held, sets)
     result = Evaluation(metrics, len(portfolio), int((roles == "imitation").sum()),
                         int((roles != "imitation").sum()), skipped, sorted(unreg), fpr, {}, scores,
-                        cal.promise())
+                        cal.promise(), cal.flag_threshold if cal.can_flag else None,
+                        worst_misses(snapshot, clean, qvecs, roles, truth, q_paths))
     if perturb:
         for name, fn in PERTURBATIONS.items():
             pv = _embed_perturbed(embedder, q_paths, fn)
             m, _ = metrics_for(np.stack([pv.get(p, vecs[p]) for p in q_paths]))
             result.perturbations[name] = m
     if out is not None:
-        write_outputs(result, out)
+        write_outputs(result, out, command)
     return result
 
 
@@ -351,6 +375,35 @@ def _metrics(j: Judged, cal: Calibration, roles: np.ndarray, truth: np.ndarray, 
     return res, {"imitation": stat[imi].tolist(), "negative": stat[neg].tolist()}
 
 
+def worst_misses(snapshot: Snapshot, j: Judged, qvecs: np.ndarray, roles: np.ndarray,
+                 truth: np.ndarray, paths: Sequence[Path], n: int = N_MISSES) -> list[Miss]:
+    """The ``n`` imitations not flagged as their artist with the lowest
+    statistic and negatives flagged with the highest, worst (furthest on the
+    wrong side of the other kind) first: interleaved by rank within each kind."""
+    names = np.asarray(snapshot.artists)
+    verdicts = image_verdicts(j)
+    flagged_as = np.where(verdicts >= 0, names[np.maximum(verdicts, 0)], "")
+    imi = roles == "imitation"
+    missed = np.flatnonzero(imi & (flagged_as != truth))
+    missed = missed[np.argsort(j.statistic[missed], kind="stable")]
+    false = np.flatnonzero(~imi & (verdicts >= 0))
+    false = false[np.argsort(-j.statistic[false], kind="stable")]
+    order: list[int] = []
+    for a, b in zip(list(missed[:n]) + [None] * n, list(false[:n]) + [None] * n):
+        order += [int(x) for x in (b, a) if x is not None]
+    order = order[:n]
+    if not order:
+        return []
+    sims = score(snapshot, qvecs[order]).sims
+    out = []
+    for row, i in enumerate(order):
+        best = int(j.best[i])
+        out.append(Miss(str(paths[i]), "imitation" if imi[i] else "negative", str(truth[i]) if imi[i] else "",
+                        str(names[best]), float(j.statistic[i]), str(flagged_as[i]) or None,
+                        nearest(snapshot, sims[row], best, MISS_EVIDENCE)))
+    return out
+
+
 def _subset(j: Judged, rows: np.ndarray) -> Judged:
     return Judged(j.raw[rows], j.corrected[rows], j.statistic[rows], j.best[rows], j.image_p[rows],
                   j.flagged[rows])
@@ -389,8 +442,9 @@ def _set_metrics(j: Judged, cal: Calibration, imi: np.ndarray, neg: np.ndarray,
             "negative_sets_flagged": false_flags / n_sets}
 
 
-def write_outputs(result: Evaluation, out: str | Path) -> Path:
-    """``metrics.json`` (:meth:`Evaluation.to_dict`) and ``roc.png`` under ``out``."""
+def write_outputs(result: Evaluation, out: str | Path, command: str = "") -> Path:
+    """``metrics.json`` (:meth:`Evaluation.to_dict`), ``roc.png`` and ``report.html``
+    (:func:`mimicry.report.evaluation_report`) under ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -415,4 +469,7 @@ def write_outputs(result: Evaluation, out: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(out / "roc.png", dpi=100)
     plt.close(fig)
+    from mimicry.report import evaluation_report, write_report
+
+    write_report(evaluation_report(result, command), out / "report.html")
     return out / "metrics.json"

@@ -167,7 +167,7 @@ class StyleIndex:
             pin.dim, pin.schema_version, pin.package_version, counts, len(snap.work_ids),
             snap.generation, snap.calibration_state, None if cal is None else cal.target_rate,
             0 if cal is None else cal.n_background, None if cal is None else cal.promise(),
-            snap.warnings(),
+            snap.warnings(), (cal.calibrated_at or None) if cal is not None else None,
         )
 
     def artists(self) -> list[str]:

@@ -71,6 +71,10 @@ class Match:
     above the artist's negatives, ``flagged`` says whether it passes the artist's
     threshold, and ``p_value`` is the share of the artist's negatives scoring at
     least as high (printed as ``fpr`` too, its older name); otherwise all three are None.
+    ``flag_at`` is the flag line on the raw scale: the similarity at which this
+    image would be flagged as this artist, were the artist its nearest (the
+    image-level threshold plus this image's and artist's hubness correction;
+    None when uncalibrated or when the calibration cannot flag).
     """
 
     artist: str
@@ -79,6 +83,7 @@ class Match:
     normalised: float | None = None
     flagged: bool | None = None
     p_value: float | None = None
+    flag_at: float | None = None
 
     @property
     def fpr(self) -> float | None:
@@ -89,7 +94,7 @@ class Match:
         return {"artist": self.artist, "score": self.score,
                 "evidence": [e.to_dict(paths) for e in self.evidence],
                 "normalised": self.normalised, "flagged": self.flagged,
-                "fpr": self.p_value, "p_value": self.p_value}
+                "fpr": self.p_value, "p_value": self.p_value, "flag_at": self.flag_at}
 
 
 @dataclass(frozen=True)
@@ -163,9 +168,14 @@ class ModelVerdict:
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     promise: dict[str, Any] | None = None  # the calibration the test rests on
+    samples: list[str] = field(default_factory=list)  # every sample judged, in input order
+
+    def supported_by(self) -> dict[str, str]:
+        """Each supporting sample's name and the artist it supports."""
+        return {s: f.artist for f in self.findings for s in f.samples}
 
     def to_dict(self, paths: bool = True) -> dict[str, Any]:
-        return {"n_samples": self.n_samples, "alpha": self.alpha, "artists": list(self.artists),
+        return {"n_samples": self.n_samples, "samples": list(self.samples), "alpha": self.alpha, "artists": list(self.artists),
                 "findings": [f.to_dict(paths) for f in self.findings],
                 "skipped": [asdict(s) for s in self.skipped], "promise": self.promise,
                 "warnings": list(self.warnings)}
@@ -192,6 +202,7 @@ class IndexInfo:
     n_background: int = 0
     promise: dict[str, Any] | None = None  # what the image-level flag rate rests on
     warnings: list[str] = field(default_factory=list)
+    calibrated_at: float | None = None  # when the calibration was made (Unix time; None: unknown)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -199,7 +199,8 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
     lo, hi = sample_range
     if not lo <= len(names) <= hi:
         warnings.append(f"{len(names)} samples; the test is designed for {lo} to {hi}")
-    return ModelVerdict(len(names), alpha, verdict, findings, list(skipped), warnings, cal.promise())
+    return ModelVerdict(len(names), alpha, verdict, findings, list(skipped), warnings, cal.promise(),
+                        list(names))
 
 
 def _evidence_rows(snapshot: Snapshot, rows: np.ndarray, sims: np.ndarray) -> list:
@@ -240,6 +241,7 @@ def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: i
     n_artists = raw.shape[1]
     z = np.full(raw.shape, np.nan)
     p = np.full(raw.shape, np.nan)
+    flag_at = np.full(raw.shape, np.nan)
     calibrated = np.zeros(n_artists, dtype=bool)
     verdict = np.full(len(raw), -1)
     image_p: np.ndarray | None = None
@@ -249,6 +251,8 @@ def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: i
         judged = judge_aligned(snapshot, aligned, raw, queries)
         z[:, aligned.columns] = cal.normalise(judged.corrected)
         p[:, aligned.columns] = cal.p_values(judged.corrected)
+        # corrected = raw - correction, so an image passes where raw > threshold + correction
+        flag_at[:, aligned.columns] = cal.flag_threshold + (judged.raw - judged.corrected)
         calibrated[aligned.columns] = True
         v = image_verdicts(judged)
         verdict = np.where(v >= 0, aligned.columns[np.maximum(v, 0)], -1)
@@ -261,8 +265,10 @@ def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: i
                 continue
             ev = nearest(snapshot, scores.sims[q], int(j), evidence)
             if calibrated[j]:
+                line = float(flag_at[q, j])
                 matches.append(Match(snapshot.artists[j], float(raw[q, j]), ev, float(z[q, j]),
-                                     bool(j == verdict[q]), float(p[q, j])))
+                                     bool(j == verdict[q]), float(p[q, j]),
+                                     line if np.isfinite(line) else None))
             else:
                 matches.append(Match(snapshot.artists[j], float(raw[q, j]), ev))
         out.append((matches, snapshot.artists[verdict[q]] if verdict[q] >= 0 else None,

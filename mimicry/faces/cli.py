@@ -100,6 +100,28 @@ def _progress(quiet: bool) -> Optional[Callable[[str, int, int], None]]:
     return update
 
 
+def _command() -> str:
+    """The command line that is running, as a shell would take it back (for reports)."""
+    import shlex
+
+    return shlex.join(["mimicry", *sys.argv[1:]])
+
+
+REPORT_OPT = typer.Option(None, "--report", help="Also write a self-contained HTML report to this file.")
+
+
+def _write_report(path: Optional[Path], render: Callable[[], str]) -> None:
+    if path is None:
+        return
+    from mimicry.report import write_report
+
+    try:
+        write_report(render(), path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
+    typer.echo(f"report written to {path}", err=True)
+
+
 def _warn(lines: List[str]) -> None:
     for line in lines:
         typer.echo(f"mimicry: warning: {line}", err=True)
@@ -148,14 +170,18 @@ def scan(
     evidence: Optional[int] = typer.Option(None, min=1, help=f"Nearest works to show per artist (default {DEFAULTS.evidence})."),
     batch_size: Optional[int] = BATCH_OPT,
     device: Optional[str] = DEVICE_OPT,
+    report: Optional[Path] = REPORT_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
     """Score images against every registered artist, with the nearest works as evidence."""
+    from mimicry.report import scan_report
+
     _setup_logging(quiet)
     with _opened(index, device) as ix:
         results = ix.scan(images, top=top, evidence=evidence, batch_size=batch_size,
                           progress=_progress(quiet))
+        info = ix.info()
     if not results:
         _fail("no images found in " + ", ".join(map(str, images)))
     for r in results:
@@ -176,6 +202,8 @@ def scan(
     if promise and not promise["certified"] and not as_json:
         _warn([f"flags rest on {promise['negatives']} {promise['source']} images: the {promise['fpr']:.1%} "
                f"rate is not certified (calibrate with at least {promise['needed']} background images)"])
+    with _errors():  # after the results are out: a report that cannot be written loses nothing else
+        _write_report(report, lambda: scan_report(results, info, _command()))
     if all(r.error for r in results):
         raise typer.Exit(2)
     if any(r.artist for r in results):
@@ -213,13 +241,17 @@ def scan_model(
     index: Optional[Path] = INDEX_OPT,
     alpha: Optional[float] = typer.Option(None, help=f"Significance level of the verdict (default {DEFAULTS.alpha}, $MIMICRY_ALPHA)."),
     device: Optional[str] = DEVICE_OPT,
+    report: Optional[Path] = REPORT_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
     """Verdict on a fine-tuned model from 8-200 of its samples: which artist, if any, it imitates."""
+    from mimicry.report import model_report
+
     _setup_logging(quiet)
     with _opened(index, device) as ix:
         verdict = ix.scan_model(samples, alpha=alpha, progress=_progress(quiet))
+        info = ix.info()
     _warn(verdict.warnings)
     if as_json:
         _emit(verdict.to_dict())
@@ -230,6 +262,8 @@ def scan_model(
             typer.echo(f"  {f.artist:<28} p={f.p_value:.2e}  {f.supporting}/{verdict.n_samples} samples "
                        f"at fpr <= {f.level:.0%} ({f.flagged} flagged)  "
                        f"nearest works: {', '.join(Path(w.path).name for w in f.nearest_works)}")
+    with _errors():
+        _write_report(report, lambda: model_report(verdict, info, _command()))
     if verdict.artists:
         raise typer.Exit(1)
 
@@ -280,7 +314,7 @@ def remove(
 def evaluate(
     manifest: Path = typer.Argument(..., help="CSV with path, role, artist columns."),
     model: str = MODEL_OPT,
-    out: Optional[Path] = typer.Option(None, help="Folder for metrics.json and roc.png."),
+    out: Optional[Path] = typer.Option(None, help="Folder for metrics.json, roc.png and report.html."),
     unregistered: int = typer.Option(0, help="Move N artists out of the portfolio; their art becomes negatives."),
     seed: int = typer.Option(0, help="Seed for --unregistered and set sampling."),
     perturb: bool = typer.Option(False, help="Repeat the scan under JPEG, downscale, noise, crop and flip."),
@@ -299,7 +333,7 @@ def evaluate(
                               seed=seed, perturb=perturb, fpr=s.fpr if fpr is None else fpr,
                               batch_size=s.batch_size, out=out, background=background,
                               heldout_background=heldout_background,
-                              cache=s.home / "cache" if cache else None)
+                              cache=s.home / "cache" if cache else None, command=_command())
     if as_json:
         _emit(result.to_dict())
         return

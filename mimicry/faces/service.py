@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -100,6 +100,19 @@ class _LimitBody:
             return message
 
         await self.app(scope, counted, send)
+
+
+def wants_html(request: Request) -> bool:
+    """Whether the client asks for the HTML report (``Accept: text/html`` before
+    any JSON type); JSON stays the default."""
+    accept = request.headers.get("accept", "").lower()
+    html, json_ = accept.find("text/html"), accept.find("application/json")
+    return html >= 0 and (json_ < 0 or html < json_)
+
+
+#: OpenAPI note on the endpoints that can answer with a report.
+HTML_TOO = {200: {"content": {"text/html": {}},
+                  "description": "JSON; with `Accept: text/html`, the self-contained HTML report."}}
 
 
 def _error_response(exc: MimicryError, folder: Path | None = None) -> JSONResponse:
@@ -254,20 +267,29 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
                 "recipe": info.recipe, "artists": len(info.artists), "works": info.works,
                 "calibration": info.calibration, "promise": info.promise}
 
-    @app.post("/v1/scan")
-    async def scan(request: Request) -> dict[str, Any]:
+    @app.post("/v1/scan", response_model=None, responses=HTML_TOO)
+    async def scan(request: Request) -> dict[str, Any] | HTMLResponse:
         """Scans one or more images (multipart field ``files``, repeatable):
-        per image what ``mimicry scan --json`` prints, evidence without paths."""
+        per image what ``mimicry scan --json`` prints, evidence without paths;
+        with ``Accept: text/html``, the HTML report instead (work thumbnails
+        only when the service shows thumbnails)."""
         authorise_scan(request)
         images = await uploads(request)
         results = await run_in_threadpool(infer, ix.scan, images)
         metrics.scanned.inc(len(results))
         metrics.flags.inc(sum(r.artist is not None for r in results))
+        if wants_html(request):
+            from mimicry.report import scan_report
+
+            return HTMLResponse(await run_in_threadpool(
+                scan_report, results, ix.info(), f"POST /v1/scan ({len(images)} images)", images,
+                settings.thumbnails, False))
         return {"results": [r.to_dict(paths=False) for r in results]}
 
-    @app.post("/v1/scan-model")
-    async def scan_model(request: Request) -> dict[str, Any]:
-        """The model-level verdict on 8-200 samples of one model, as ``mimicry scan-model --json``."""
+    @app.post("/v1/scan-model", response_model=None, responses=HTML_TOO)
+    async def scan_model(request: Request) -> dict[str, Any] | HTMLResponse:
+        """The model-level verdict on 8-200 samples of one model, as ``mimicry scan-model --json``;
+        with ``Accept: text/html``, the HTML report instead."""
         authorise_scan(request)
         images = await uploads(request)
         if not settings.min_samples <= len(images) <= settings.max_samples:
@@ -276,6 +298,12 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         verdict = await run_in_threadpool(infer, ix.scan_model, images)
         metrics.scanned.inc(verdict.n_samples)
         metrics.flags.inc(bool(verdict.artists))
+        if wants_html(request):
+            from mimicry.report import model_report
+
+            return HTMLResponse(await run_in_threadpool(
+                model_report, verdict, ix.info(), f"POST /v1/scan-model ({len(images)} samples)", images,
+                settings.thumbnails, False))
         return verdict.to_dict(paths=False)
 
     @app.get("/v1/artists")

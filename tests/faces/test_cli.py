@@ -169,7 +169,32 @@ def test_evaluate_prints_the_table_and_json(tmp_path, cli):
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     r = cli("evaluate", str(tmp_path / "m.csv"))
     assert r.exit_code == 0 and "top1" in r.stdout and "genuine 8, imitation 4, negative 2" in r.stdout
-    d = json.loads(cli("evaluate", str(tmp_path / "m.csv"), "--json").stdout)
+    d = json.loads(cli("evaluate", str(tmp_path / "m.csv"), "--json", "--out", str(tmp_path / "out")).stdout)
     assert d["n_genuine"] == 8 and "roc" not in d and "scores" not in d
+    assert "<th scope=\"row\">top1</th>" in (tmp_path / "out" / "report.html").read_text()
     r = cli("evaluate", str(tmp_path / "nowhere.csv"))
     assert r.exit_code == 2 and "cannot read the manifest" in r.stderr
+
+
+def test_reports_from_scan_scan_model_and_evaluate(calibrated_copy, demo, cli, tmp_path, monkeypatch):
+    """``--report`` writes the HTML report headed by the command that made it;
+    one that cannot be written exits 2 naming the file, after the results."""
+    res, _, out = demo
+    ix = str(calibrated_copy)
+    target = res.fine_tuned_artist
+    image = str(out / "imitations" / f"imitation-of-{target}-1.png")
+    argv = ["mimicry", "scan", image, "--index", ix, "--report", str(tmp_path / "scan.html")]
+    monkeypatch.setattr(sys, "argv", argv)
+    r = cli(*argv[1:])
+    html = (tmp_path / "scan.html").read_text()
+    assert r.exit_code == 1 and f"Flagged as <strong>{target}</strong>" in html
+    assert f"mimicry scan {image} --index {ix} --report" in html
+
+    r = cli("scan-model", str(out / "samples-fine-tune"), "--index", ix, "--report", str(tmp_path / "m.html"))
+    assert r.exit_code == 1 and f"Imitates <strong>{target}</strong>" in (tmp_path / "m.html").read_text()
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    r = cli("scan", image, "--index", ix, "--json", "-q", "--report", str(blocked / "r.html"))
+    assert r.exit_code == 2 and json.loads(r.stdout)["artist"] == target  # the result still printed
+    assert f"{blocked / 'r.html'}: cannot write the report" in r.stderr

@@ -304,3 +304,30 @@ def test_requests_with_images_beyond_the_inflight_cap_answer_503(service, demo):
     assert client.post("/v1/scan", files=photo).status_code == 200
     r = client.post("/v1/scan", files=[("files", ("x.txt", b"hello", "text/plain"))])
     assert r.status_code == 415 and client.post("/v1/scan", files=photo).status_code == 200  # freed on errors too
+
+
+def test_scan_and_scan_model_answer_html_reports_on_request(service, demo):
+    """``Accept: text/html`` gets the same report the CLI writes: uploads and
+    works embedded, no server path; thumbnails off shows no work image; JSON
+    stays the default."""
+    res, _, out = demo
+    target = res.fine_tuned_artist
+    files = files_of([out / "imitations" / f"imitation-of-{target}-1.png"])
+    client = service()
+    r = client.post("/v1/scan", files=files, headers={"Accept": "text/html,application/xhtml+xml"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    html = r.text
+    assert f"Flagged as <strong>{target}</strong>" in html and "POST /v1/scan (1 images)" in html
+    assert html.count("<img ") == 1 + 3 and str(out) not in html and "/tmp" not in html
+    assert client.post("/v1/scan", files=files).json()["results"][0]["artist"] == target
+    r = client.post("/v1/scan", files=files, headers={"Accept": "application/json, text/html"})
+    assert r.json()["results"][0]["artist"] == target  # JSON first: JSON
+
+    no_thumbs = service(thumbnails=False)
+    html = no_thumbs.post("/v1/scan", files=files, headers={"Accept": "text/html"}).text
+    assert html.count("<img ") == 1 and "image not shown" in html  # the upload only
+
+    samples = files_of(sorted((out / "samples-fine-tune").glob("*.png")))
+    r = client.post("/v1/scan-model", files=samples, headers={"Accept": "text/html"})
+    assert r.status_code == 200 and f"Imitates <strong>{target}</strong>" in r.text
+    assert r.text.count('class="sample"') == len(samples) and str(out) not in r.text

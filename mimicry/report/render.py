@@ -1,0 +1,205 @@
+"""Builds each report's context from API results and renders its template.
+
+Promises: the HTML is self-contained (images and plots are ``data:`` URIs,
+the stylesheet is inlined, no scripts); with ``paths=False`` no file path
+appears in it (works are named by id and sha256, as the service names them).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from mimicry import __version__
+from mimicry.images import ImageBytes, ImageSource
+from mimicry.report.thumbs import Thumbnails
+from mimicry.results import Evidence, IndexInfo, ModelVerdict, ScanResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from jinja2 import Environment
+
+    from mimicry.evaluate import Evaluation
+
+HERE = Path(__file__).parent
+#: Thumbnail sides in a scan report: the scanned image, and evidence works.
+QUERY_SIDE, WORK_SIDE = 200, 128
+
+#: Outline colours of the artists a model's samples support (colour-blind-safe
+#: Okabe-Ito order); every outline is labelled with the name as well.
+PALETTE = ("#d55e00", "#0072b2", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#7a5c00", "#000000")
+
+
+@lru_cache(maxsize=1)
+def _env() -> "Environment":
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["j2"]),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = lambda v, f=".3f": "n/a" if v is None or v != v else format(v, f)
+    env.filters["pct"] = lambda v: "n/a" if v is None or v != v else f"{v:.1%}"
+    env.filters["pval"] = _p
+    return env
+
+
+def _p(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.2e}" if v < 1e-3 else f"{v:.4f}".rstrip("0").rstrip(".") if v < 1 else "1"
+
+
+def _when(ts: float | None) -> str | None:
+    return None if not ts else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _css() -> str:
+    return (HERE / "static" / "report.css").read_text(encoding="utf-8")
+
+
+def _header(title: str, info: IndexInfo | None, command: str) -> dict[str, Any]:
+    index = None
+    if info is not None:
+        recipe = info.recipe or {}
+        p = info.promise or {}
+        index = {"backbone": info.backbone_id, "model_spec": info.model_spec,
+                 "recipe": f"v{recipe.get('version', '?')}: {recipe.get('descriptor', '')}".strip(),
+                 "artists": len(info.artists), "works": info.works, "calibration": info.calibration,
+                 "calibrated_at": _when(info.calibrated_at), "fpr": info.fpr,
+                 "negatives": p.get("negatives"), "source": p.get("source"),
+                 "certified": p.get("certified"), "needed": p.get("needed")}
+    return {"title": title, "index": index, "command": command, "css": _css(), "version": __version__,
+            "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _label(e: Evidence, paths: bool) -> str:
+    return Path(e.path).name if paths and e.path else f"work #{e.work_id}"
+
+
+def _evidence(e: Evidence, thumbs: Thumbnails, works: bool, paths: bool) -> dict[str, Any]:
+    return {"label": _label(e, paths), "artist": e.artist, "similarity": e.similarity,
+            "sha": e.sha256[:12], "thumb": thumbs.uri(e.path) if works and e.path else None}
+
+
+def _name(source: ImageSource | str) -> str:
+    return source.name if isinstance(source, ImageBytes) else str(source)
+
+
+def scan_report(results: Sequence[ScanResult], info: IndexInfo | None = None, command: str = "",
+                sources: Sequence[ImageSource] | None = None, works: bool = True,
+                paths: bool = True) -> str:
+    """The HTML report of a scan. ``sources``: the scanned images in result
+    order (default: each result's ``image`` read as a path); ``works``: embed
+    the evidence works' thumbnails; ``paths``: name files by path (False: by
+    upload name and work id only)."""
+    thumbs, small = Thumbnails(QUERY_SIDE), Thumbnails(WORK_SIDE)
+    srcs = list(sources) if sources is not None else [Path(r.image) for r in results]
+    items = []
+    for r, src in zip(results, srcs):
+        # Pictures for the nearest artist's works (the one a flag is about); the
+        # other artists' evidence is listed by name, so 200 images stay a few MB.
+        matches = [{"artist": m.artist, "score": m.score, "flag_at": m.flag_at, "flagged": bool(m.flagged),
+                    "p_value": m.p_value,
+                    "evidence": [_evidence(e, small, works and rank == 0, paths) for e in m.evidence]}
+                   for rank, m in enumerate(r.matches)]
+        items.append({"name": Path(r.image).name, "full": r.image if paths else "",
+                      "thumb": thumbs.uri(src) if r.error is None else None, "error": r.error,
+                      "artist": r.artist, "image_p": r.image_p_value, "matches": matches,
+                      "calibrated": r.promise is not None})
+    promise = next((r.promise for r in results if r.promise), None)
+    warnings = next((r.warnings for r in results if r.warnings), [])
+    ctx = _header("mimicry scan report", info, command)
+    ctx.update(items=items, promise=promise, warnings=warnings,
+               flagged=sum(1 for r in results if r.artist), errors=sum(1 for r in results if r.error))
+    return _env().get_template("scan.html.j2").render(**ctx)
+
+
+def model_report(verdict: ModelVerdict, info: IndexInfo | None = None, command: str = "",
+                 sources: Sequence[ImageSource] | None = None, works: bool = True,
+                 paths: bool = True) -> str:
+    """The HTML report of a model-level verdict: the verdict and what its
+    p-value means, a per-artist summary, every sample outlined by the artist it
+    supports, and each supporting sample beside its nearest work. ``sources``:
+    the samples (default: ``verdict.samples`` read as paths)."""
+    thumbs = Thumbnails()
+    by_name: dict[str, ImageSource] = {}
+    for s in (sources if sources is not None else [Path(n) for n in verdict.samples]):
+        by_name.setdefault(_name(s), s)
+    colours = {f.artist: PALETTE[i % len(PALETTE)] for i, f in enumerate(verdict.findings)}
+    supports = verdict.supported_by()
+
+    def sample(name: str) -> dict[str, Any]:
+        return {"name": Path(name).name, "thumb": thumbs.uri(by_name.get(name)),
+                "artist": supports.get(name), "colour": colours.get(supports.get(name, ""), "")}
+
+    findings = [{"artist": f.artist, "p_value": f.p_value, "level": f.level, "supporting": f.supporting,
+                 "flagged": f.flagged, "colour": colours[f.artist], "imitated": f.artist in verdict.artists,
+                 "pairs": [{"sample": sample(p.sample), "p_value": p.p_value,
+                            "work": _evidence(p.nearest, thumbs, works, paths)} for p in f.pairs]}
+                for f in verdict.findings]
+    best = verdict.findings[0] if verdict.findings else None
+    ctx = _header("mimicry model report", info, command)
+    ctx.update(verdict=verdict, findings=findings, samples=[sample(n) for n in verdict.samples],
+               sentence=_model_sentence(verdict), best=best,
+               skipped=[{"name": Path(s.path).name, "reason": s.reason}
+                        for s in verdict.skipped])
+    return _env().get_template("model.html.j2").render(**ctx)
+
+
+def _model_sentence(v: ModelVerdict) -> str:
+    """What the verdict's p-value means, in one plain sentence."""
+    if not v.findings:
+        return (f"None of the {v.n_samples} samples is closer to a registered artist than art by "
+                f"nobody registered usually is: no evidence of imitation.")
+    f = v.findings[0]
+    odds = f"about once in {1 / f.p_value:,.0f}" if f.p_value >= 1e-6 else "less than once in a million"
+    if v.artists:
+        return (f"{f.supporting} of {v.n_samples} samples are as close to {f.artist}'s work as only "
+                f"{f.level:.0%} of art by unregistered artists is to any registered artist; samples of a model imitating nobody "
+                f"registered would show evidence this strong for some artist {odds} tries "
+                f"(p = {_p(f.p_value)}, below the significance level {v.alpha:g}).")
+    return (f"The strongest evidence, {f.supporting} of {v.n_samples} samples near {f.artist} "
+            f"(p = {_p(f.p_value)}), is above the significance level {v.alpha:g}: a model imitating "
+            f"nobody registered shows evidence this strong {odds} tries, so no artist is named.")
+
+
+def evaluation_report(evaluation: "Evaluation", command: str = "", paths: bool = True) -> str:
+    """The HTML report of an evaluation: metrics, ROC curve, score
+    distributions with the flag threshold, and the worst misses beside their
+    nearest works."""
+    from mimicry.report.plots import distribution_svg, roc_svg
+
+    thumbs = Thumbnails()
+    e = evaluation
+    rows = [{"metric": k, "clean": v, "perturbed": [per[p] for p in e.perturbations]}
+            for k, v, per in e.table()]
+    misses = [{"name": Path(m.path).name if paths else "", "role": m.role, "truth": m.truth,
+               "best": m.best_artist, "statistic": m.statistic, "flagged_as": m.flagged_as,
+               "thumb": thumbs.uri(m.path),
+               "nearest": [_evidence(w, thumbs, True, paths) for w in m.nearest]} for m in e.misses]
+    ctx = _header("mimicry evaluation report", None, command)
+    ctx.update(rows=rows, perturbations=list(e.perturbations), e=e, misses=misses,
+               threshold=e.threshold,
+               roc=roc_svg(e.scores.get("imitation", []), e.scores.get("negative", []), e.metrics.get("auc")),
+               dist=distribution_svg(e.scores.get("imitation", []), e.scores.get("negative", []), e.threshold))
+    return _env().get_template("evaluation.html.j2").render(**ctx)
+
+
+def write_report(html: str, path: str | Path) -> Path:
+    """Writes ``html`` to ``path`` atomically (a temporary file renamed over it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a report is a document to share, not a secret
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(html)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

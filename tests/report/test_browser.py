@@ -1,0 +1,67 @@
+"""The three reports in headless Chromium, at a phone's and a desktop's width:
+the live page shows the verdict, every image decodes, the evidence is all
+there, nothing loads from the network, the page never scrolls sideways, and
+the keyboard reaches the content first. Skips (with the reason) without
+Chromium, except under ``CI=true``."""
+
+from __future__ import annotations
+
+import pytest
+
+from browser import browser, chromium_or_skip, full_screenshot, page_facts
+from reports import LONG, big_verdict, demo_evaluation, demo_model, demo_scan, many_samples
+
+pytestmark = pytest.mark.slow
+WIDTHS = (390, 1280)
+
+
+@pytest.fixture(scope="module")
+def reports(demo, default_embedder, tmp_path_factory):
+    """name -> (path, expected verdicts, expected evidence images, expected samples)."""
+    chromium_or_skip()
+    from mimicry.report import model_report, write_report
+
+    root = tmp_path_factory.mktemp("reports")
+    scan_html, results = demo_scan(demo, default_embedder)
+    model_html, verdict = demo_model(demo, default_embedder)
+    eval_path, evaluation = demo_evaluation(demo, default_embedder, root / "eval")
+    _, _, out = demo
+    big = big_verdict(many_samples(root / "samples"), sorted((out / "portfolios").rglob("*.png")))
+    return {
+        "scan": (write_report(scan_html, root / "scan.html"),
+                 [("flagged", f"Flagged as {results[0].artist}"), ("flagged", "Flagged as"), ("clear", "No known artist")],
+                 sum(len(r.matches[0].evidence) for r in results), 0),
+        "model": (write_report(model_html, root / "model.html"),
+                  [("flagged", f"Imitates {verdict.artists[0]}")], 2 * verdict.findings[0].supporting,
+                  verdict.n_samples),
+        "model-200": (write_report(model_report(big, None, "x"), root / "big.html"),
+                      [("flagged", f"Imitates {LONG}")], 2 * 150, 200),
+        "evaluation": (eval_path, [], 3 * len(evaluation.misses), 0),
+    }
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("name", ["scan", "model", "model-200", "evaluation"])
+def test_report_in_chromium(reports, name, width, tmp_path):
+    path, verdicts, evidence, samples = reports[name]
+    with browser(width) as driver:
+        facts = page_facts(driver, path)
+        assert facts["client_width"] == width
+        assert facts["scroll_width"] <= facts["client_width"], "the page scrolls sideways"
+        assert facts["images"] > 0 and facts["undecoded"] == [], facts["undecoded"]
+        assert facts["no_alt"] == 0 and facts["external"] == []
+        assert facts["evidence"] == evidence and facts["samples"] == samples
+        shown = facts["verdicts"]
+        assert len(shown) == len(verdicts)
+        for (kind, text), (got_kind, got_text) in zip(verdicts, shown):
+            assert got_kind == kind and got_text.startswith(text), (got_kind, got_text)
+        # Keyboard: the first Tab lands on the skip link, which leads to the findings.
+        from selenium.webdriver.common.keys import Keys
+
+        driver.find_element("tag name", "body").send_keys(Keys.TAB)
+        active = driver.execute_script("return [document.activeElement.className, "
+                                       "document.activeElement.getAttribute('href')]")
+        assert active == ["skip", "#main"]
+        shot = tmp_path / f"{name}-{width}.png"
+        full_screenshot(driver, shot, width)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000

@@ -1,0 +1,113 @@
+"""HTML reports rendered from real results (no browser: see test_browser.py):
+what they say, that they stand alone, stay small, hide server paths, and that
+the flag line drawn on the score bar is the rule that decided the flag."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mimicry import StyleIndex
+from mimicry.report import model_report, scan_report, write_report
+from reports import LONG, big_verdict, demo_model, demo_scan, many_samples
+
+IMG = re.compile(r"<img [^>]*src=\"([^\"]+)\"")
+
+
+def test_flag_line_is_the_rule_that_flags(demo, default_embedder):
+    """On every scanned demo image the nearest artist's score passes its flag
+    line exactly when the image is flagged (the line is the image-level
+    threshold put back on the raw scale)."""
+    res, _, out = demo
+    with StyleIndex.open(out / "index", embedder=default_embedder) as ix:
+        results = ix.scan([out / "imitations", out / "unrelated", out / "samples-unrelated"])
+    flagged = [r.artist is not None for r in results]
+    assert any(flagged) and not all(flagged)
+    for r in results:
+        top = r.matches[0]
+        assert top.flag_at is not None
+        assert (top.score > top.flag_at) == (r.artist is not None) == bool(top.flagged), r.image
+
+
+def test_scan_report_shows_verdicts_evidence_and_stands_alone(demo, default_embedder):
+    html, results = demo_scan(demo, default_embedder)
+    res, _, out = demo
+    target = res.fine_tuned_artist
+    assert html.count('data-verdict="flagged"') == 2 and html.count('data-verdict="clear"') == 1
+    assert f"Flagged as <strong>{target}</strong> at a 1.0% false-positive rate" in html
+    srcs = IMG.findall(html)
+    # Each image, and the nearest artist's evidence works beside it.
+    assert len(srcs) == 3 + sum(len(r.matches[0].evidence) for r in results)
+    assert all(s.startswith("data:image/jpeg;base64,") for s in srcs)
+    assert not re.search(r"(src|href)=\"(http|//)", html) and "<script" not in html
+    assert "efficientnet-lite0" in html and "24 works by 4 artists" in html
+    assert "on 100 background images" in html and "mimicry scan imitations photo-00.png" in html
+    top = results[0].matches[0]
+    assert f"flag line {top.flag_at:.3f}" in html and f"similarity {top.score:.3f}" in html
+
+
+def test_model_report_states_the_verdict_and_pairs_each_sample(demo, default_embedder):
+    html, verdict = demo_model(demo, default_embedder)
+    f = verdict.findings[0]
+    assert verdict.artists == [f.artist]
+    assert f"Imitates <strong>{f.artist}</strong>" in html
+    assert "less than once in a million tries" in html  # p is ~1e-15: the plain sentence
+    assert html.count('class="sample"') + html.count('class="sample none"') == verdict.n_samples
+    assert html.count('<li class="pair">') == len(f.pairs) == f.supporting
+    assert len(IMG.findall(html)) == verdict.n_samples + 2 * len(f.pairs)
+
+
+def test_unrelated_model_and_escaping(demo, default_embedder, tmp_path):
+    """A verdict of no artist says so; names are escaped, never markup."""
+    res, _, out = demo
+    with StyleIndex.open(out / "index", embedder=default_embedder) as ix:
+        verdict = ix.scan_model([out / "samples-unrelated"])
+    html = model_report(verdict, None, 'mimicry scan-model "<script>alert(1)</script>"')
+    assert verdict.artists == [] and 'data-verdict="clear"' in html and "No registered artist" in html
+    assert "<script>alert" not in html and "&lt;script&gt;" in html
+
+
+def test_two_hundred_samples_stay_a_few_megabytes(demo, tmp_path):
+    _, _, out = demo
+    samples = many_samples(tmp_path / "samples")
+    works = sorted((out / "portfolios").rglob("*.png"))
+    html = model_report(big_verdict(samples, works), None, "x")
+    size = len(html.encode())
+    assert 200 * 1024 < size < 4 * 1024 * 1024, size  # thumbnails really embedded, and small
+    assert html.count(LONG) >= 2
+
+
+def test_service_names_no_server_path(demo, default_embedder):
+    """``paths=False`` (the service) names works by id: no path of the index's files."""
+    res, _, out = demo
+    with StyleIndex.open(out / "index", embedder=default_embedder) as ix:
+        results = ix.scan([out / "unrelated" / "photo-01.png"])
+        html = scan_report(results, ix.info(), "POST /v1/scan", paths=False)
+    assert str(out) not in html and "work-0" not in html and "work #" in html
+
+
+def test_write_report_is_atomic_and_readable(tmp_path):
+    path = write_report("<p>one</p>", tmp_path / "sub" / "r.html")
+    assert path.read_text() == "<p>one</p>" and (path.stat().st_mode & 0o044) == 0o044
+    write_report("<p>two</p>", path)
+    assert path.read_text() == "<p>two</p>" and [p.name for p in path.parent.iterdir()] == ["r.html"]
+
+
+def test_evaluation_report(demo, default_embedder, tmp_path):
+    """``evaluate --out`` writes report.html: every metric, both plots with the
+    threshold, and the worst misses (each wrong verdict) beside nearest works."""
+    from reports import demo_evaluation
+
+    path, result = demo_evaluation(demo, default_embedder, tmp_path / "eval")
+    html = path.read_text()
+    for key, value, _ in result.table():
+        assert f"<th scope=\"row\">{key}</th><td>{'n/a' if value != value else format(value, '.3f')}</td>" in html
+    assert html.count('src="data:image/svg+xml;base64,') == 2
+    assert f"flag threshold {result.threshold:.3f}" in html
+    wrong = [m for m in result.misses]
+    assert 0 < len(wrong) <= 10 and html.count('<li class="miss">') == len(wrong)
+    for m in wrong:  # a miss is a wrong verdict, never a right one
+        assert (m.role == "imitation" and m.flagged_as != m.truth) or (m.role == "negative" and m.flagged_as)
