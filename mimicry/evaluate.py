@@ -394,13 +394,12 @@ def worst_misses(snapshot: Snapshot, j: Judged, qvecs: np.ndarray, roles: np.nda
     order = order[:n]
     if not order:
         return []
-    sims = score(snapshot, qvecs[order]).sims
     out = []
-    for row, i in enumerate(order):
+    for i in order:
         best = int(j.best[i])
         out.append(Miss(str(paths[i]), "imitation" if imi[i] else "negative", str(truth[i]) if imi[i] else "",
                         str(names[best]), float(j.statistic[i]), str(flagged_as[i]) or None,
-                        nearest(snapshot, sims[row], best, MISS_EVIDENCE)))
+                        nearest(snapshot, qvecs[i], best, MISS_EVIDENCE)))
     return out
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from mimicry.calibration import Calibration
 from mimicry.errors import NotCalibratedError
 from mimicry.results import ArtistFinding, Match, ModelVerdict, Skipped, SupportingSample
-from mimicry.scoring import evidence_of, nearest, score
+from mimicry.scoring import artist_sims, evidence_of, nearest, score
 
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.store.snapshot import Snapshot
@@ -175,7 +175,7 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
     if aligned is None:
         raise NotCalibratedError(f"{snapshot.folder}: a model verdict needs a calibrated index; "
                                  f"run `mimicry calibrate`")
-    scores = score(snapshot, vectors)
+    scores = score(snapshot, vectors, need=1)
     cal = aligned.cal
     judged = judge_aligned(snapshot, aligned, scores.raw, vectors)
     tests = artist_tests(judged, cal)
@@ -188,10 +188,10 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
         col = int(aligned.columns[j])
         hits = t.hits[np.argsort(-judged.raw[t.hits, j], kind="stable")]
         pairs = [SupportingSample(names[i], float(judged.image_p[i]),
-                                  nearest(snapshot, scores.sims[i], col, 1)[0]) for i in hits]
-        best_rows = scores.sims[hits][:, snapshot.columns[col]].max(axis=0)
-        order = snapshot.columns[col][np.argsort(-best_rows, kind="stable")[:evidence]]
-        near = _evidence_rows(snapshot, order, scores.sims[hits])
+                                  nearest(snapshot, vectors[i], col, 1)[0]) for i in hits]
+        best_rows = artist_sims(snapshot, vectors[hits], col).max(axis=0)
+        order = np.argsort(-best_rows, kind="stable")[:evidence]
+        near = [evidence_of(snapshot, int(snapshot.columns[col][i]), float(best_rows[i])) for i in order]
         findings.append(ArtistFinding(cal.artists[j], int(flagged[j]), t.p_value, t.level, len(hits),
                                       [names[i] for i in hits], near, pairs))
     verdict = [cal.artists[j] for j in imitated(tests, alpha)]
@@ -201,11 +201,6 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
         warnings.append(f"{len(names)} samples; the test is designed for {lo} to {hi}")
     return ModelVerdict(len(names), alpha, verdict, findings, list(skipped), warnings, cal.promise(),
                         list(names))
-
-
-def _evidence_rows(snapshot: Snapshot, rows: np.ndarray, sims: np.ndarray) -> list:
-    """Evidence for snapshot ``rows``, each with its best similarity to any of ``sims``' queries."""
-    return [evidence_of(snapshot, int(r), float(sims[:, r].max())) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -236,7 +231,7 @@ def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: i
     when its artist is the image's verdict."""
     if not len(queries):
         return []
-    scores = score(snapshot, queries)
+    scores = score(snapshot, queries, need=top)
     raw = scores.raw
     n_artists = raw.shape[1]
     z = np.full(raw.shape, np.nan)
@@ -263,7 +258,9 @@ def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: i
         for j in np.argsort(-raw[q], kind="stable"):  # raw ranks best (README, "Accuracy")
             if not np.isfinite(raw[q, j]) or (len(matches) >= top and j != verdict[q]):
                 continue
-            ev = nearest(snapshot, scores.sims[q], int(j), evidence)
+            ev = nearest(snapshot, queries[q], int(j), evidence)
+            # The score is the first evidence's similarity: one number, computed once.
+            raw[q, j] = ev[0].similarity if ev else raw[q, j]
             if calibrated[j]:
                 line = float(flag_at[q, j])
                 matches.append(Match(snapshot.artists[j], float(raw[q, j]), ev, float(z[q, j]),

@@ -60,3 +60,28 @@ def test_scores_are_max_similarity_per_artist():
     assert verdict is None and image_p is None and len(matches) == 2  # uncalibrated: no flags, no verdict
     assert matches[0].flagged is None and matches[0].p_value is None
     assert [len(m.evidence) for m in matches] == [2, 2]
+
+
+def test_neighbour_scoring_matches_every_artist_scored_exactly(monkeypatch):
+    """2,000 artists: the ``need`` best artists from the nearest works (widened
+    from a deliberately small first fetch) equal the dense exact scores, and
+    no artist left out outscores them."""
+    import mimicry.scoring as scoring
+
+    rng = np.random.default_rng(1)
+    centres = unit(rng.normal(size=(2000, 32)))
+    owner = rng.integers(0, 2000, 12_000)
+    works = unit(centres[owner] + 0.6 * rng.normal(size=(12_000, 32)))
+    snap = Snapshot.from_labelled(works, [f"artist-{a:04d}" for a in owner])
+    queries = unit(centres[rng.integers(0, 2000, 50)] + 0.6 * rng.normal(size=(50, 32)))
+    dense = score(snap, queries).raw
+    monkeypatch.setattr(scoring, "NEIGHBOURS", 2)
+    for need in (1, 3, 10):
+        got = score(snap, queries, need=need)
+        assert (got.neighbours > 2).any()  # widened for some queries
+        for i in range(len(queries)):
+            best = np.argsort(-dense[i], kind="stable")[:need]
+            np.testing.assert_allclose(got.raw[i, best], dense[i, best], rtol=0, atol=1e-5)
+            left_out = ~np.isfinite(got.raw[i])
+            assert not left_out[best].any()
+            assert dense[i, left_out].max(initial=-np.inf) <= dense[i, best].min() + 1e-6

@@ -122,6 +122,18 @@ class Snapshot:
                     "flags use the old thresholds (run `mimicry calibrate` to refresh)"]
         return []
 
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, rows) of the ``k`` works nearest each query, best first
+        (rows index :attr:`work_ids`; ``-1`` past the last work). Exact; safe
+        from any number of threads."""
+        from mimicry.store.search import exact_search
+
+        return exact_search(self.vectors, queries, min(k, len(self.work_ids)))
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of ``rows``."""
+        return self.vectors[np.asarray(rows, dtype=np.int64)]
+
     def with_calibration(self, calibration: Calibration | None) -> Snapshot:
         """This snapshot with another calibration (for in-memory use)."""
         from dataclasses import replace
