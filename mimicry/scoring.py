@@ -129,7 +129,7 @@ def score(snapshot: Snapshot, queries: np.ndarray, need: int | None = None) -> S
     raw = np.full((len(q), len(snapshot.artists)), -np.inf, dtype=np.float32)
     took = np.zeros(len(q), dtype=np.int64)
     todo = np.arange(len(q))
-    k = min(n_rows, max(NEIGHBOURS, 8 * need))
+    k = min(n_rows, max(NEIGHBOURS, 2 * need))
     while len(todo):
         sims, rows = snapshot.search(q[todo], k)
         ok = rows >= 0

@@ -78,7 +78,7 @@ def test_neighbour_scoring_matches_every_artist_scored_exactly(monkeypatch):
     monkeypatch.setattr(scoring, "NEIGHBOURS", 2)
     for need in (1, 3, 10):
         got = score(snap, queries, need=need)
-        assert (got.neighbours > 2).any()  # widened for some queries
+        assert need == 1 or (got.neighbours > 2 * need).any()  # widened for some queries
         for i in range(len(queries)):
             best = np.argsort(-dense[i], kind="stable")[:need]
             np.testing.assert_allclose(got.raw[i, best], dense[i, best], rtol=0, atol=1e-5)
