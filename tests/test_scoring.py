@@ -71,9 +71,9 @@ def test_neighbour_scoring_matches_every_artist_scored_exactly(monkeypatch):
     rng = np.random.default_rng(1)
     centres = unit(rng.normal(size=(2000, 32)))
     owner = rng.integers(0, 2000, 12_000)
-    works = unit(centres[owner] + 0.6 * rng.normal(size=(12_000, 32)))
+    works = unit(centres[owner] + 0.15 * rng.normal(size=(12_000, 32)))
     snap = Snapshot.from_labelled(works, [f"artist-{a:04d}" for a in owner])
-    queries = unit(centres[rng.integers(0, 2000, 50)] + 0.6 * rng.normal(size=(50, 32)))
+    queries = unit(centres[rng.integers(0, 2000, 50)] + 0.15 * rng.normal(size=(50, 32)))
     dense = score(snap, queries).raw
     monkeypatch.setattr(scoring, "NEIGHBOURS", 2)
     for need in (1, 3, 10):
