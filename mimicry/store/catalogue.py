@@ -3,7 +3,7 @@
 Promises:
 - A work's ``id`` is its vector id in the FAISS file; ids are never reused.
 - ``meta['generation']`` names the FAISS file that matches the committed rows;
-  it changes in the same transaction as the rows (see :mod:`mimicry.store.vectors`).
+  it changes in the same transaction as the rows (see :mod:`mimicry.store.segments`).
 - ``meta['pin']`` is the authoritative pin; ``meta['revision']`` grows with every
   committed write, so readers know when their snapshot is out of date.
 - Arrays (calibration, background vectors) are stored as ``.npz`` blobs of plain

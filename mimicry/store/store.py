@@ -3,9 +3,13 @@
 An index is one folder::
 
     manifest.json        readable copy of the pin (backbone, weights sha256, recipe, dim, schema)
-    catalogue.sqlite     pin (authoritative), artists, works, calibration, background, generation
-    vectors.<N>.faiss    the vectors of committed generation N (IndexIDMap2, exact inner product)
+    catalogue.sqlite     pin (authoritative), artists, works, calibration, background, generation,
+                         the list of live vector segments
+    segments/            immutable vector segments (:mod:`mimicry.store.segments`)
     lock                 held by the one writer at a time
+
+(Indexes from before segments keep their vectors in one ``vectors.<N>.faiss``
+file; they are read as they are, and the first write moves them into a segment.)
 
 Promises:
 - :meth:`Store.snapshot` hands out an immutable :class:`Snapshot` of the last
@@ -13,9 +17,9 @@ Promises:
   of the index (SQLite's WAL may create its ``-wal``/``-shm`` companions). Safe
   from any number of threads: each read opens and closes its own connection.
 - All writes go through :meth:`Store.writer`: one writer at a time (across
-  processes and threads); each :meth:`Writer.commit` makes the next vectors
-  file complete on disk before the catalogue commits it, so a kill at any
-  moment leaves the last committed state, loadable, and nothing committed lost.
+  processes and threads); each :meth:`Writer.commit` makes its new segment
+  complete on disk before the catalogue commits it, so a kill at any moment
+  leaves the last committed state, loadable, and nothing committed lost.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from mimicry.calibration import Calibration
 from mimicry.errors import CorruptIndexError, NotAnIndexError
 from mimicry.settings import Settings, get_settings
 from mimicry.store import pin as pin_io
+from mimicry.store import segments as segment_io
 from mimicry.store import vectors as vector_io
 from mimicry.store.catalogue import FOLDER, Catalogue, Work
 from mimicry.store.lock import WriteLock
@@ -45,6 +50,7 @@ log = logging.getLogger(__name__)
 
 CATALOGUE = "catalogue.sqlite"
 CALIBRATION, BACKGROUND = "calibration", "background"
+SEGMENTS, SEGMENT_SEQ = "segments", "segment_seq"
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,7 @@ class Store:
             try:
                 generation = int(cat.get_meta("generation", "0") or 0)
                 revision = int(cat.get_meta("revision", "0") or 0)
+                refs = segment_io.decode(cat.get_meta(SEGMENTS))
                 pin = self._pin_of(cat)
                 works = cat.works()
                 counts = cat.artist_counts()
@@ -174,16 +181,15 @@ class Store:
             finally:
                 cat.db.execute("COMMIT")
             try:
-                index = vector_io.load(self.folder, generation, pin.dim)
+                ids, vecs = self._vectors(refs, generation, pin.dim, works)
             except FileNotFoundError:
                 if attempt >= s.snapshot_retries:
                     raise CorruptIndexError(f"{self.folder}: vectors of generation {generation} "
                                             f"are missing") from None
                 time.sleep(s.snapshot_retry_s)
                 continue
-            ids, vecs = vector_io.all_vectors(index)
             by_id = {w.id: w for w in works}
-            if set(by_id) != set(ids.tolist()):
+            if len(ids) != len(by_id) or set(by_id) != set(ids.tolist()):
                 raise CorruptIndexError(f"{self.folder}: catalogue and vectors of generation "
                                         f"{generation} disagree")
             background, groups = stored_bg if stored_bg is not None else (None, None)
@@ -191,6 +197,14 @@ class Store:
                                   calibration=cal, background=background, background_groups=groups,
                                   pin=pin, folder=self.folder, artist_counts=counts)
         raise CorruptIndexError(f"{self.folder}: no committed state could be read")
+
+    def _vectors(self, refs: list | None, generation: int, dim: int,
+                 works: Sequence[Work]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the live works: from the segments, or from the one
+        FAISS file of an index from before segments."""
+        if refs is None:
+            return vector_io.all_vectors(vector_io.load(self.folder, generation, dim))
+        return segment_io.live(self.folder, refs, dim, np.fromiter((w.id for w in works), np.int64))
 
     def _stored(self, cat: Catalogue, name: str, strict: bool, parse):
         """The arrays stored under ``name``, parsed; None when absent (or, unless
@@ -219,7 +233,7 @@ class Store:
             w: Writer | None = None
             try:
                 w = Writer(self, cat)
-                vector_io.remove_stale(self.folder, w.generation)
+                w.remove_leftovers()
                 yield w
             finally:
                 if w is not None and w.pin_changed:
@@ -243,7 +257,16 @@ class Writer:
         self._snapshot = self.store._load(self.catalogue, strict=False)
         self.generation = self._snapshot.generation
         self.pin: Pin = self._snapshot.pin  # type: ignore[assignment]
-        self._index = vector_io.load(self.folder, self.generation, self.pin.dim)
+        self._refs = segment_io.decode(self.catalogue.get_meta(SEGMENTS))  # None: one legacy FAISS file
+        self._row = {int(i): r for r, i in enumerate(self._snapshot.work_ids)}
+
+    def remove_leftovers(self) -> None:
+        """Deletes files no committed state names (an interrupted write's, a merge's inputs)."""
+        if self._refs is None:
+            vector_io.remove_stale(self.folder, self.generation)
+        else:
+            segment_io.remove_stale(self.folder, self._refs)
+            vector_io.remove_stale(self.folder, -1)
 
     def snapshot(self) -> Snapshot:
         """The committed state as this writer leaves it so far."""
@@ -253,7 +276,42 @@ class Writer:
         return self.catalogue.works(artist)
 
     def reconstruct(self, ids: Sequence[int]) -> np.ndarray:
-        return vector_io.reconstruct(self._index, list(ids))
+        """The committed vectors of works ``ids``, in that order."""
+        if not len(ids):
+            return np.zeros((0, self.pin.dim), dtype=np.float32)
+        return np.asarray(self._snapshot.vectors[[self._row[int(i)] for i in ids]], dtype=np.float32)
+
+    def _next_segment(self, cat: Catalogue) -> int:
+        n = int(cat.get_meta(SEGMENT_SEQ, "0") or 0) + 1
+        cat.set_meta(SEGMENT_SEQ, str(n))
+        return n
+
+    def _commit_vectors(self, cat: Catalogue, new_ids: Sequence[int], new_vectors: np.ndarray,
+                        removed: Sequence[int]) -> list[segment_io.SegmentRef]:
+        """Inside the transaction: the new vectors as a segment (an index from
+        before segments first moves its vectors into one), merged with the rest
+        past :data:`~mimicry.store.segments.MAX_SEGMENTS` segments or
+        :data:`~mimicry.store.segments.MAX_DEAD_SHARE` dead rows; the list committed."""
+        snap = self._snapshot
+        new_vectors = np.asarray(new_vectors, np.float32).reshape(len(new_ids), self.pin.dim)
+        gone = {int(i) for i in removed}
+        if self._refs is None:  # from before segments: everything into one segment
+            refs: list[segment_io.SegmentRef] = []
+            merge = True
+        else:
+            refs = list(self._refs)
+            if len(new_ids):
+                refs.append(segment_io.write(self.folder, self._next_segment(cat), np.asarray(new_ids),
+                                             new_vectors))
+            live_rows = len(snap.work_ids) - len(gone & set(self._row)) + len(new_ids)
+            merge = segment_io.needs_merge(refs, live_rows)
+        if merge:
+            keep = np.array([int(i) not in gone for i in snap.work_ids], dtype=bool)
+            ids = np.concatenate([snap.work_ids[keep], np.asarray(new_ids, dtype=np.int64)])
+            vecs = np.concatenate([np.asarray(snap.vectors[keep]), new_vectors])
+            refs = [segment_io.write(self.folder, self._next_segment(cat), ids, vecs)] if len(ids) else []
+        cat.set_meta(SEGMENTS, segment_io.encode(refs))
+        return refs
 
     @contextmanager
     def _transaction(self, affects_reads: bool = True) -> Iterator[Catalogue]:
@@ -289,16 +347,15 @@ class Writer:
                 self.last_added = new_ids
                 if audit is not None:
                     audit(cat, new_ids)
-                vector_io.remove(self._index, list(remove_ids))
-                if add:
-                    vector_io.add(self._index, np.stack([v for _, v in add]), new_ids)
+                vectors = np.stack([v for _, v in add]) if add else np.zeros((0, self.pin.dim), np.float32)
+                refs = self._commit_vectors(cat, new_ids, vectors, remove_ids)
                 generation = self.generation + 1
-                vector_io.write(self.folder, generation, self._index)
                 cat.set_meta("generation", str(generation))
         except BaseException:
             self._reload()  # back to the committed state
             raise
-        vector_io.remove_stale(self.folder, generation)
+        self._refs = refs
+        self.remove_leftovers()
         log.debug("committed generation %d", generation)
         self._reload()
 
@@ -307,8 +364,6 @@ class Writer:
         """Re-pins the index: the works ``ids`` get ``vectors`` (embedded the new
         way), the works ``drop`` go, and calibration and background (embedded
         the old way) are dropped, all in one commit."""
-        index = vector_io.new_index(pin.dim)
-        vector_io.add(index, vectors, list(ids))
         generation = self.generation + 1
         try:
             with self._transaction() as cat:
@@ -318,13 +373,16 @@ class Writer:
                 cat.delete_artists_without_works()
                 cat.delete_blob(CALIBRATION)
                 cat.delete_blob(BACKGROUND)
-                vector_io.write(self.folder, generation, index)
+                refs = [segment_io.write(self.folder, self._next_segment(cat), np.asarray(ids, np.int64),
+                                         np.asarray(vectors, np.float32).reshape(len(ids), pin.dim))]
+                cat.set_meta(SEGMENTS, segment_io.encode(refs))
                 cat.set_meta("generation", str(generation))
                 cat.set_meta("pin", pin.to_json())
         except BaseException:
             self._reload()
             raise
-        vector_io.remove_stale(self.folder, generation)
+        self._refs = refs
+        self.remove_leftovers()
         self.pin_changed = True
         self._reload()
 

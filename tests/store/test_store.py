@@ -15,7 +15,7 @@ import pytest
 from helpers import consistent, write_portfolio
 from mimicry import StyleIndex
 from mimicry.errors import CorruptIndexError
-from mimicry.store import vectors as vector_io
+from mimicry.store import segments as segment_io
 from mimicry.synthetic import STYLES, paint, scene
 
 
@@ -24,20 +24,22 @@ def test_failed_write_keeps_previous_state(tmp_path, portfolio, default_embedder
     ix.add_folder(portfolio)
     paint(scene(99), STYLES[0], 99).save(portfolio / STYLES[0].name / "extra.png")
 
-    real_write = vector_io.write
+    real_write = segment_io.write
 
-    def write_then_die(folder, generation, index):
-        real_write(folder, generation, index)  # new file complete on disk...
+    def write_then_die(*args):
+        real_write(*args)  # the new segment complete on disk...
         raise KeyboardInterrupt  # ...killed before the catalogue commits
 
-    monkeypatch.setattr(vector_io, "write", write_then_die)
+    monkeypatch.setattr(segment_io, "write", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         ix.add_folder(portfolio)
-    monkeypatch.setattr(vector_io, "write", real_write)
+    monkeypatch.setattr(segment_io, "write", real_write)
     assert consistent(tmp_path / "ix") == (9, 9)
+    assert len(list((tmp_path / "ix" / "segments").glob("*.vectors.npy"))) == 2  # the leftover is there
     rep = StyleIndex.open(tmp_path / "ix", embedder=default_embedder).add_folder(portfolio)
     assert rep.embedded == 1 and rep.works == 10
-    assert len(list((tmp_path / "ix").glob("vectors.*.faiss"))) == 1
+    # The next writer removed the leftover: two committed segments, nothing else.
+    assert len(list((tmp_path / "ix" / "segments").iterdir())) == 4
 
 
 def test_snapshots_are_immutable_and_survive_later_writes(tmp_path, portfolio, default_embedder):
@@ -58,7 +60,7 @@ def test_catalogue_and_vectors_that_disagree_are_refused(tmp_path, portfolio, de
     import sqlite3
 
     db = sqlite3.connect(tmp_path / "ix" / "catalogue.sqlite")
-    db.execute("DELETE FROM works WHERE id = (SELECT MIN(id) FROM works)")
+    db.execute("UPDATE meta SET value = '[]' WHERE key = 'segments'")  # works with no vectors
     db.commit()
     db.close()
     with pytest.raises(CorruptIndexError, match="disagree"):

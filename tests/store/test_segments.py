@@ -1,0 +1,116 @@
+"""Vectors as immutable segments: a write adds a file and never rewrites the
+base; dead rows are masked until a merge; merges keep the count bounded;
+readers map the files read-only; indexes from before segments still open and
+move into a segment on their first write."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import unit
+from mimicry.store import Pin, Store
+from mimicry.store import segments as segment_io
+from mimicry.store import vectors as vector_io
+from mimicry.store.store import NewWork
+
+DIM = 8
+
+
+def new_store(folder: Path) -> Store:
+    return Store.create(folder, Pin("test-model", "test", "0" * 64, DIM, {"version": 1}))
+
+
+def add(store: Store, artist: str, n: int, seed: int) -> list[int]:
+    vecs = unit(np.random.default_rng(seed).normal(size=(n, DIM)))
+    works = [(NewWork(artist, f"/{artist}/{seed}-{i}.png", f"{seed:032x}{i:032x}", 1, 1), v)
+             for i, v in enumerate(vecs)]
+    with store.writer() as w:
+        w.commit(works, [])
+        return list(w.last_added)
+
+
+def committed(folder: Path) -> list[segment_io.SegmentRef]:
+    db = sqlite3.connect(folder / "catalogue.sqlite")
+    try:
+        return segment_io.decode(db.execute("SELECT value FROM meta WHERE key='segments'").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_a_write_adds_a_segment_and_leaves_the_base_alone(tmp_path):
+    store = new_store(tmp_path / "ix")
+    add(store, "a", 200, 0)
+    base = tmp_path / "ix" / "segments" / f"{committed(tmp_path / 'ix')[0].n:08d}.vectors.npy"
+    before = (base.stat().st_ino, base.stat().st_mtime_ns)
+    add(store, "b", 3, 1)
+    assert [r.rows for r in committed(tmp_path / "ix")] == [200, 3]
+    assert (base.stat().st_ino, base.stat().st_mtime_ns) == before  # not rewritten
+    snap = store.snapshot()
+    assert len(snap.work_ids) == 203 and snap.artists == ("a", "b")
+
+
+def test_merges_bound_the_segments_and_drop_dead_rows(tmp_path):
+    store = new_store(tmp_path / "ix")
+    ids = []
+    for i in range(segment_io.MAX_SEGMENTS + 3):
+        ids += add(store, f"artist-{i % 3}", 5, i)
+        assert len(committed(tmp_path / "ix")) <= segment_io.MAX_SEGMENTS
+    before = store.snapshot()
+    expected = dict(zip(before.work_ids.tolist(), np.asarray(before.vectors)))
+    # Remove a few: masked, not rewritten (under the dead-row share).
+    refs = committed(tmp_path / "ix")
+    with store.writer() as w:
+        w.commit([], ids[:3])
+    assert committed(tmp_path / "ix") == refs
+    snap = store.snapshot()
+    assert len(snap.work_ids) == len(ids) - 3 and not set(ids[:3]) & set(snap.work_ids.tolist())
+    # Past the dead share, one merged segment of exactly the live rows.
+    with store.writer() as w:
+        w.commit([], ids[3:len(ids) // 2])
+    refs = committed(tmp_path / "ix")
+    assert len(refs) == 1 and refs[0].rows == len(ids) - len(ids) // 2
+    snap = store.snapshot()
+    for work_id, vec in zip(snap.work_ids.tolist(), snap.vectors):
+        np.testing.assert_array_equal(vec, expected[work_id])
+    files = sorted(p.name for p in (tmp_path / "ix" / "segments").iterdir())
+    assert files == [f"{refs[0].n:08d}.ids.npy", f"{refs[0].n:08d}.vectors.npy"]  # inputs removed
+
+
+def test_readers_map_the_vectors_read_only(tmp_path):
+    store = new_store(tmp_path / "ix")
+    add(store, "a", 50, 0)
+    snap = Store.open(tmp_path / "ix").snapshot()
+    assert isinstance(snap.vectors, np.memmap) or isinstance(snap.vectors.base, np.memmap)
+    with pytest.raises(ValueError):
+        snap.vectors[0, 0] = 1.0
+
+
+def test_an_index_from_before_segments_opens_and_moves_on_its_first_write(tmp_path):
+    folder = tmp_path / "ix"
+    store = new_store(folder)
+    ids = add(store, "a", 20, 0) + add(store, "b", 20, 1)
+    old = store.snapshot()
+    # Rewrite it as the releases before segments stored it: one FAISS file per generation.
+    index = vector_io.new_index(DIM)
+    vector_io.add(index, np.asarray(old.vectors), old.work_ids.tolist())
+    vector_io.write(folder, old.generation, index)
+    db = sqlite3.connect(folder / "catalogue.sqlite")
+    db.execute("DELETE FROM meta WHERE key IN ('segments', 'segment_seq')")
+    db.commit()
+    db.close()
+    for p in (folder / "segments").iterdir():
+        p.unlink()
+    legacy = Store.open(folder).snapshot()
+    assert sorted(legacy.work_ids.tolist()) == sorted(ids)
+    store = Store.open(folder)
+    add(store, "c", 2, 2)
+    refs = committed(folder)
+    assert len(refs) == 1 and refs[0].rows == 42 and not list(folder.glob("vectors.*.faiss"))
+    snap = store.snapshot()
+    by_id = dict(zip(snap.work_ids.tolist(), snap.vectors))
+    for work_id, vec in zip(old.work_ids.tolist(), old.vectors):
+        np.testing.assert_array_equal(by_id[work_id], vec)
