@@ -1,9 +1,10 @@
 """The SQLite catalogue: artists, their works, and which vector belongs to which work.
 
 Promises:
-- A work's ``id`` is its vector id in the FAISS file; ids are never reused.
-- ``meta['generation']`` names the FAISS file that matches the committed rows;
-  it changes in the same transaction as the rows (see :mod:`mimicry.store.segments`).
+- A work's ``id`` is its vector's id in the segments; ids are never reused.
+- ``meta['segments']`` lists the vector segments that hold the committed rows
+  (:mod:`mimicry.store.segments`) and ``meta['generation']`` counts the commits
+  that changed vectors; both change in the same transaction as the rows.
 - ``meta['pin']`` is the authoritative pin; ``meta['revision']`` grows with every
   committed write, so readers know when their snapshot is out of date.
 - Arrays (calibration, background vectors) are stored as ``.npz`` blobs of plain
