@@ -75,24 +75,37 @@ class StyleIndex:
         rebuild: bool = False,
         drop_unreadable: bool = False,
         progress: ProgressFn | None = None,
+        index_type: str | None = None,
     ) -> StyleIndex:
         """Creates an empty index at ``path`` pinned to ``model`` (or opens the
         one there, which must be pinned to the same model).
+
+        ``index_type`` (``flat``, ``ivf``, ``hnsw`` or ``auto``, the default for
+        a new index; :mod:`mimicry.store.ann`): how scans find nearest works.
+        Given for an existing index, it is re-pinned and its approximate index
+        built or dropped to match.
 
         An index there built by an older mimicry (before recipes were pinned, or
         with an older recipe version of the same model) is :class:`PinMismatchError`
         (re-index), unless ``rebuild``: then every work is re-embedded the current
         way first (:meth:`rebuild`). Another model, or a newer index, is always refused.
         """
+        from mimicry.store.ann import AUTO, check_kind
+
         folder = Path(path)
+        if index_type is not None:
+            check_kind(index_type)
         if Store.exists(folder):
             store = Store.open(folder)
             pin = store.read_pin()
             emb = embedder or load_embedder(model if model != DEFAULT_MODEL else pin.model_spec, device)
         else:
             emb = embedder or load_embedder(model, device)
-            store = Store.create(folder, Pin.for_embedder(emb, model))
+            store = Store.create(folder, Pin.for_embedder(emb, model, index_type or AUTO))
             pin = store.read_pin()  # another creator may have pinned it first
+        if index_type is not None and pin.index_type != index_type and pin.same_model(emb):
+            with store.writer() as w:
+                w.set_index_type(index_type)
         try:
             pin.check(emb, folder)
         except PinMismatchError:
@@ -168,6 +181,8 @@ class StyleIndex:
             snap.generation, snap.calibration_state, None if cal is None else cal.target_rate,
             0 if cal is None else cal.n_background, None if cal is None else cal.promise(),
             snap.warnings(), (cal.calibrated_at or None) if cal is not None else None,
+            {"type": pin.index_type, "in_use": snap.ann.info.type if snap.ann is not None else "flat",
+             "infos": snap.ann.info.to_dict() if snap.ann is not None else None},
         )
 
     def artists(self) -> list[str]:
@@ -215,7 +230,7 @@ class StyleIndex:
             if w.pin.current and w.pin.recipe == emb.recipe.to_dict():
                 return IndexReport()  # another process rebuilt it meanwhile
             log.warning("%s: re-embedding every work with recipe v%s", self.folder, emb.recipe.version)
-            report = store_sync.rebuild(w, Pin.for_embedder(emb, w.pin.model_spec),
+            report = store_sync.rebuild(w, Pin.for_embedder(emb, w.pin.model_spec, w.pin.index_type),
                                         self._embed_fn(_count(batch_size, self.settings.batch_size,
                                                               "batch_size"), progress, "rebuilding"),
                                         drop_unreadable=drop_unreadable)

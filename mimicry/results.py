@@ -203,6 +203,7 @@ class IndexInfo:
     promise: dict[str, Any] | None = None  # what the image-level flag rate rests on
     warnings: list[str] = field(default_factory=list)
     calibrated_at: float | None = None  # when the calibration was made (Unix time; None: unknown)
+    index: dict[str, Any] | None = None  # index type pinned, in use, and ``index_infos.json``
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

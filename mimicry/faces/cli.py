@@ -135,6 +135,7 @@ def index(
     batch_size: Optional[int] = BATCH_OPT,
     device: Optional[str] = DEVICE_OPT,
     drop_unreadable: bool = typer.Option(False, help="When rebuilding an old index, drop works whose file cannot be read."),
+    index_type: Optional[str] = typer.Option(None, "--index-type", help="flat | ivf | hnsw | auto (new indexes: auto, exact below 20,000 works). Re-pins an existing index."),
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
@@ -146,7 +147,7 @@ def index(
     with _errors() as s:
         with StyleIndex.create(_index_dir(index, s), model=model, device=device or s.device,
                                rebuild=True, drop_unreadable=drop_unreadable,
-                               progress=_progress(quiet)) as ix:
+                               progress=_progress(quiet), index_type=index_type) as ix:
             report = ix.add_folder(portfolios, batch_size=batch_size, progress=_progress(quiet))
     if as_json:
         _emit(report.to_dict())
@@ -288,11 +289,22 @@ def info(
     typer.echo(f"index       {data['path']}\nbackbone    {data['backbone_id']} ({data['model_spec']})\n"
                f"weights     sha256 {data['weights_sha256']}\n"
                f"recipe      v{recipe.get('version')}: {recipe.get('descriptor')}\n"
-               f"dimension   {data['dim']}\ncalibration {cal}\n"
+               f"dimension   {data['dim']}\n"
+               f"search      {_search_line(data['index'])}\ncalibration {cal}\n"
                f"works       {data['works']} by {len(data['artists'])} artists")
     for name, n in data["artists"].items():
         typer.echo(f"  {name:<28} {n}")
     _warn(data["warnings"])
+
+
+def _search_line(index: dict) -> str:
+    infos = index.get("infos")
+    line = f"{index['in_use']} (pinned: {index['type']})"
+    if infos:
+        setting = ", ".join(f"{k} {v}" for k, v in infos["search"].items())
+        line += (f", {infos['vectors']} works indexed, {setting}, recall@10 {infos['recall_at_10']:.3f}, "
+                 f"{infos['memory_bytes'] / 2**20:.1f} MiB")
+    return line
 
 
 @app.command()

@@ -43,14 +43,15 @@ class Pin:
     schema_version: int = SCHEMA_VERSION
     package_version: str = ""
     created_at: float = 0.0
+    index_type: str = "flat"  # flat | ivf | hnsw | auto (:mod:`mimicry.store.ann`); older indexes: flat
 
     @staticmethod
-    def for_embedder(embedder: Any, model_spec: str) -> Pin:
+    def for_embedder(embedder: Any, model_spec: str, index_type: str = "auto") -> Pin:
         """The pin of a new index built with ``embedder`` (named ``model_spec``)."""
         from mimicry import __version__
 
         return Pin(embedder.backbone_id, model_spec, embedder.weights_sha256, int(embedder.dim),
-                   embedder.recipe.to_dict(), SCHEMA_VERSION, __version__, time.time())
+                   embedder.recipe.to_dict(), SCHEMA_VERSION, __version__, time.time(), index_type)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -50,6 +50,7 @@ class Snapshot:
     folder: Path | None = None
     columns: tuple[np.ndarray, ...] = field(default=(), repr=False)
     artist_counts: Mapping[str, int] = field(default_factory=dict)  # every artist row, with no works too
+    ann: Any = field(default=None, repr=False)  # an approximate index (:class:`mimicry.store.ann.AnnView`)
 
     @staticmethod
     def build(
@@ -124,11 +125,15 @@ class Snapshot:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, rows) of the ``k`` works nearest each query, best first
-        (rows index :attr:`work_ids`; ``-1`` past the last work). Exact; safe
-        from any number of threads."""
+        (rows index :attr:`work_ids`; ``-1`` past the last work). Exact, or
+        through the approximate index when the snapshot has one (similarities
+        re-ranked exactly either way); safe from any number of threads."""
         from mimicry.store.search import exact_search
 
-        return exact_search(self.vectors, queries, min(k, len(self.work_ids)))
+        k = min(k, len(self.work_ids))
+        if self.ann is not None:
+            return self.ann.search(self.vectors, queries, k)
+        return exact_search(self.vectors, queries, k)
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of ``rows``."""

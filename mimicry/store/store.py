@@ -38,6 +38,7 @@ import numpy as np
 from mimicry.calibration import Calibration
 from mimicry.errors import CorruptIndexError, NotAnIndexError
 from mimicry.settings import Settings, get_settings
+from mimicry.store import ann as ann_io
 from mimicry.store import pin as pin_io
 from mimicry.store import segments as segment_io
 from mimicry.store import vectors as vector_io
@@ -193,9 +194,14 @@ class Store:
                 raise CorruptIndexError(f"{self.folder}: catalogue and vectors of generation "
                                         f"{generation} disagree")
             background, groups = stored_bg if stored_bg is not None else (None, None)
-            return Snapshot.build(vecs, ids, by_id, generation=generation, revision=revision,
+            snap = Snapshot.build(vecs, ids, by_id, generation=generation, revision=revision,
                                   calibration=cal, background=background, background_groups=groups,
                                   pin=pin, folder=self.folder, artist_counts=counts)
+            if (self.folder / ann_io.INFOS).exists():
+                from dataclasses import replace
+
+                snap = replace(snap, ann=ann_io.load(self.folder, snap.work_ids))
+            return snap
         raise CorruptIndexError(f"{self.folder}: no committed state could be read")
 
     def _vectors(self, refs: list | None, generation: int, dim: int,
@@ -358,6 +364,7 @@ class Writer:
         self.remove_leftovers()
         log.debug("committed generation %d", generation)
         self._reload()
+        self.refresh_ann()
 
     def replace_all(self, pin: Pin, ids: Sequence[int], vectors: np.ndarray, drop: Sequence[int],
                     seen: Sequence[tuple[int, int, int, str | None]] = ()) -> None:
@@ -385,6 +392,39 @@ class Writer:
         self.remove_leftovers()
         self.pin_changed = True
         self._reload()
+        self.refresh_ann(force=True)
+
+    def refresh_ann(self, force: bool = False) -> ann_io.AnnInfo | None:
+        """(Re)builds the approximate index when the pinned type and the
+        registry's size call for it (:func:`mimicry.store.ann.needs_rebuild`),
+        or drops it; ``force``: rebuild whenever one is wanted. Derived data,
+        outside the catalogue: a kill here leaves the last index, or none."""
+        snap = self._snapshot
+        kind = ann_io.resolve(self.pin.index_type, len(snap.work_ids))
+        if not force and not ann_io.needs_rebuild(snap.ann, self.pin.index_type, len(snap.work_ids)):
+            return None
+        if kind == ann_io.FLAT:
+            ann_io.clear(self.folder)
+            info = None
+        else:
+            info = ann_io.create(self.folder, np.asarray(snap.vectors), snap.work_ids, kind, self.generation)
+            log.info("built a %s index of %d works (recall@10 %.3f)", kind, info.vectors, info.recall_at_10)
+        self._reload()
+        return info
+
+    def set_index_type(self, kind: str) -> None:
+        """Pins another index type and builds (or drops) the approximate index for it."""
+        from dataclasses import replace
+
+        ann_io.check_kind(kind)
+        if kind == self.pin.index_type:
+            return
+        pin = replace(self.pin, index_type=kind)
+        with self._transaction() as cat:
+            cat.set_meta("pin", pin.to_json())
+        self.pin_changed = True
+        self._reload()
+        self.refresh_ann(force=True)
 
     def touch_works(self, seen: Sequence[tuple[int, int, int, str | None]]) -> None:
         """Records files seen again unchanged in content: (work id, size, mtime, new sha256 or None)."""

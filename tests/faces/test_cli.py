@@ -198,3 +198,16 @@ def test_reports_from_scan_scan_model_and_evaluate(calibrated_copy, demo, cli, t
     r = cli("scan", image, "--index", ix, "--json", "-q", "--report", str(blocked / "r.html"))
     assert r.exit_code == 2 and json.loads(r.stdout)["artist"] == target  # the result still printed
     assert f"{blocked / 'r.html'}: cannot write the report" in r.stderr
+
+
+def test_index_type_is_pinned_and_shown(tmp_path, cli):
+    portfolio = write_portfolio(tmp_path / "p", artists=2, works=2)
+    ix = str(tmp_path / "ix")
+    assert cli("index", str(portfolio), "--index", ix, "-q").exit_code == 0
+    info = json.loads(cli("info", "--index", ix, "--json").stdout)
+    assert info["index"] == {"type": "auto", "in_use": "flat", "infos": None}  # small: exact
+    assert cli("index", str(portfolio), "--index", ix, "-q", "--index-type", "hnsw").exit_code == 0
+    assert json.loads(cli("info", "--index", ix, "--json").stdout)["index"]["type"] == "hnsw"
+    assert "search      flat (pinned: hnsw)" in cli("info", "--index", ix).stdout
+    r = cli("index", str(portfolio), "--index", ix, "--index-type", "kd-tree")
+    assert r.exit_code == 2 and "--index-type 'kd-tree'" in r.stderr

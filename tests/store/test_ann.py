@@ -1,0 +1,156 @@
+"""Approximate indexes (IVF, HNSW): recall against exact search, similarities
+re-ranked exactly, removed works masked and added ones searched exactly until
+a rebuild, rebuilds past their thresholds, a kill mid-build costs nothing,
+concurrent searches agree, and ``auto`` stays exact for small registries."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import unit
+from mimicry.scoring import score
+from mimicry.store import Pin, Store
+from mimicry.store import ann as ann_io
+from mimicry.store.search import exact_search
+from mimicry.store.store import NewWork
+
+DIM = 24
+
+
+def clustered(n: int, artists: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.normal(size=(artists, DIM)))
+    owner = rng.integers(0, artists, n)
+    return unit(centres[owner] + 0.35 * rng.normal(size=(n, DIM))), owner
+
+
+def store_of(folder: Path, kind: str, n: int = 3000, artists: int = 150, seed: int = 0) -> Store:
+    store = Store.create(folder, Pin("test-model", "test", "0" * 64, DIM, {"version": 1}, index_type=kind))
+    add(store, *clustered(n, artists, seed), tag=seed)
+    return store
+
+
+def add(store: Store, vecs: np.ndarray, owner: np.ndarray, tag: int = 0) -> list[int]:
+    works = [(NewWork(f"artist-{a:03d}", f"/{tag}/{i}.png", f"{tag:032x}{i:032x}", 1, 1), v)
+             for i, (v, a) in enumerate(zip(vecs, owner))]
+    with store.writer() as w:
+        w.commit(works, [])
+        return list(w.last_added)
+
+
+def recall(snap, queries: np.ndarray) -> float:
+    _, exact = exact_search(snap.vectors, queries, 10)
+    _, got = snap.search(queries, 10)
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact.tolist(), got.tolist())]))
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_an_approximate_index_reaches_its_recall_with_exact_similarities(tmp_path, kind):
+    store = store_of(tmp_path / "ix", kind)
+    infos = json.loads((tmp_path / "ix" / "index_infos.json").read_text())
+    assert infos["type"] == kind and infos["vectors"] == 3000 and infos["recall_at_10"] >= 0.95
+    assert set(infos) >= {"params", "search", "training_size", "memory_bytes", "build_s"}
+    snap = store.snapshot()
+    assert snap.ann is not None and snap.ann.info.type == kind
+    queries, _ = clustered(200, 150, seed=99)  # held out: not in the index
+    assert recall(snap, queries) >= 0.93
+    sims, rows = snap.search(queries, 10)
+    np.testing.assert_allclose(sims, np.einsum("qd,qkd->qk", queries, snap.vectors[rows]), atol=1e-5)
+    # The artists a scan reports are those exact scoring finds, nearly always.
+    top_ann = score(snap, queries, need=1).raw.argmax(axis=1)
+    top_exact = score(snap, queries).raw.argmax(axis=1)
+    assert (top_ann == top_exact).mean() >= 0.97
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_removed_works_are_masked_added_ones_found_until_a_rebuild(tmp_path, kind):
+    folder = tmp_path / "ix"
+    store = store_of(folder, kind)
+    first = json.loads((folder / "index_infos.json").read_text())["file"]
+    snap = store.snapshot()
+    gone = snap.work_ids[:100].tolist()
+    with store.writer() as w:
+        w.commit([], gone)
+    new_vecs, new_owner = clustered(50, 150, seed=7)
+    new_ids = add(store, new_vecs, new_owner, tag=7)
+    snap = store.snapshot()
+    assert json.loads((folder / "index_infos.json").read_text())["file"] == first  # not rebuilt yet
+    assert snap.ann.dead == 100 and len(snap.ann.delta_rows) == 50
+    _, rows = snap.search(np.concatenate([snap.vectors[:50], new_vecs]), 5)
+    found = set(snap.work_ids[rows[rows >= 0]].tolist())
+    assert not found & set(gone)  # masked
+    _, rows = snap.search(new_vecs, 1)
+    assert snap.work_ids[rows[:, 0]].tolist() == new_ids  # each new work is its own nearest
+    # Past the dead share the index is rebuilt over the live works only.
+    with store.writer() as w:
+        w.commit([], snap.work_ids[:700].tolist())
+    infos = json.loads((folder / "index_infos.json").read_text())
+    assert infos["file"] != first and infos["vectors"] == 3000 - 100 + 50 - 700
+    assert [p.name for p in (folder / "ann").iterdir() if p.name.startswith(first)] == []
+    assert store.snapshot().ann.dead == 0
+
+
+def test_a_kill_while_building_leaves_results_intact(tmp_path, monkeypatch):
+    folder = tmp_path / "ix"
+    store = store_of(folder, "ivf")
+    before = json.loads((folder / "index_infos.json").read_text())
+    real = ann_io.write
+
+    def die_after_the_file(folder_, index, ids, info):
+        import faiss
+
+        (folder_ / ann_io.FOLDER / info.file).parent.mkdir(exist_ok=True)
+        faiss.write_index(index, str(folder_ / ann_io.FOLDER / info.file))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ann_io, "write", die_after_the_file)
+    snap = store.snapshot()
+    with pytest.raises(KeyboardInterrupt):
+        with store.writer() as w:
+            w.commit([], snap.work_ids[:800].tolist())  # past the dead share: a rebuild starts
+    monkeypatch.setattr(ann_io, "write", real)
+    assert json.loads((folder / "index_infos.json").read_text()) == before  # still the old one
+    snap = Store.open(folder).snapshot()
+    assert len(snap.work_ids) == 2200 and snap.ann is not None and snap.ann.dead == 800
+    queries, _ = clustered(50, 150, seed=5)
+    _, rows = snap.search(queries, 10)
+    assert (rows >= 0).all() and recall(snap, queries) >= 0.9
+    (folder / "index_infos.json").unlink()  # no index at all: exact
+    assert Store.open(folder).snapshot().ann is None
+
+
+def test_concurrent_searches_agree(tmp_path):
+    snap = store_of(tmp_path / "ix", "ivf").snapshot()
+    queries, _ = clustered(64, 150, seed=3)
+    want = snap.search(queries, 10)
+    out: list = []
+
+    def run() -> None:
+        for _ in range(5):
+            out.append(snap.search(queries, 10))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(out) == 20 and all(np.array_equal(r, want[1]) for _, r in out)
+
+
+def test_auto_stays_exact_below_its_size_and_flat_drops_the_index(tmp_path):
+    assert ann_io.resolve("auto", ann_io.AUTO_FLAT_MAX - 1) == "flat"
+    assert ann_io.resolve("auto", ann_io.AUTO_FLAT_MAX) == "ivf"
+    assert ann_io.resolve("hnsw", ann_io.MIN_ANN - 1) == "flat"
+    store = store_of(tmp_path / "ix", "auto", n=1500)
+    assert store.snapshot().ann is None and not (tmp_path / "ix" / "index_infos.json").exists()
+    with store.writer() as w:
+        w.set_index_type("hnsw")
+    assert store.snapshot().ann.info.type == "hnsw" and store.read_pin().index_type == "hnsw"
+    with store.writer() as w:
+        w.set_index_type("flat")
+    assert store.snapshot().ann is None and not (tmp_path / "ix" / "index_infos.json").exists()
