@@ -5,14 +5,18 @@ Index types (``mimicry index --index-type``, recorded in the pin):
 - ``flat``: exact search over the vectors (no extra file). Right for small
   registries, where a matrix product is already fast.
 - ``ivf``: an inverted file, ``nlist = 4 sqrt(n)`` lists (16 to 65,536, at most n / 39),
-  trained on up to 64 vectors per list drawn from the portfolio, codes in 8-bit
-  scalar quantisation (``IVF,SQ8``: a quarter of the raw vectors' memory).
-- ``hnsw``: a graph (HNSW, 32 links per node) over 8-bit codes.
+  trained on up to 64 vectors per list drawn from the portfolio.
+- ``hnsw``: a graph (HNSW, 32 links per node).
 
-Both return :data:`RERANK` times the wanted neighbours as candidates, which
-are re-ranked exactly against the stored full-precision vectors (the
-memory-mapped segments, no second copy): similarities a scan reports are
-always exact, and the index costs a quarter of the raw vectors plus links.
+Both work on compact codes: vectors wider than :data:`PCA_DIM` are first
+projected to it by PCA (trained on the portfolio; for unit vectors the
+Euclidean order in that space approximates the cosine order), then stored in
+8-bit scalar quantisation, about a twenty-fifth of the raw vectors at the
+default backbone's 1,568 dimensions. They return :data:`RERANK` times the wanted
+neighbours as candidates, re-ranked exactly against the full-precision
+vectors (the memory-mapped segments, no second copy), so similarities a scan
+reports are always exact. Index labels are positions in the index's id list
+(``ann/<file>.ids.npy``).
 - ``auto``: ``flat`` below :data:`AUTO_FLAT_MAX` works, ``ivf`` from there
   (README, "Scale": where exact search stops meeting 2 ms a query here).
 
@@ -111,64 +115,86 @@ def nlist_for(n: int) -> int:
     return int(min(65536, max(16, min(4 * round(math.sqrt(n)), n // 39))))
 
 
-def build(vectors: np.ndarray, ids: np.ndarray, kind: str, seed: int = 0) -> tuple[faiss.Index, dict, int]:
-    """A trained, filled index of ``kind`` (``ivf`` or ``hnsw``): (index, params, training size)."""
+PCA_DIM = 256
+
+
+def _sample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return x if n >= len(x) else x[np.sort(rng.choice(len(x), n, replace=False))]
+
+
+def build(vectors: np.ndarray, kind: str, seed: int = 0) -> tuple[faiss.Index, dict, int]:
+    """A trained, filled index of ``kind`` (``ivf`` or ``hnsw``) labelled 0..n-1:
+    (index, params, training size)."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
     d = x.shape[1]
     rng = np.random.default_rng(seed)
+    dim = min(d, PCA_DIM)
     if kind == IVF:
         nlist = nlist_for(len(x))
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                              faiss.METRIC_INNER_PRODUCT)
+        inner = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatL2(dim), dim, nlist,
+                                              faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2)
+        inner.cp.seed = seed
         n_train = min(len(x), 64 * nlist)
-        index.cp.seed = seed
-        index.train(x if n_train == len(x) else x[np.sort(rng.choice(len(x), n_train, replace=False))])
-        index.add_with_ids(x, ids)
-        return index, {"nlist": nlist, "codes": "SQ8", "rerank": RERANK}, n_train
-    if kind == HNSW:
-        inner = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        params = {"nlist": nlist}
+    elif kind == HNSW:
+        inner = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, HNSW_M, faiss.METRIC_L2)
         inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         n_train = min(len(x), 100_000)
-        inner.train(x if n_train == len(x) else x[np.sort(rng.choice(len(x), n_train, replace=False))])
-        index = faiss.IndexIDMap2(inner)
-        index.add_with_ids(x, ids)
-        return index, {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "codes": "SQ8",
-                       "rerank": RERANK}, n_train
-    raise InputError(f"no approximate index of type {kind!r}")
+        params = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}
+    else:
+        raise InputError(f"no approximate index of type {kind!r}")
+    index: faiss.Index = inner
+    if dim < d:
+        index = faiss.IndexPreTransform(faiss.PCAMatrix(d, dim), inner)
+    index.train(_sample(x, n_train, rng))
+    for start in range(0, len(x), 65536):  # adds in slices: no full float copy at once
+        index.add(np.ascontiguousarray(x[start:start + 65536]))
+    params.update({"pca": dim if dim < d else None, "codes": "SQ8", "rerank": RERANK})
+    return index, params, n_train
+
+
+def _inner(index: faiss.Index) -> faiss.Index:
+    if isinstance(index, faiss.IndexPreTransform):
+        return faiss.downcast_index(index.index)
+    return index
 
 
 def search_params(index: faiss.Index, setting: int, selector: Any = None) -> Any:
-    """Per-call search parameters (never set on the shared index)."""
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
-    if isinstance(inner, faiss.IndexHNSW):
-        p = faiss.SearchParametersHNSW()
+    """Per-call search parameters (never set on the shared index); the
+    selector goes to the index that holds the labels."""
+    if isinstance(_inner(index), faiss.IndexHNSW):
+        p: Any = faiss.SearchParametersHNSW()
         p.efSearch = int(setting)
     else:
         p = faiss.SearchParametersIVF()
         p.nprobe = int(setting)
     if selector is not None:
         p.sel = selector
+    if isinstance(index, faiss.IndexPreTransform):
+        outer = faiss.SearchParametersPreTransform()
+        outer.index_params = p
+        outer.keep = p  # the inner object must outlive the call
+        return outer
     return p
 
 
 def settings_for(index: faiss.Index) -> list[int]:
     """Candidate settings, cheapest first."""
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    inner = _inner(index)
     if isinstance(inner, faiss.IndexHNSW):
         return [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
-    nlist = faiss.extract_index_ivf(index).nlist
+    nlist = faiss.extract_index_ivf(inner).nlist
     return [p for p in (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 1024) if p < nlist] + [nlist]
 
 
 def candidates(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: int, setting: int,
-               selector: Any = None, id_rows: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """(exact similarities, ids) of the best ``k`` among ``RERANK x k`` candidates,
-    re-ranked against ``vectors`` (rows given by ``id_rows(ids)``; default: id = row)."""
+               selector: Any = None, pos_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(exact similarities, rows of ``vectors``) of the best ``k`` among
+    ``RERANK x k`` candidates, re-ranked exactly; ``pos_rows`` maps index
+    labels to rows (-1: not live; default: label = row)."""
     kc = min(index.ntotal, RERANK * k)
-    _, ids = index.search(queries, kc, params=search_params(index, setting, selector))
-    rows = ids if id_rows is None else id_rows(ids)
+    _, labels = index.search(queries, kc, params=search_params(index, setting, selector))
+    rows = labels if pos_rows is None else np.where(labels >= 0, pos_rows[np.maximum(labels, 0)], -1)
     ok = rows >= 0
     safe = np.where(ok, rows, 0)
     sims = np.einsum("qd,qkd->qk", queries, np.asarray(vectors[safe.reshape(-1)], np.float32)
@@ -178,10 +204,9 @@ def candidates(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: 
     return np.take_along_axis(sims, order, 1), np.take_along_axis(np.where(ok, rows, -1), order, 1)
 
 
-def tune(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
-         id_rows: Any = None) -> tuple[int, float]:
-    """The cheapest setting at which the index (over ``vectors``, its ids mapped
-    to their rows by ``id_rows``; default: equal) returns :data:`TARGET_RECALL`
+def tune(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray) -> tuple[int, float]:
+    """The cheapest setting at which the index (over ``vectors``, labelled by
+    row) returns :data:`TARGET_RECALL`
     of the exact 10 nearest of ``queries`` (held out of the index, as new
     uploads are), after re-ranking; and the recall it reached."""
     from mimicry.store.search import exact_search
@@ -190,26 +215,12 @@ def tune(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
     _, truth = exact_search(vectors, q, 10)
     best = (settings_for(index)[-1], 0.0)
     for setting in settings_for(index):
-        _, got = candidates(index, vectors, q, 10, setting, id_rows=id_rows)
+        _, got = candidates(index, vectors, q, 10, setting)
         hits = sum(len(set(g) & set(t)) for g, t in zip(got.tolist(), truth.tolist()))
         best = (setting, hits / truth.size)
         if best[1] >= TARGET_RECALL:
             break
     return best
-
-
-def id_rows_for(ids: np.ndarray) -> Any:
-    """A function from ids to their positions in ``ids`` (-1 for ids not there)."""
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-
-    def rows(x: np.ndarray) -> np.ndarray:
-        if not len(sorted_ids):
-            return np.full(x.shape, -1, np.int64)
-        pos = np.clip(np.searchsorted(sorted_ids, x), 0, len(sorted_ids) - 1)
-        return np.where((x >= 0) & (sorted_ids[pos] == x), order[pos], -1)
-
-    return rows
 
 
 def create(folder: Path, vectors: np.ndarray, ids: np.ndarray, kind: str, generation: int) -> AnnInfo:
@@ -219,13 +230,13 @@ def create(folder: Path, vectors: np.ndarray, ids: np.ndarray, kind: str, genera
     held = np.zeros(len(ids), dtype=bool)  # tuning queries: held out of the build, added after
     held[np.random.default_rng(0).choice(len(ids), min(TUNING_QUERIES, len(ids) // 10), replace=False)] = True
     rest = np.flatnonzero(~held)
-    index, params, n_train = build(vectors[rest], ids[rest], kind)
-    setting, recall = tune(index, np.asarray(vectors[rest]), np.asarray(vectors[held]), id_rows_for(ids[rest]))
-    index.add_with_ids(np.ascontiguousarray(vectors[held], dtype=np.float32), ids[held])
+    index, params, n_train = build(vectors[rest], kind)
+    setting, recall = tune(index, vectors[rest], np.asarray(vectors[held], np.float32))
+    index.add(np.ascontiguousarray(vectors[held], dtype=np.float32))
     info = AnnInfo(kind, f"{kind}-{generation}-{time.time_ns()}.faiss", len(ids), params,
                    {"efSearch" if kind == HNSW else "nprobe": int(setting)}, n_train, round(recall, 4),
                    memory_bytes(index), round(time.perf_counter() - start, 3), generation)
-    write(folder, index, ids, info)
+    write(folder, index, np.concatenate([ids[rest], ids[held]]), info)
     return info
 
 
@@ -274,48 +285,39 @@ def read_info(folder: Path) -> AnnInfo | None:
 
 @dataclass(frozen=True)
 class AnnView:
-    """A loaded approximate index as one snapshot uses it: the index (mapped
-    read-only where FAISS can), its ids (sorted, with their snapshot rows),
-    the selector masking works removed since, and the rows it does not cover."""
+    """A loaded approximate index as one snapshot uses it: the index, each
+    label's snapshot row (-1: removed
+    since), the selector masking those, and the rows it does not hold."""
 
     index: Any
     info: AnnInfo
-    sorted_ids: np.ndarray
-    rows_of_sorted: np.ndarray  # snapshot row of each sorted id (-1: removed since)
+    pos_rows: np.ndarray
     selector: Any
     delta_rows: np.ndarray  # snapshot rows the index does not hold (added since)
     keep_alive: tuple = ()  # FAISS objects the selector points into
 
     @property
     def dead(self) -> int:
-        return int((self.rows_of_sorted < 0).sum())
-
-    def search(self, vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities, snapshot rows) of the ``k`` nearest live works, best first."""
-        from mimicry.store.search import exact_search, merge_top
-
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        kk = min(k, self.index.ntotal)
-        sims, rows = candidates(self.index, vectors, q, kk, self.setting, self.selector, self.rows_of)
-        if kk < k:
-            pad = k - kk
-            sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
-            rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
-        if len(self.delta_rows):
-            ds, dr = exact_search(vectors, q, k, rows=self.delta_rows)
-            sims, rows = merge_top(sims, rows, ds, dr, k)
-        return sims, rows
-
-    def rows_of(self, ids: np.ndarray) -> np.ndarray:
-        """Snapshot rows of index ids (-1: not live)."""
-        if not len(self.sorted_ids):
-            return np.full(ids.shape, -1, np.int64)
-        pos = np.clip(np.searchsorted(self.sorted_ids, ids), 0, len(self.sorted_ids) - 1)
-        return np.where((ids >= 0) & (self.sorted_ids[pos] == ids), self.rows_of_sorted[pos], -1)
+        return int((self.pos_rows < 0).sum())
 
     @property
     def setting(self) -> int:
         return int(next(iter(self.info.search.values())))
+
+    def search(self, vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(exact similarities, snapshot rows) of the ``k`` nearest live works, best first."""
+        from mimicry.store.search import exact_search, merge_top
+
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        kk = min(k, self.index.ntotal)
+        sims, rows = candidates(self.index, vectors, q, kk, self.setting, self.selector, self.pos_rows)
+        if kk < k:
+            sims = np.pad(sims, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+            rows = np.pad(rows, ((0, 0), (0, k - kk)), constant_values=-1)
+        if len(self.delta_rows):
+            ds, dr = exact_search(vectors, q, k, rows=self.delta_rows)
+            sims, rows = merge_top(sims, rows, ds, dr, k)
+        return sims, rows
 
 
 def load(folder: Path, work_ids: np.ndarray) -> AnnView | None:
@@ -326,27 +328,28 @@ def load(folder: Path, work_ids: np.ndarray) -> AnnView | None:
         return None
     path = folder / FOLDER / info.file
     try:
-        try:
-            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
-        except RuntimeError:
-            index = faiss.read_index(str(path))
+        # Read into memory: the codes are about a twenty-fifth of the raw vectors
+        # (which stay mapped), and FAISS's mapped inverted lists measured 25x
+        # slower per query here (3.8 against 0.16 ms at 10k works).
+        index = faiss.read_index(str(path))
         ann_ids = np.load(folder / FOLDER / (info.file + ".ids.npy"), allow_pickle=False)
     except (OSError, RuntimeError, ValueError):
         return None
-    order = np.argsort(ann_ids, kind="stable")
-    sorted_ids = ann_ids[order]
-    live_order = np.argsort(work_ids, kind="stable")
-    live_sorted = work_ids[live_order]
-    pos = np.clip(np.searchsorted(live_sorted, sorted_ids), 0, max(0, len(live_sorted) - 1))
-    present = (len(live_sorted) > 0) & (live_sorted[pos] == sorted_ids) if len(live_sorted) else np.zeros(len(sorted_ids), bool)
-    rows_of_sorted = np.where(present, live_order[pos], -1).astype(np.int64)
+    if len(ann_ids) != index.ntotal:
+        return None
+    order = np.argsort(work_ids, kind="stable")
+    live_sorted = work_ids[order]
+    if len(live_sorted):
+        pos = np.clip(np.searchsorted(live_sorted, ann_ids), 0, len(live_sorted) - 1)
+        pos_rows = np.where(live_sorted[pos] == ann_ids, order[pos], -1).astype(np.int64)
+    else:
+        pos_rows = np.full(len(ann_ids), -1, np.int64)
     covered = np.zeros(len(work_ids), dtype=bool)
-    covered[rows_of_sorted[rows_of_sorted >= 0]] = True
-    dead_ids = np.ascontiguousarray(sorted_ids[rows_of_sorted < 0])
-    batch = faiss.IDSelectorBatch(dead_ids) if len(dead_ids) else None
+    covered[pos_rows[pos_rows >= 0]] = True
+    dead = np.ascontiguousarray(np.flatnonzero(pos_rows < 0), dtype=np.int64)
+    batch = faiss.IDSelectorBatch(dead) if len(dead) else None
     selector = faiss.IDSelectorNot(batch) if batch is not None else None
-    return AnnView(index, info, sorted_ids, rows_of_sorted, selector, np.flatnonzero(~covered),
-                   (batch, dead_ids))
+    return AnnView(index, info, pos_rows, selector, np.flatnonzero(~covered), (batch, dead))
 
 
 def needs_rebuild(view: AnnView | None, kind: str, n_live: int) -> bool:
