@@ -177,6 +177,12 @@ class Calibration:
             out[:, j] = (k + 1) / (len(neg) + 1)
         return out
 
+    def p_value(self, artist: int, corrected: float) -> float:
+        """:meth:`p_values` of one corrected score for the artist at column ``artist``."""
+        neg = self.negatives[artist]
+        k = len(neg) - int(np.searchsorted(neg, corrected, side="left"))
+        return (k + 1) / (len(neg) + 1)
+
     def image_statistic(self, raw: np.ndarray, corrected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(statistic, best artist) per image: the raw-best artist and its corrected score."""
         best = raw.argmax(axis=1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -205,13 +205,42 @@ class StyleIndex:
         return self.snapshot().calibration
 
     # -- writing --------------------------------------------------------------
-    def _embed_fn(self, batch_size: int, progress: ProgressFn | None, stage: str) -> store_sync.EmbedFn:
+    def _embed_fn(self, batch_size: int, progress: ProgressFn | None, stage: str,
+                  engine: str = "local", address: str | None = None) -> store_sync.EmbedFn:
         from mimicry.embedding import embed_sources
+
+        if engine == "ray":
+            return self._ray_embed_fn(batch_size, progress, stage, address)
+        if engine != "local":
+            from mimicry.engines import ENGINES
+
+            raise InputError(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
 
         def embed(paths: list[Path]):
             for b in embed_sources(self.embedder, paths, batch_size=batch_size, progress=progress,
                                    stage=stage):
-                yield b.sources, b.vectors, b.sha256, [Skipped(e.path, e.reason) for e in b.errors]
+                yield b.sources, b.vectors, b.sha256, [Skipped(source_name(f), e.reason)
+                                                        for f, e in zip(b.failed, b.errors)]
+
+        return embed
+
+    def _ray_embed_fn(self, batch_size: int, progress: ProgressFn | None, stage: str,
+                      address: str | None) -> store_sync.EmbedFn:
+        from dataclasses import asdict
+
+        from mimicry.engines import ray_engine
+
+        pin = asdict(self.store.read_pin())
+        device = self._device if self._device != "auto" else "cpu"
+
+        def embed(paths: list[Path]):
+            done = 0
+            for stretch in ray_engine.embed_paths(paths, pin["model_spec"], pin, device=device,
+                                                  batch_size=batch_size, address=address):
+                done += len(stretch[0]) + len(stretch[3])
+                if progress is not None:
+                    progress(stage, done, len(paths))
+                yield stretch
 
         return embed
 
@@ -249,25 +278,30 @@ class StyleIndex:
                          checkpoint=checkpoint, progress=progress)
 
     def add_folder(self, source: str | Path, *, batch_size: int | None = None,
-                   checkpoint: int | None = None, progress: ProgressFn | None = None) -> IndexReport:
+                   checkpoint: int | None = None, progress: ProgressFn | None = None,
+                   engine: str = "local", address: str | None = None) -> IndexReport:
         """Indexes a portfolio folder (one sub-folder per artist) or ``path,artist`` CSV.
 
         For each artist it contains, the index afterwards holds exactly that
         artist's readable files there: new and changed files are embedded, files
         that are gone are removed. Artists not in ``source`` are left alone.
+        ``engine="ray"`` embeds on a Ray cluster (``address``; none: a local
+        one), committing exactly as the local engine does.
         """
         portfolio = read_portfolio(source)
         report = self.sync(portfolio.works, prune=True, batch_size=batch_size,
-                           checkpoint=checkpoint, progress=progress)
+                           checkpoint=checkpoint, progress=progress, engine=engine, address=address)
         report.skipped[:0] = portfolio.skipped
         return report
 
     def sync(self, works: dict[str, list[Path]], *, prune: bool = True, batch_size: int | None = None,
-             checkpoint: int | None = None, progress: ProgressFn | None = None) -> IndexReport:
+             checkpoint: int | None = None, progress: ProgressFn | None = None,
+             engine: str = "local", address: str | None = None) -> IndexReport:
         """Brings the listed artists' works in line with ``works`` (see :meth:`add_folder`).
         ``progress(stage, done, total)`` is called as images are embedded."""
         s = self.settings
-        embed = self._embed_fn(_count(batch_size, s.batch_size, "batch_size"), progress, "indexing")
+        embed = self._embed_fn(_count(batch_size, s.batch_size, "batch_size"), progress, "indexing",
+                               engine, address)
         with self.store.writer() as w:
             report = store_sync.sync(w, works, embed, prune=prune,
                                      checkpoint=_count(checkpoint, s.checkpoint, "checkpoint"))
@@ -438,14 +472,21 @@ class StyleIndex:
             snap.pin.check(self.embedder, self.folder)
 
     def scan(self, images: Sequence[ImageSource], top: int | None = None, evidence: int | None = None,
-             batch_size: int | None = None, progress: ProgressFn | None = None) -> list[ScanResult]:
+             batch_size: int | None = None, progress: ProgressFn | None = None,
+             engine: str = "local", address: str | None = None) -> list[ScanResult]:
         """Scores each image (files, folders of images, or :class:`~mimicry.images.ImageBytes`)
         against every artist.
 
         Returns one :class:`ScanResult` per input image, in input order; one
-        that cannot be read gets ``error`` set and no matches.
+        that cannot be read gets ``error`` set and no matches. ``engine="ray"``
+        embeds files on a Ray cluster (:meth:`iter_scan` streams the results).
         """
-        from mimicry.embedding import embed_sources
+        return list(self.iter_scan(images, top, evidence, batch_size, progress, engine, address))
+
+    def iter_scan(self, images: Sequence[ImageSource], top: int | None = None, evidence: int | None = None,
+                  batch_size: int | None = None, progress: ProgressFn | None = None,
+                  engine: str = "local", address: str | None = None) -> Iterator[ScanResult]:
+        """:meth:`scan`, yielding each result in input order as soon as its stretch is embedded."""
         from mimicry.verdict import image_matches
 
         s = self.settings
@@ -453,18 +494,39 @@ class StyleIndex:
         snap = self.snapshot()
         self._check_pin(snap)
         warnings = snap.warnings()
+        promise = snap.calibration.promise() if snap.calibration is not None else None
         sources = expand_inputs(images)
-        results: dict[int, ScanResult] = {}
-        for batch in embed_sources(self.embedder, sources, batch_size=_count(batch_size, s.batch_size, "batch_size"),
-                                   progress=progress, stage="scanning"):
-            for src, err in zip(batch.failed, batch.errors):
-                results[id(src)] = ScanResult(source_name(src), [], err.reason)
-            promise = snap.calibration.promise() if snap.calibration is not None else None
-            for src, sha, (matches, artist, image_p) in zip(batch.sources, batch.sha256,
-                                                            image_matches(snap, batch.vectors, top, evidence)):
-                results[id(src)] = ScanResult(source_name(src), matches, None, artist, sha, warnings,
+        if engine != "local" and any(isinstance(x, ImageBytes) for x in sources):
+            raise InputError(f"--engine {engine} scans files; uploads are scanned locally")
+        pending: dict[int, ScanResult] = {}
+        order = [id(x) for x in sources]
+        nxt = 0
+        for done, vectors, shas, failed, reasons in self._stretches(sources, batch_size, progress, engine, address):
+            for src, reason in zip(failed, reasons):
+                pending[id(src)] = ScanResult(source_name(src), [], reason)
+            for src, sha, (matches, artist, image_p) in zip(done, shas, image_matches(snap, vectors, top, evidence)):
+                pending[id(src)] = ScanResult(source_name(src), matches, None, artist, sha, warnings,
                                               image_p, promise)
-        return [results[id(src)] for src in sources]
+            while nxt < len(order) and order[nxt] in pending:
+                yield pending.pop(order[nxt])
+                nxt += 1
+
+    def _stretches(self, sources: list[ImageSource], batch_size: int | None, progress: ProgressFn | None,
+                   engine: str, address: str | None) -> Iterator[tuple[list, np.ndarray, list[str], list, list[str]]]:
+        """(embedded sources, vectors, sha256s, failed sources, reasons), stretch
+        by stretch, the sources being the very objects given."""
+        from mimicry.embedding import embed_sources
+
+        size = _count(batch_size, self.settings.batch_size, "batch_size")
+        if engine == "local":
+            for b in embed_sources(self.embedder, sources, batch_size=size, progress=progress, stage="scanning"):
+                yield b.sources, b.vectors, b.sha256, b.failed, [e.reason for e in b.errors]
+            return
+        by_path = {str(x): x for x in sources}
+        for paths, vectors, shas, skipped in self._embed_fn(size, progress, "scanning", engine, address)(
+                [Path(str(x)) for x in sources]):
+            yield ([by_path[str(p)] for p in paths], vectors, shas, [by_path[sk.path] for sk in skipped],
+                   [sk.reason for sk in skipped])
 
     def scan_model(self, samples: Sequence[ImageSource], alpha: float | None = None,
                    batch_size: int | None = None, evidence: int | None = None,

@@ -235,7 +235,7 @@ def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: i
     raw = scores.raw
     n_artists = raw.shape[1]
     z = np.full(raw.shape, np.nan)
-    p = np.full(raw.shape, np.nan)
+    corrected = np.full(raw.shape, np.nan)
     flag_at = np.full(raw.shape, np.nan)
     calibrated = np.zeros(n_artists, dtype=bool)
     verdict = np.full(len(raw), -1)
@@ -245,7 +245,9 @@ def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: i
         cal = aligned.cal
         judged = judge_aligned(snapshot, aligned, raw, queries)
         z[:, aligned.columns] = cal.normalise(judged.corrected)
-        p[:, aligned.columns] = cal.p_values(judged.corrected)
+        corrected[:, aligned.columns] = judged.corrected
+        col_of = np.full(n_artists, -1)
+        col_of[aligned.columns] = np.arange(len(aligned.columns))
         # corrected = raw - correction, so an image passes where raw > threshold + correction
         flag_at[:, aligned.columns] = cal.flag_threshold + (judged.raw - judged.corrected)
         calibrated[aligned.columns] = True
@@ -264,7 +266,7 @@ def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: i
             if calibrated[j]:
                 line = float(flag_at[q, j])
                 matches.append(Match(snapshot.artists[j], float(raw[q, j]), ev, float(z[q, j]),
-                                     bool(j == verdict[q]), float(p[q, j]),
+                                     bool(j == verdict[q]), cal.p_value(int(col_of[j]), float(corrected[q, j])),
                                      line if np.isfinite(line) else None))
             else:
                 matches.append(Match(snapshot.artists[j], float(raw[q, j]), ev))

@@ -177,8 +177,11 @@ def scan_and_calibration(shape: Shape, n: int, seed: int) -> None:
     from mimicry.verdict import Calibrated, judge_aligned
 
     x, labels, queries = registry(shape, n, 100, seed)
-    artists = np.where(labels >= 0, labels, -1)
-    names = [f"artist-{a}" if a >= 0 else f"loose-{i}" for i, a in enumerate(artists)]
+    clustered = labels[labels >= 0]
+    rng = np.random.default_rng(seed)
+    # Unclustered works belong to artists too (ones whose portfolio wanders).
+    artists = np.where(labels >= 0, labels, rng.choice(clustered.max() + 1, len(labels)))
+    names = [f"artist-{a}" for a in artists]
     bg, _, _ = registry(shape, 3000, 1, seed + 1)
     gc.collect()
     m0, t0 = rss_mb(), time.perf_counter()
@@ -212,7 +215,7 @@ def scan_and_calibration(shape: Shape, n: int, seed: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vectors", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--vectors", type=int, nargs="*", default=[10_000, 100_000])
     ap.add_argument("--types", nargs="+", default=["flat", "ivf", "hnsw"])
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--reference", type=Path, default=Path("../shared/eval/reference/images"))

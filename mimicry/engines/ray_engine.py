@@ -1,0 +1,171 @@
+"""Embedding on a Ray cluster with Ray Data, for registries one machine cannot embed in time.
+
+The pipeline is the local one spread out:
+
+1. read and decode (Ray tasks): each file's bytes are read once, hashed, and
+   decoded by :func:`mimicry.images.decode` with the recipe's draft size and
+   the same limits; a file that fails becomes a row with its reason, never an
+   exception;
+2. ``map_batches`` with one embedder per actor (CPU, or one GPU each): the
+   embedder's own preprocessing and forward pass;
+3. vectors come back to the driver in input order and go to the index's commit
+   loop (:func:`mimicry.store.sync.sync`) in atomic commits, as locally.
+
+Each actor loads the pinned model and checks it gives the pinned recipe, so a
+cluster with other weights fails instead of writing incomparable vectors.
+Tasks are retried and actors restarted when a worker dies (``max_restarts``,
+``max_task_retries``): Ray Data re-runs the lost batch, and because results
+are collected in order by input position, a retried batch neither loses nor
+duplicates a work.
+
+``MIMICRY_FAULT_EXIT_ONCE=FILE`` is fault injection for the tests: the first
+embedding actor to see FILE missing creates it and exits mid-batch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from mimicry.errors import BackboneError, InputError
+from mimicry.results import Skipped
+
+#: How often a lost task or actor is retried before the run fails.
+RETRIES = 3
+
+
+def _require_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise InputError(f"--engine ray needs Ray Data: pip install 'mimicry[ray]' ({exc})") from None
+    return ray
+
+
+def start(address: str | None = None, num_cpus: int | None = None) -> Any:
+    """Connects to the cluster at ``address`` (``auto``: the one this machine
+    belongs to), or starts a local one with ``num_cpus``; returns ``ray``."""
+    ray = _require_ray()
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
+                                  "include_dashboard": False}
+        if address:
+            kwargs["address"] = address
+        elif num_cpus:
+            kwargs["num_cpus"] = num_cpus
+        ray.init(**kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    return ray
+
+
+def _decode_batch(batch: dict[str, np.ndarray], draft_size: int | None) -> dict[str, np.ndarray]:
+    """Stage 1: bytes read once, hashed, decoded; failures kept as reasons."""
+    from mimicry.errors import ImageError
+    from mimicry.images import decode
+
+    pixels, shas, errors = [], [], []
+    for path in batch["path"]:
+        try:
+            d = decode(str(path), draft_size=draft_size)
+            pixels.append(np.asarray(d.image, dtype=np.uint8))
+            shas.append(d.sha256)
+            errors.append("")
+        except ImageError as exc:
+            pixels.append(np.zeros((1, 1, 3), np.uint8))
+            shas.append("")
+            errors.append(exc.reason)
+        except Exception as exc:  # noqa: BLE001 - any failure is that file's alone
+            pixels.append(np.zeros((1, 1, 3), np.uint8))
+            shas.append("")
+            errors.append(f"could not be prepared ({type(exc).__name__}: {exc})")
+    out = dict(batch)
+    out["pixels"] = np.array(pixels + [None], dtype=object)[:-1]  # ragged: one array per image
+    out["sha256"] = np.array(shas)
+    out["error"] = np.array(errors)
+    return out
+
+
+class EmbedActor:
+    """Stage 2: one embedder per actor, checked against the pin."""
+
+    def __init__(self, model_spec: str, device: str, pin: dict[str, Any]) -> None:
+        import torch
+
+        from mimicry.backbones import load_embedder
+
+        torch.set_num_threads(max(1, int(os.environ.get("MIMICRY_RAY_THREADS", "1"))))
+        self.embedder = load_embedder(model_spec, device)
+        got = (self.embedder.backbone_id, self.embedder.weights_sha256, self.embedder.recipe.to_dict())
+        want = (pin["backbone_id"], pin["weights_sha256"], pin["recipe"])
+        if got != want:
+            raise BackboneError(f"a Ray worker's {model_spec} is {got[0]} (weights {got[1][:12]}…, recipe "
+                                f"v{got[2].get('version')}), not the index's {want[0]} (weights "
+                                f"{want[1][:12]}…, recipe v{want[2].get('version')})")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+        from PIL import Image
+
+        marker = os.environ.get("MIMICRY_FAULT_EXIT_ONCE")
+        if marker and not os.path.exists(marker):
+            Path(marker).write_text(str(os.getpid()))
+            os._exit(1)  # a worker lost mid-batch
+        ok = [i for i, e in enumerate(batch["error"]) if not e]
+        vectors = np.zeros((len(batch["path"]), self.embedder.dim), dtype=np.float32)
+        if ok:
+            tensors = [self.embedder.preprocess(Image.fromarray(np.asarray(batch["pixels"][i], np.uint8)))
+                       for i in ok]
+            vectors[ok] = self.embedder.embed_tensors(torch.stack(tensors))
+        return {"position": batch["position"], "path": batch["path"], "sha256": batch["sha256"],
+                "error": batch["error"], "vector": vectors, "worker": np.full(len(batch["path"]), os.getpid())}
+
+
+def embed_paths(paths: Sequence[Path], model_spec: str, pin: dict[str, Any], *, device: str = "cpu",
+                batch_size: int = 32, address: str | None = None, actors: int | None = None,
+                num_cpus: int | None = None, gpus_per_actor: float = 0.0,
+                stats: dict[str, Any] | None = None,
+                ) -> Iterator[tuple[list[Path], np.ndarray, list[str], list[Skipped]]]:
+    """Embeds ``paths`` on Ray, yielding (paths, vectors, sha256s, skipped) in
+    input order, stretch by stretch, as the local engine does. ``stats``, if
+    given, receives images embedded per worker process."""
+    if not paths:
+        return
+    ray = start(address, num_cpus)
+    n_actors = actors or max(1, int(ray.available_resources().get("GPU" if gpus_per_actor else "CPU", 1)
+                                    // (gpus_per_actor or 1)))
+    from mimicry.backbones import load_embedder  # noqa: F401 - fail here, not in every worker
+
+    draft = pin["recipe"].get("draft_size")
+    ds = ray.data.from_items([{"position": i, "path": str(p)} for i, p in enumerate(paths)],
+                             override_num_blocks=max(1, min(len(paths) // max(1, batch_size), 4 * n_actors)))
+    ds = ds.map_batches(_decode_batch, fn_kwargs={"draft_size": draft}, batch_size=batch_size,
+                        batch_format="numpy", max_retries=RETRIES)
+    ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"model_spec": model_spec, "device": device,
+                                                           "pin": pin},
+                        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors),
+                        num_gpus=gpus_per_actor, max_restarts=RETRIES, max_task_retries=RETRIES)
+    seen: set[int] = set()
+    for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
+        out_paths, vecs, shas, skipped = [], [], [], []
+        for pos, path, sha, err, vec in zip(batch["position"], batch["path"], batch["sha256"], batch["error"],
+                                            batch["vector"]):
+            if int(pos) in seen:  # a retried batch delivered twice: keep the first
+                continue
+            seen.add(int(pos))
+            if err:
+                skipped.append(Skipped(str(path), str(err)))
+            else:
+                out_paths.append(Path(str(path)))
+                vecs.append(np.asarray(vec, np.float32))
+                shas.append(str(sha))
+        if stats is not None:
+            for pid in batch["worker"]:
+                stats[int(pid)] = stats.get(int(pid), 0) + 1
+        yield out_paths, (np.stack(vecs) if vecs else np.zeros((0, len(batch["vector"][0])), np.float32)), \
+            shas, skipped
