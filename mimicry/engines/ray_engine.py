@@ -35,6 +35,8 @@ from mimicry.results import Skipped
 
 #: How often a lost task or actor is retried before the run fails.
 RETRIES = 3
+#: CPU share a decode task asks for (two run beside each other on one free CPU).
+DECODE_CPUS = 0.5
 
 
 def _require_ray() -> Any:
@@ -137,19 +139,22 @@ def embed_paths(paths: Sequence[Path], model_spec: str, pin: dict[str, Any], *, 
     if not paths:
         return
     ray = start(address, num_cpus)
-    n_actors = actors or max(1, int(ray.available_resources().get("GPU" if gpus_per_actor else "CPU", 1)
-                                    // (gpus_per_actor or 1)))
+    free = ray.available_resources()
+    # One CPU (or GPU) per embedding actor, leaving a CPU for the decode tasks:
+    # actors holding every CPU would starve them.
+    n_actors = actors or (max(1, int(free.get("GPU", 0) // gpus_per_actor)) if gpus_per_actor
+                          else max(1, int(free.get("CPU", 1)) - 1))
     from mimicry.backbones import load_embedder  # noqa: F401 - fail here, not in every worker
 
     draft = pin["recipe"].get("draft_size")
     ds = ray.data.from_items([{"position": i, "path": str(p)} for i, p in enumerate(paths)],
                              override_num_blocks=max(1, min(len(paths) // max(1, batch_size), 4 * n_actors)))
     ds = ds.map_batches(_decode_batch, fn_kwargs={"draft_size": draft}, batch_size=batch_size,
-                        batch_format="numpy", max_retries=RETRIES)
+                        batch_format="numpy", num_cpus=DECODE_CPUS, max_retries=RETRIES)
     ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"model_spec": model_spec, "device": device,
                                                            "pin": pin},
                         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors),
-                        num_gpus=gpus_per_actor, max_restarts=RETRIES, max_task_retries=RETRIES)
+                        num_cpus=1, num_gpus=gpus_per_actor, max_restarts=RETRIES, max_task_retries=RETRIES)
     seen: set[int] = set()
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
         out_paths, vecs, shas, skipped = [], [], [], []

@@ -108,6 +108,8 @@ def _command() -> str:
 
 
 REPORT_OPT = typer.Option(None, "--report", help="Also write a self-contained HTML report to this file.")
+ENGINE_OPT = typer.Option("local", "--engine", help="local | ray: embed here, or on a Ray cluster (pip install 'mimicry[ray]').")
+ADDRESS_OPT = typer.Option(None, "--address", help="Ray cluster address for --engine ray (default: start a local one; 'auto': this machine's).")
 
 
 def _write_report(path: Optional[Path], render: Callable[[], str]) -> None:
@@ -136,6 +138,8 @@ def index(
     device: Optional[str] = DEVICE_OPT,
     drop_unreadable: bool = typer.Option(False, help="When rebuilding an old index, drop works whose file cannot be read."),
     index_type: Optional[str] = typer.Option(None, "--index-type", help="flat | ivf | hnsw | auto (new indexes: auto, exact below 20,000 works). Re-pins an existing index."),
+    engine: str = ENGINE_OPT,
+    address: Optional[str] = ADDRESS_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
@@ -148,7 +152,8 @@ def index(
         with StyleIndex.create(_index_dir(index, s), model=model, device=device or s.device,
                                rebuild=True, drop_unreadable=drop_unreadable,
                                progress=_progress(quiet), index_type=index_type) as ix:
-            report = ix.add_folder(portfolios, batch_size=batch_size, progress=_progress(quiet))
+            report = ix.add_folder(portfolios, batch_size=batch_size, progress=_progress(quiet),
+                                   engine=engine, address=address)
     if as_json:
         _emit(report.to_dict())
     else:
@@ -172,22 +177,29 @@ def scan(
     batch_size: Optional[int] = BATCH_OPT,
     device: Optional[str] = DEVICE_OPT,
     report: Optional[Path] = REPORT_OPT,
+    engine: str = ENGINE_OPT,
+    address: Optional[str] = ADDRESS_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
-    """Score images against every registered artist, with the nearest works as evidence."""
+    """Score images against every registered artist, with the nearest works as evidence.
+    With --json each result is printed as soon as it is ready (one JSON object per line)."""
     from mimicry.report import scan_report
 
     _setup_logging(quiet)
-    with _opened(index, device) as ix:
-        results = ix.scan(images, top=top, evidence=evidence, batch_size=batch_size,
-                          progress=_progress(quiet))
+    results = []
+    with _opened(index, device) as ix, _errors():
+        for r in ix.iter_scan(images, top=top, evidence=evidence, batch_size=batch_size,
+                              progress=_progress(quiet), engine=engine, address=address):
+            results.append(r)
+            if as_json:
+                _emit(r.to_dict())
         info = ix.info()
     if not results:
         _fail("no images found in " + ", ".join(map(str, images)))
     for r in results:
         if as_json:
-            _emit(r.to_dict())
+            continue
         elif r.error:
             typer.echo(f"{r.image}\n  error: {r.error}")
         else:

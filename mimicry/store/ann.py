@@ -13,7 +13,7 @@ projected to it by PCA (trained on the portfolio; for unit vectors the
 Euclidean order in that space approximates the cosine order), then stored in
 8-bit scalar quantisation, about a twenty-fifth of the raw vectors at the
 default backbone's 1,568 dimensions. They return :data:`RERANK` times the wanted
-neighbours as candidates, re-ranked exactly against the full-precision
+neighbours (of the first ten; plus the rest) as candidates, re-ranked exactly against the full-precision
 vectors (the memory-mapped segments, no second copy), so similarities a scan
 reports are always exact. Index labels are positions in the index's id list
 (``ann/<file>.ids.npy``).
@@ -70,7 +70,8 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 #: An approximate index needs at least this many vectors (smaller registries stay flat).
 MIN_ANN = 1000
-#: Candidates fetched per wanted neighbour, then re-ranked exactly.
+#: Candidates fetched beyond the wanted ``k``, then re-ranked exactly: ``RERANK``
+#: times the first ten (where order matters most), plus ``k`` itself.
 RERANK = 4
 
 
@@ -190,9 +191,9 @@ def settings_for(index: faiss.Index) -> list[int]:
 def candidates(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: int, setting: int,
                selector: Any = None, pos_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(exact similarities, rows of ``vectors``) of the best ``k`` among
-    ``RERANK x k`` candidates, re-ranked exactly; ``pos_rows`` maps index
-    labels to rows (-1: not live; default: label = row)."""
-    kc = min(index.ntotal, RERANK * k)
+    ``k + (RERANK - 1) x min(k, 10)`` candidates, re-ranked exactly;
+    ``pos_rows`` maps index labels to rows (-1: not live; default: label = row)."""
+    kc = min(index.ntotal, k + (RERANK - 1) * min(k, 10))
     _, labels = index.search(queries, kc, params=search_params(index, setting, selector))
     rows = labels if pos_rows is None else np.where(labels >= 0, pos_rows[np.maximum(labels, 0)], -1)
     ok = rows >= 0
