@@ -5,7 +5,7 @@ Index types (``mimicry index --index-type``, recorded in the pin):
 - ``flat``: exact search over the vectors (no extra file). Right for small
   registries, where a matrix product is already fast.
 - ``ivf``: an inverted file, ``nlist = 4 sqrt(n)`` lists (16 to 65,536, at most n / 39),
-  trained on up to 64 vectors per list drawn from the portfolio.
+  trained on up to 64 vectors per list (at most :data:`TRAIN_MAX`) drawn from the portfolio.
 - ``hnsw``: a graph (HNSW, 32 links per node).
 
 Both work on compact codes: vectors wider than :data:`PCA_DIM` are first
@@ -18,7 +18,8 @@ vectors (the memory-mapped segments, no second copy), so similarities a scan
 reports are always exact. Index labels are positions in the index's id list
 (``ann/<file>.ids.npy``).
 - ``auto``: ``flat`` below :data:`AUTO_FLAT_MAX` works, ``ivf`` from there
-  (README, "Scale": where exact search stops meeting 2 ms a query here).
+  (README, "Scale": below it exact search costs a small share of embedding the
+  query, about 4 ms against 30 ms here, and is exact).
 
 The approximate index is derived data: built from the committed vectors after
 a write, written complete (temporary name, fsync, rename) under ``ann/``, and
@@ -68,6 +69,9 @@ TARGET_RECALL = 0.95
 TUNING_QUERIES = 200
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
+#: Most vectors an IVF is trained on (64 per list up to this): k-means on more
+#: costs minutes at a million works and moved recall by less than noise.
+TRAIN_MAX = 100_000
 #: An approximate index needs at least this many vectors (smaller registries stay flat).
 MIN_ANN = 1000
 #: Candidates fetched beyond the wanted ``k``, then re-ranked exactly: ``RERANK``
@@ -119,37 +123,37 @@ def nlist_for(n: int) -> int:
 PCA_DIM = 256
 
 
-def _sample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    return x if n >= len(x) else x[np.sort(rng.choice(len(x), n, replace=False))]
-
-
-def build(vectors: np.ndarray, kind: str, seed: int = 0) -> tuple[faiss.Index, dict, int]:
-    """A trained, filled index of ``kind`` (``ivf`` or ``hnsw``) labelled 0..n-1:
-    (index, params, training size)."""
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
+def build(vectors: np.ndarray, kind: str, seed: int = 0,
+          rows: np.ndarray | None = None) -> tuple[faiss.Index, dict, int]:
+    """A trained, filled index of ``kind`` (``ivf`` or ``hnsw``) of ``vectors``
+    (only ``rows`` of them, in that order, if given), labelled 0..n-1:
+    (index, params, training size). Never copies all the vectors at once."""
+    x = vectors
+    rows = np.arange(len(x)) if rows is None else np.asarray(rows, np.int64)
     d = x.shape[1]
     rng = np.random.default_rng(seed)
     dim = min(d, PCA_DIM)
     if kind == IVF:
-        nlist = nlist_for(len(x))
+        nlist = nlist_for(len(rows))
         inner = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatL2(dim), dim, nlist,
                                               faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2)
         inner.cp.seed = seed
-        n_train = min(len(x), 64 * nlist)
+        n_train = min(len(rows), 64 * nlist, TRAIN_MAX)
         params = {"nlist": nlist}
     elif kind == HNSW:
         inner = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, HNSW_M, faiss.METRIC_L2)
         inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        n_train = min(len(x), 100_000)
+        n_train = min(len(rows), 100_000)
         params = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}
     else:
         raise InputError(f"no approximate index of type {kind!r}")
     index: faiss.Index = inner
     if dim < d:
         index = faiss.IndexPreTransform(faiss.PCAMatrix(d, dim), inner)
-    index.train(_sample(x, n_train, rng))
-    for start in range(0, len(x), 65536):  # adds in slices: no full float copy at once
-        index.add(np.ascontiguousarray(x[start:start + 65536]))
+    train = rows if n_train >= len(rows) else np.sort(rng.choice(rows, n_train, replace=False))
+    index.train(np.ascontiguousarray(x[train], dtype=np.float32))
+    for start in range(0, len(rows), 65536):  # adds in slices: no full copy at once
+        index.add(np.ascontiguousarray(x[rows[start:start + 65536]], dtype=np.float32))
     params.update({"pca": dim if dim < d else None, "codes": "SQ8", "rerank": RERANK})
     return index, params, n_train
 
@@ -205,18 +209,19 @@ def candidates(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: 
     return np.take_along_axis(sims, order, 1), np.take_along_axis(np.where(ok, rows, -1), order, 1)
 
 
-def tune(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray) -> tuple[int, float]:
-    """The cheapest setting at which the index (over ``vectors``, labelled by
-    row) returns :data:`TARGET_RECALL`
+def tune(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
+         pos_rows: np.ndarray | None = None) -> tuple[int, float]:
+    """The cheapest setting at which the index (over the rows ``pos_rows`` of
+    ``vectors``, label ``i`` being row ``pos_rows[i]``) returns :data:`TARGET_RECALL`
     of the exact 10 nearest of ``queries`` (held out of the index, as new
     uploads are), after re-ranking; and the recall it reached."""
     from mimicry.store.search import exact_search
 
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    _, truth = exact_search(vectors, q, 10)
+    _, truth = exact_search(vectors, q, 10, rows=pos_rows)
     best = (settings_for(index)[-1], 0.0)
     for setting in settings_for(index):
-        _, got = candidates(index, vectors, q, 10, setting)
+        _, got = candidates(index, vectors, q, 10, setting, pos_rows=pos_rows)
         hits = sum(len(set(g) & set(t)) for g, t in zip(got.tolist(), truth.tolist()))
         best = (setting, hits / truth.size)
         if best[1] >= TARGET_RECALL:
@@ -231,8 +236,8 @@ def create(folder: Path, vectors: np.ndarray, ids: np.ndarray, kind: str, genera
     held = np.zeros(len(ids), dtype=bool)  # tuning queries: held out of the build, added after
     held[np.random.default_rng(0).choice(len(ids), min(TUNING_QUERIES, len(ids) // 10), replace=False)] = True
     rest = np.flatnonzero(~held)
-    index, params, n_train = build(vectors[rest], kind)
-    setting, recall = tune(index, vectors[rest], np.asarray(vectors[held], np.float32))
+    index, params, n_train = build(vectors, kind, rows=rest)
+    setting, recall = tune(index, vectors, np.asarray(vectors[held], np.float32), pos_rows=rest)
     index.add(np.ascontiguousarray(vectors[held], dtype=np.float32))
     info = AnnInfo(kind, f"{kind}-{generation}-{time.time_ns()}.faiss", len(ids), params,
                    {"efSearch" if kind == HNSW else "nprobe": int(setting)}, n_train, round(recall, 4),
