@@ -241,6 +241,8 @@ class Store:
                 w = Writer(self, cat)
                 w.remove_leftovers()
                 yield w
+                if w.vectors_changed:  # once per writer, not per checkpoint commit
+                    w.refresh_ann()
             finally:
                 if w is not None and w.pin_changed:
                     pin_io.write_file(self.folder, w.pin)
@@ -256,6 +258,7 @@ class Writer:
         self.folder = store.folder
         self.catalogue = catalogue
         self.pin_changed = False
+        self.vectors_changed = False  # the approximate index may need a rebuild when the writer is done
         self.last_added: list[int] = []
         self._reload()
 
@@ -363,8 +366,8 @@ class Writer:
         self._refs = refs
         self.remove_leftovers()
         log.debug("committed generation %d", generation)
+        self.vectors_changed = True
         self._reload()
-        self.refresh_ann()
 
     def replace_all(self, pin: Pin, ids: Sequence[int], vectors: np.ndarray, drop: Sequence[int],
                     seen: Sequence[tuple[int, int, int, str | None]] = ()) -> None:
@@ -397,8 +400,10 @@ class Writer:
     def refresh_ann(self, force: bool = False) -> ann_io.AnnInfo | None:
         """(Re)builds the approximate index when the pinned type and the
         registry's size call for it (:func:`mimicry.store.ann.needs_rebuild`),
-        or drops it; ``force``: rebuild whenever one is wanted. Derived data,
-        outside the catalogue: a kill here leaves the last index, or none."""
+        or drops it; ``force``: rebuild whenever one is wanted. Runs when a
+        writer that changed vectors is done (so a long indexing run builds
+        once, at its end). Derived data, outside the catalogue: a kill here
+        leaves the last index, or none, and searches stay correct."""
         snap = self._snapshot
         kind = ann_io.resolve(self.pin.index_type, len(snap.work_ids))
         if not force and not ann_io.needs_rebuild(snap.ann, self.pin.index_type, len(snap.work_ids)):

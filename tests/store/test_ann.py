@@ -154,3 +154,19 @@ def test_auto_stays_exact_below_its_size_and_flat_drops_the_index(tmp_path):
     with store.writer() as w:
         w.set_index_type("flat")
     assert store.snapshot().ann is None and not (tmp_path / "ix" / "index_infos.json").exists()
+
+
+def test_one_writer_builds_once_at_its_end(tmp_path, monkeypatch):
+    """Checkpoint commits of one indexing run do not each rebuild the index."""
+    store = Store.create(tmp_path / "ix", Pin("test-model", "test", "0" * 64, DIM, {"version": 1},
+                                              index_type="ivf"))
+    calls = []
+    real = ann_io.create
+    monkeypatch.setattr(ann_io, "create", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    with store.writer() as w:
+        for part in range(3):
+            vecs, owner = clustered(1000, 50, seed=part)
+            w.commit([(NewWork(f"artist-{a:03d}", f"/{part}/{i}.png", f"{part:032x}{i:032x}", 1, 1), v)
+                      for i, (v, a) in enumerate(zip(vecs, owner))], [])
+        assert calls == []
+    assert calls == [3000] and store.snapshot().ann.info.vectors == 3000
