@@ -30,7 +30,8 @@ test: install browser
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) scripts/bench_embed.py
+	$(PY) scripts/bench_embed.py --repeats 5
+	$(PY) scripts/bench_decode.py --repeats 5
 
 clean:
 	rm -rf demo-output eval-output .pytest_cache

@@ -137,7 +137,7 @@ def index(
     batch_size: Optional[int] = BATCH_OPT,
     device: Optional[str] = DEVICE_OPT,
     drop_unreadable: bool = typer.Option(False, help="When rebuilding an old index, drop works whose file cannot be read."),
-    index_type: Optional[str] = typer.Option(None, "--index-type", help="flat | ivf | hnsw | auto (new indexes: auto, exact below 20,000 works). Re-pins an existing index."),
+    index_type: Optional[str] = typer.Option(None, "--index-type", help="flat | ivf | hnsw | auto (new indexes: auto = exact below 20,000 works, HNSW above). Re-pins an existing index."),
     engine: str = ENGINE_OPT,
     address: Optional[str] = ADDRESS_OPT,
     as_json: bool = JSON_OPT,

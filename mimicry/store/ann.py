@@ -17,9 +17,12 @@ neighbours (of the first ten; plus the rest) as candidates, re-ranked exactly ag
 vectors (the memory-mapped segments, no second copy), so similarities a scan
 reports are always exact. Index labels are positions in the index's id list
 (``ann/<file>.ids.npy``).
-- ``auto``: ``flat`` below :data:`AUTO_FLAT_MAX` works, ``ivf`` from there
-  (README, "Scale": below it exact search costs a small share of embedding the
-  query, about 4 ms against 30 ms here, and is exact).
+- ``auto``: ``flat`` below :data:`AUTO_FLAT_MAX` works (README, "Scale": below
+  it exact search costs a small share of embedding the query, about 4 ms
+  against 30 ms here, and is exact), ``hnsw`` from there: at 100k and 1M works
+  it measured faster than IVF at the same recall (1.6 against 3.8 ms a query
+  at 1M, recall@10 0.961 both) for 1.09x the raw vectors' memory, at the cost
+  of a longer build (223 against 59 s at 1M).
 
 The approximate index is derived data: built from the committed vectors after
 a write, written complete (temporary name, fsync, rename) under ``ann/``, and
@@ -91,7 +94,7 @@ def resolve(kind: str, n: int) -> str:
     if n < MIN_ANN:
         return FLAT
     if kind == AUTO:
-        return FLAT if n < AUTO_FLAT_MAX else IVF
+        return FLAT if n < AUTO_FLAT_MAX else HNSW
     return kind
 
 

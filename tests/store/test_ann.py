@@ -144,7 +144,7 @@ def test_concurrent_searches_agree(tmp_path):
 
 def test_auto_stays_exact_below_its_size_and_flat_drops_the_index(tmp_path):
     assert ann_io.resolve("auto", ann_io.AUTO_FLAT_MAX - 1) == "flat"
-    assert ann_io.resolve("auto", ann_io.AUTO_FLAT_MAX) == "ivf"
+    assert ann_io.resolve("auto", ann_io.AUTO_FLAT_MAX) == "hnsw"
     assert ann_io.resolve("hnsw", ann_io.MIN_ANN - 1) == "flat"
     store = store_of(tmp_path / "ix", "auto", n=1500)
     assert store.snapshot().ann is None and not (tmp_path / "ix" / "index_infos.json").exists()
