@@ -37,6 +37,10 @@ def plan(writer: Writer, works: Mapping[str, Sequence[Path]], prune: bool,
     pending: list[NewWork] = []
     pruned: list[int] = []
     seen: list[tuple[int, int, int, str | None]] = []
+    # A new file is hashed here only when the index holds works whose bytes it
+    # could repeat (reuse instead of re-embedding); into an empty index each file
+    # is read once, hashed and decoded together by the embedding loop.
+    reuse_possible = len(writer.snapshot().work_ids) > 0
     for artist, paths in works.items():
         if isinstance(paths, (str, Path)):
             paths = [paths]
@@ -56,6 +60,9 @@ def plan(writer: Writer, works: Mapping[str, Sequence[Path]], prune: bool,
             old = existing.get(key)
             if old and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
                 report.unchanged += 1
+                continue
+            if old is None and not reuse_possible:
+                pending.append(NewWork(artist, key, "", st.st_size, st.st_mtime_ns, None))
                 continue
             try:
                 sha = sha256_file(path)
