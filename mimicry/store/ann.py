@@ -10,8 +10,9 @@ Index types (``mimicry index --index-type``, recorded in the pin):
 
 Both work on compact codes: vectors wider than :data:`PCA_DIM` are first
 projected to it by PCA (trained on the portfolio; for unit vectors the
-Euclidean order in that space approximates the cosine order), then stored in
-8-bit scalar quantisation, about a twenty-fifth of the raw vectors at the
+Euclidean order in that space approximates the cosine order; when the tuned
+recall falls short of the target that way, the index is rebuilt at full width),
+then stored in 8-bit scalar quantisation, about a twenty-fifth of the raw vectors at the
 default backbone's 1,568 dimensions. They return :data:`RERANK` times the wanted
 neighbours (of the first ten; plus the rest) as candidates, re-ranked exactly against the full-precision
 vectors (the memory-mapped segments, no second copy), so similarities a scan
@@ -46,6 +47,7 @@ may search it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -57,6 +59,8 @@ import faiss
 import numpy as np
 
 from mimicry.errors import InputError
+
+log = logging.getLogger(__name__)
 
 FLAT, IVF, HNSW, AUTO = "flat", "ivf", "hnsw", "auto"
 KINDS = (FLAT, IVF, HNSW, AUTO)
@@ -72,9 +76,11 @@ TARGET_RECALL = 0.95
 TUNING_QUERIES = 200
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
-#: Most vectors an IVF is trained on (64 per list up to this): k-means on more
-#: costs minutes at a million works and moved recall by less than noise.
+#: Most vectors an IVF is trained on (64 per list up to this): bounds k-means
+#: at a million works (the 1M build took 59 s with it; more was not measured).
 TRAIN_MAX = 100_000
+#: Vectors wider than this are projected to it by PCA before coding.
+PCA_DIM = 256
 #: An approximate index needs at least this many vectors (smaller registries stay flat).
 MIN_ANN = 1000
 #: Candidates fetched beyond the wanted ``k``, then re-ranked exactly: ``RERANK``
@@ -123,19 +129,17 @@ def nlist_for(n: int) -> int:
     return int(min(65536, max(16, min(4 * round(math.sqrt(n)), n // 39))))
 
 
-PCA_DIM = 256
-
-
 def build(vectors: np.ndarray, kind: str, seed: int = 0,
-          rows: np.ndarray | None = None) -> tuple[faiss.Index, dict, int]:
+          rows: np.ndarray | None = None, pca: bool = True) -> tuple[faiss.Index, dict, int]:
     """A trained, filled index of ``kind`` (``ivf`` or ``hnsw``) of ``vectors``
     (only ``rows`` of them, in that order, if given), labelled 0..n-1:
-    (index, params, training size). Never copies all the vectors at once."""
+    (index, params, training size). Never copies all the vectors at once.
+    ``pca``: project vectors wider than :data:`PCA_DIM` first."""
     x = vectors
     rows = np.arange(len(x)) if rows is None else np.asarray(rows, np.int64)
     d = x.shape[1]
     rng = np.random.default_rng(seed)
-    dim = min(d, PCA_DIM)
+    dim = min(d, PCA_DIM) if pca else d
     if kind == IVF:
         nlist = nlist_for(len(rows))
         inner = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatL2(dim), dim, nlist,
@@ -239,19 +243,23 @@ def create(folder: Path, vectors: np.ndarray, ids: np.ndarray, kind: str, genera
     held = np.zeros(len(ids), dtype=bool)  # tuning queries: held out of the build, added after
     held[np.random.default_rng(0).choice(len(ids), min(TUNING_QUERIES, len(ids) // 10), replace=False)] = True
     rest = np.flatnonzero(~held)
+    queries = np.asarray(vectors[held], np.float32)
     index, params, n_train = build(vectors, kind, rows=rest)
-    setting, recall = tune(index, vectors, np.asarray(vectors[held], np.float32), pos_rows=rest)
+    setting, recall = tune(index, vectors, queries, pos_rows=rest)
+    if recall < TARGET_RECALL and params.get("pca"):
+        # The projection lost the neighbour order (a flat spectrum): code the full width.
+        log.warning("%s over PCA-%d reached recall@10 %.3f only; building it without PCA",
+                    kind, params["pca"], recall)
+        index, params, n_train = build(vectors, kind, rows=rest, pca=False)
+        setting, recall = tune(index, vectors, queries, pos_rows=rest)
+    if recall < TARGET_RECALL:
+        log.warning("%s index reaches recall@10 %.3f only at its widest setting", kind, recall)
     index.add(np.ascontiguousarray(vectors[held], dtype=np.float32))
     info = AnnInfo(kind, f"{kind}-{generation}-{time.time_ns()}.faiss", len(ids), params,
                    {"efSearch" if kind == HNSW else "nprobe": int(setting)}, n_train, round(recall, 4),
-                   memory_bytes(index), round(time.perf_counter() - start, 3), generation)
+                   0, round(time.perf_counter() - start, 3), generation)
     write(folder, index, np.concatenate([ids[rest], ids[held]]), info)
     return info
-
-
-def memory_bytes(index: faiss.Index) -> int:
-    """Bytes of the serialised index (its resident size when loaded)."""
-    return int(faiss.serialize_index(index).nbytes)
 
 
 def write(folder: Path, index: faiss.Index, ids: np.ndarray, info: AnnInfo) -> None:
@@ -262,6 +270,7 @@ def write(folder: Path, index: faiss.Index, ids: np.ndarray, info: AnnInfo) -> N
     tmp = path.with_name(path.name + ".tmp")
     faiss.write_index(index, str(tmp))
     _sync_replace(tmp, path)
+    info.memory_bytes = path.stat().st_size  # what a reader loads into memory
     ids_path = d / (info.file + ".ids.npy")
     with open(ids_path.with_name(ids_path.name + ".tmp"), "wb") as fh:
         np.save(fh, np.ascontiguousarray(ids, np.int64), allow_pickle=False)
