@@ -62,28 +62,31 @@ def embed_sources(
     workers: int | None = None,
     progress: ProgressFn | None = None,
     stage: str = "embedding",
+    keys: Sequence[object] | None = None,
 ) -> Iterator[EmbeddedBatch]:
     """Embeds ``sources`` (paths or :class:`~mimicry.images.ImageBytes`) in
     batches, in order; unreadable ones come back as errors.
 
     Every source appears exactly once across the yielded batches, either in
-    ``sources`` (with its vector) or in ``errors``.
+    ``sources`` (with its vector) or in ``errors``. With ``keys`` (one per
+    source), batches name inputs by their key instead of the source itself.
     """
     sources = list(sources)
+    keyed = list(zip(keys, sources)) if keys is not None else [(x, x) for x in sources]
     workers = workers or default_workers()
     prefetch = max(2 * batch_size, 4 * workers)
     done = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mimicry-decode") as pool:
-        pending: deque[tuple[ImageSource, Future]] = deque()
-        it = iter(sources)
+        pending: deque[tuple[object, Future]] = deque()
+        it = iter(keyed)
 
         def fill() -> None:
             while len(pending) < prefetch:
                 try:
-                    s = next(it)
+                    key, s = next(it)
                 except StopIteration:
                     return
-                pending.append((s, pool.submit(_prepare, embedder, s)))
+                pending.append((key, pool.submit(_prepare, embedder, s)))
 
         fill()
         while pending:

@@ -498,31 +498,36 @@ class StyleIndex:
         sources = expand_inputs(images)
         if engine != "local" and any(isinstance(x, ImageBytes) for x in sources):
             raise InputError(f"--engine {engine} scans files; uploads are scanned locally")
-        pending: dict[int, ScanResult] = {}
-        order = [id(x) for x in sources]
+        pending: dict[int, ScanResult] = {}  # by input position
         nxt = 0
         for done, vectors, shas, failed, reasons in self._stretches(sources, batch_size, progress, engine, address):
-            for src, reason in zip(failed, reasons):
-                pending[id(src)] = ScanResult(source_name(src), [], reason)
-            for src, sha, (matches, artist, image_p) in zip(done, shas, image_matches(snap, vectors, top, evidence)):
-                pending[id(src)] = ScanResult(source_name(src), matches, None, artist, sha, warnings,
-                                              image_p, promise)
-            while nxt < len(order) and order[nxt] in pending:
-                yield pending.pop(order[nxt])
+            for pos, reason in zip(failed, reasons):
+                pending[pos] = ScanResult(source_name(sources[pos]), [], reason)
+            for pos, sha, (matches, artist, image_p) in zip(done, shas, image_matches(snap, vectors, top, evidence)):
+                pending[pos] = ScanResult(source_name(sources[pos]), matches, None, artist, sha, warnings,
+                                          image_p, promise)
+            while nxt in pending:
+                yield pending.pop(nxt)
                 nxt += 1
+        if nxt != len(sources):  # every input gets a result; anything else is a bug, said loudly
+            raise RuntimeError(f"scan lost inputs from position {nxt} of {len(sources)}")
 
     def _stretches(self, sources: list[ImageSource], batch_size: int | None, progress: ProgressFn | None,
                    engine: str, address: str | None) -> Iterator[tuple[list, np.ndarray, list[str], list, list[str]]]:
-        """(embedded sources, vectors, sha256s, failed sources, reasons), stretch
-        by stretch, the sources being the very objects given."""
+        """(embedded positions, vectors, sha256s, failed positions, reasons),
+        stretch by stretch, positions indexing ``sources`` (the same object may
+        come twice: an upload scanned twice gets two results)."""
         from mimicry.embedding import embed_sources
 
         size = _count(batch_size, self.settings.batch_size, "batch_size")
         if engine == "local":
-            for b in embed_sources(self.embedder, sources, batch_size=size, progress=progress, stage="scanning"):
-                yield b.sources, b.vectors, b.sha256, b.failed, [e.reason for e in b.errors]
+            tagged = [_Tagged(i, x) for i, x in enumerate(sources)]
+            for b in embed_sources(self.embedder, [t.source for t in tagged], batch_size=size,
+                                   progress=progress, stage="scanning", keys=tagged):
+                yield [t.pos for t in b.sources], b.vectors, b.sha256, [t.pos for t in b.failed], \
+                    [e.reason for e in b.errors]
             return
-        by_path = {str(x): x for x in sources}
+        by_path = {str(x): i for i, x in enumerate(sources)}  # expand_inputs made paths unique
         for paths, vectors, shas, skipped in self._embed_fn(size, progress, "scanning", engine, address)(
                 [Path(str(x)) for x in sources]):
             yield ([by_path[str(p)] for p in paths], vectors, shas, [by_path[sk.path] for sk in skipped],
@@ -558,6 +563,15 @@ class StyleIndex:
                            _count(evidence, s.evidence, "evidence"),
                            [Skipped(e.path, e.reason) for e in errors],
                            (s.min_samples, s.max_samples))
+
+
+class _Tagged:
+    """An input and its position (what a scan keys its results by)."""
+
+    __slots__ = ("pos", "source")
+
+    def __init__(self, pos: int, source: ImageSource) -> None:
+        self.pos, self.source = pos, source
 
 
 def _count(value: int | None, default: int, name: str) -> int:

@@ -98,6 +98,9 @@ def artist_score_matrix(
 #: development sets 64 neighbours held the three best artists of every query
 #: but a handful (README, "Scale").
 NEIGHBOURS = 64
+#: Past this many neighbours a query is scored against every work instead
+#: (exact, chunked): an approximate index may never gather ``need`` artists.
+MAX_NEIGHBOURS = 4096
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,10 @@ def score(snapshot: Snapshot, queries: np.ndarray, need: int | None = None) -> S
     todo = np.arange(len(q))
     k = min(n_rows, max(NEIGHBOURS, 2 * need))
     while len(todo):
+        if k > MAX_NEIGHBOURS:  # a neighbourhood this wide costs more than scoring everything
+            raw[todo] = artist_max(q[todo], snapshot.vectors, snapshot.columns)
+            took[todo] = n_rows
+            break
         sims, rows = snapshot.search(q[todo], k)
         ok = rows >= 0
         art = np.where(ok, snapshot.row_artist[np.maximum(rows, 0)], 0)

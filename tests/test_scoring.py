@@ -85,3 +85,30 @@ def test_neighbour_scoring_matches_every_artist_scored_exactly(monkeypatch):
             left_out = ~np.isfinite(got.raw[i])
             assert not left_out[best].any()
             assert dense[i, left_out].max(initial=-np.inf) <= dense[i, best].min() + 1e-6
+
+
+def test_neighbour_scoring_falls_back_to_every_work_past_its_cap(monkeypatch):
+    import mimicry.scoring as scoring
+
+    rng = np.random.default_rng(2)
+    centres = unit(rng.normal(size=(300, 16)))
+    owner = rng.integers(0, 300, 3000)
+    snap = Snapshot.from_labelled(unit(centres[owner] + 0.1 * rng.normal(size=(3000, 16))),
+                                  [f"a{a:03d}" for a in owner])
+    queries = unit(rng.normal(size=(10, 16)))
+    monkeypatch.setattr(scoring, "NEIGHBOURS", 2)
+    monkeypatch.setattr(scoring, "MAX_NEIGHBOURS", 4)
+    got = score(snap, queries, need=50)
+    assert (got.neighbours == 3000).all()
+    np.testing.assert_allclose(got.raw, score(snap, queries).raw, atol=1e-6)
+
+
+def test_the_same_upload_twice_gets_two_results(tmp_path, default_embedder):
+    from mimicry.images import ImageBytes
+
+    data = make_dataset(tmp_path, works_per_artist=2, imitations_per_artist=1, unrelated=1, seed=6)
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
+    ix.add_folder(data.portfolios)
+    up = ImageBytes("blob", (data.unrelated / "photo-00.png").read_bytes())
+    first, second = ix.scan([up, up])
+    assert first.to_dict() == second.to_dict() and first.image == "blob"

@@ -142,8 +142,12 @@ def embed_paths(paths: Sequence[Path], model_spec: str, pin: dict[str, Any], *, 
     free = ray.available_resources()
     # One CPU (or GPU) per embedding actor, leaving a CPU for the decode tasks:
     # actors holding every CPU would starve them.
+    cpus = float(free.get("CPU", 1))
     n_actors = actors or (max(1, int(free.get("GPU", 0) // gpus_per_actor)) if gpus_per_actor
-                          else max(1, int(free.get("CPU", 1)) - 1))
+                          else max(1, int(cpus - DECODE_CPUS)))
+    # Never let the actors hold every CPU (the decode tasks would starve): on a
+    # node this small, each actor asks for its share of what decoding leaves.
+    actor_cpus = min(1.0, max(0.1, (cpus - DECODE_CPUS) / n_actors))
     from mimicry.backbones import load_embedder  # noqa: F401 - fail here, not in every worker
 
     draft = pin["recipe"].get("draft_size")
@@ -154,7 +158,8 @@ def embed_paths(paths: Sequence[Path], model_spec: str, pin: dict[str, Any], *, 
     ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"model_spec": model_spec, "device": device,
                                                            "pin": pin},
                         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors),
-                        num_cpus=1, num_gpus=gpus_per_actor, max_restarts=RETRIES, max_task_retries=RETRIES)
+                        num_cpus=actor_cpus, num_gpus=gpus_per_actor, max_restarts=RETRIES,
+                        max_task_retries=RETRIES)
     seen: set[int] = set()
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
         out_paths, vecs, shas, skipped = [], [], [], []

@@ -284,6 +284,19 @@ def write(folder: Path, index: faiss.Index, ids: np.ndarray, info: AnnInfo) -> N
             entry.unlink(missing_ok=True)
 
 
+def remove_stale(folder: Path) -> None:
+    """Deletes files under ``ann/`` that ``index_infos.json`` does not name
+    (an interrupted build's), and temporaries."""
+    d = folder / FOLDER
+    (folder / (INFOS + ".tmp")).unlink(missing_ok=True)
+    if not d.is_dir():
+        return
+    info = read_info(folder)
+    for entry in d.iterdir():
+        if entry.name.endswith(".tmp") or info is None or not entry.name.startswith(info.file):
+            entry.unlink(missing_ok=True)
+
+
 def clear(folder: Path) -> None:
     """Drops the approximate index (the registry is small again, or flat was asked for)."""
     (folder / INFOS).unlink(missing_ok=True)

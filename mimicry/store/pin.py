@@ -25,7 +25,11 @@ from typing import Any
 
 from mimicry.errors import CorruptIndexError, NotAnIndexError, PinMismatchError
 
-SCHEMA_VERSION = 2
+#: 3: vectors in segments (:mod:`mimicry.store.segments`). 2: one FAISS file per
+#: generation, still read as it is; its first write moves it to 3, so an older
+#: mimicry refuses it as newer instead of looking for a file that is gone.
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (2, 3)
 FILENAME = "manifest.json"
 
 REINDEX = "re-index it: `mimicry index PORTFOLIOS --index {folder}` rebuilds it from its works"
@@ -67,7 +71,7 @@ class Pin:
     @property
     def current(self) -> bool:
         """Whether this mimicry reads the index as it is (schema and recipe pinned)."""
-        return self.schema_version == SCHEMA_VERSION and bool(self.recipe)
+        return self.schema_version in READABLE_SCHEMAS and bool(self.recipe)
 
     def same_model(self, embedder: Any) -> bool:
         return (self.backbone_id, self.weights_sha256, self.dim) == (
@@ -79,7 +83,7 @@ class Pin:
         so two installed releases do not rebuild each other's index)."""
         if not self.same_model(embedder) or self.schema_version > SCHEMA_VERSION:
             return False
-        return (self.schema_version < SCHEMA_VERSION or not self.recipe
+        return (self.schema_version < min(READABLE_SCHEMAS) or not self.recipe
                 or int(self.recipe.get("version", 0)) < embedder.recipe.version)
 
     def check_current(self, folder: Path) -> None:

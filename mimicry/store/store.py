@@ -241,8 +241,7 @@ class Store:
                 w = Writer(self, cat)
                 w.remove_leftovers()
                 yield w
-                if w.vectors_changed:  # once per writer, not per checkpoint commit
-                    w.refresh_ann()
+                w.finish_ann()
             finally:
                 if w is not None and w.pin_changed:
                     pin_io.write_file(self.folder, w.pin)
@@ -276,6 +275,7 @@ class Writer:
         else:
             segment_io.remove_stale(self.folder, self._refs)
             vector_io.remove_stale(self.folder, -1)
+        ann_io.remove_stale(self.folder)
 
     def snapshot(self) -> Snapshot:
         """The committed state as this writer leaves it so far."""
@@ -320,6 +320,11 @@ class Writer:
             vecs = np.concatenate([np.asarray(snap.vectors[keep]), new_vectors])
             refs = [segment_io.write(self.folder, self._next_segment(cat), ids, vecs)] if len(ids) else []
         cat.set_meta(SEGMENTS, segment_io.encode(refs))
+        if self.pin.schema_version < pin_io.SCHEMA_VERSION:  # now in segments: older releases must refuse it
+            from dataclasses import replace
+
+            cat.set_meta("pin", replace(self.pin, schema_version=pin_io.SCHEMA_VERSION).to_json())
+            self.pin_changed = True
         return refs
 
     @contextmanager
@@ -375,6 +380,7 @@ class Writer:
         way), the works ``drop`` go, and calibration and background (embedded
         the old way) are dropped, all in one commit."""
         generation = self.generation + 1
+        ann_io.clear(self.folder)  # its codes are of the old vectors: never search them again
         try:
             with self._transaction() as cat:
                 cat.delete_works(drop)
@@ -414,8 +420,22 @@ class Writer:
         else:
             info = ann_io.create(self.folder, np.asarray(snap.vectors), snap.work_ids, kind, self.generation)
             log.info("built a %s index of %d works (recall@10 %.3f)", kind, info.vectors, info.recall_at_10)
+        with self._transaction() as cat:  # moves the revision: readers load the new index
+            cat.set_meta("ann", info.file if info is not None else "")
         self._reload()
         return info
+
+    def finish_ann(self) -> None:
+        """At the end of a writer: (re)builds the approximate index if the
+        registry now calls for it (checked every time, so a build that failed
+        or was killed is retried by the next writer). A failed build is logged,
+        never raised: the writer's commits stand, and searches stay exact
+        where the index does not reach."""
+        try:
+            self.refresh_ann()
+        except Exception as exc:  # noqa: BLE001 - derived data; the commits already landed
+            log.warning("%s: approximate index not rebuilt (%s: %s); searching exactly beside the "
+                        "last one until the next write", self.folder, type(exc).__name__, exc)
 
     def set_index_type(self, kind: str) -> None:
         """Pins another index type and builds (or drops) the approximate index for it."""

@@ -201,3 +201,44 @@ def test_wide_vectors_reach_the_recall_with_or_without_pca_and_stay_masked(tmp_p
     assert snap.ann.dead == len(gone)
     _, rows = snap.search(vecs[::7], 20)
     assert (rows >= 0).all() and not set(snap.work_ids[rows].ravel().tolist()) & set(gone)
+
+
+def test_readers_see_a_rebuilt_index_and_failed_builds_are_retried(tmp_path, monkeypatch):
+    folder = tmp_path / "ix"
+    store = Store.create(folder, Pin("test-model", "test", "0" * 64, DIM, {"version": 1}, index_type="ivf"))
+    reader = Store.open(folder)
+    vecs, owner = clustered(3000, 150, seed=0)
+    with store.writer() as w:
+        w.commit([(NewWork(f"artist-{a:03d}", f"/{i}.png", f"{i:064x}", 1, 1), v)
+                  for i, (v, a) in enumerate(zip(vecs, owner))], [])
+        assert reader.snapshot().ann is None  # committed, not yet indexed
+    assert reader.snapshot().ann is not None  # the build moved the revision
+    # A build that fails is logged, the commits stand, and the next writer retries it.
+    snap = store.snapshot()
+    real = ann_io.create
+    monkeypatch.setattr(ann_io, "create", lambda *a, **k: (_ for _ in ()).throw(MemoryError("no room")))
+    with store.writer() as w:
+        w.commit([], snap.work_ids[:900].tolist())  # past the dead share
+    assert len(store.snapshot().work_ids) == 2100 and store.snapshot().ann.dead == 900
+    monkeypatch.setattr(ann_io, "create", real)
+    (folder / "ann" / "stray.faiss.tmp").write_bytes(b"x" * 10)  # an interrupted build's leftover
+    with store.writer():
+        pass
+    snap = store.snapshot()
+    assert snap.ann.dead == 0 and snap.ann.info.vectors == 2100
+    assert not (folder / "ann" / "stray.faiss.tmp").exists()
+
+
+def test_a_repinned_index_never_searches_the_old_codes(tmp_path):
+    folder = tmp_path / "ix"
+    store = store_of(folder, "hnsw")
+    old = json.loads((folder / "index_infos.json").read_text())["file"]
+    snap = store.snapshot()
+    fresh, _ = clustered(3000, 150, seed=42)  # the same works, embedded another way
+    pin = Pin("test-model", "test", "0" * 64, DIM, {"version": 2}, index_type="hnsw")
+    with store.writer() as w:
+        w.replace_all(pin, snap.work_ids.tolist(), fresh, [])
+    snap = store.snapshot()
+    assert snap.ann.info.file != old and not list((folder / "ann").glob(old + "*"))
+    _, rows = snap.search(fresh[:20], 1)
+    assert rows[:, 0].tolist() == list(range(20))  # found in the new vectors

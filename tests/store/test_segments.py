@@ -5,6 +5,7 @@ move into a segment on their first write."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -100,16 +101,21 @@ def test_an_index_from_before_segments_opens_and_moves_on_its_first_write(tmp_pa
     vector_io.write(folder, old.generation, index)
     db = sqlite3.connect(folder / "catalogue.sqlite")
     db.execute("DELETE FROM meta WHERE key IN ('segments', 'segment_seq')")
+    pin = json.loads(db.execute("SELECT value FROM meta WHERE key='pin'").fetchone()[0])
+    db.execute("UPDATE meta SET value=? WHERE key='pin'", (json.dumps({**pin, "schema_version": 2}),))
     db.commit()
     db.close()
     for p in (folder / "segments").iterdir():
         p.unlink()
     legacy = Store.open(folder).snapshot()
-    assert sorted(legacy.work_ids.tolist()) == sorted(ids)
+    assert sorted(legacy.work_ids.tolist()) == sorted(ids) and legacy.pin.schema_version == 2
     store = Store.open(folder)
     add(store, "c", 2, 2)
     refs = committed(folder)
     assert len(refs) == 1 and refs[0].rows == 42 and not list(folder.glob("vectors.*.faiss"))
+    # Now in segments: schema 3, so a release that only reads FAISS files refuses it as newer.
+    assert store.read_pin().schema_version == 3
+    assert json.loads((folder / "manifest.json").read_text())["schema_version"] == 3
     snap = store.snapshot()
     by_id = dict(zip(snap.work_ids.tolist(), snap.vectors))
     for work_id, vec in zip(old.work_ids.tolist(), old.vectors):
