@@ -122,14 +122,16 @@ def embed_all(
     batch_size: int = 32,
     progress: ProgressFn | None = None,
     stage: str = "embedding",
-) -> tuple[list[ImageSource], np.ndarray, list[str], list[ImageError]]:
-    """:func:`embed_sources` gathered: (readable sources, their vectors as rows,
-    their sha256, errors)."""
+    keys: Sequence[object] | None = None,
+) -> tuple[list, np.ndarray, list[str], list[ImageError]]:
+    """:func:`embed_sources` gathered: (readable sources, or their ``keys``; their
+    vectors as rows; their sha256; errors)."""
     ok: list[ImageSource] = []
     vecs: list[np.ndarray] = []
     hashes: list[str] = []
     errors: list[ImageError] = []
-    for batch in embed_sources(embedder, sources, batch_size=batch_size, progress=progress, stage=stage):
+    for batch in embed_sources(embedder, sources, batch_size=batch_size, progress=progress, stage=stage,
+                               keys=keys):
         ok += batch.sources
         vecs.append(batch.vectors)
         hashes += batch.sha256

@@ -554,15 +554,18 @@ class StyleIndex:
             raise NotCalibratedError(f"{self.folder}: scan-model needs a calibrated index; "
                                      f"run `mimicry calibrate`")
         self._check_pin(snap)
-        ok, vecs, _, errors = embed_all(self.embedder, expand_inputs(samples),
-                                        _count(batch_size, s.batch_size, "batch_size"),
-                                        progress=progress, stage="samples")
+        inputs = expand_inputs(samples)
+        ok, vecs, _, errors = embed_all(self.embedder, inputs, _count(batch_size, s.batch_size, "batch_size"),
+                                        progress=progress, stage="samples",
+                                        keys=[_Tagged(i, x) for i, x in enumerate(inputs)])
         if not ok:
             raise InputError("no readable samples in " + ", ".join(source_name(x) for x in samples))
-        return judge_model(snap, vecs, [source_name(x) for x in ok], a,
-                           _count(evidence, s.evidence, "evidence"),
-                           [Skipped(e.path, e.reason) for e in errors],
-                           (s.min_samples, s.max_samples))
+        verdict = judge_model(snap, vecs, [source_name(t.source) for t in ok], a,
+                              _count(evidence, s.evidence, "evidence"),
+                              [Skipped(e.path, e.reason) for e in errors],
+                              (s.min_samples, s.max_samples))
+        verdict.inputs[:] = [t.pos for t in ok]
+        return verdict
 
 
 class _Tagged:

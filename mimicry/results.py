@@ -132,9 +132,11 @@ class SupportingSample:
     sample: str
     p_value: float
     nearest: Evidence
+    index: int = -1  # position in ``ModelVerdict.samples`` (names may repeat; positions don't)
 
     def to_dict(self, paths: bool = True) -> dict[str, Any]:
-        return {"sample": self.sample, "p_value": self.p_value, "nearest": self.nearest.to_dict(paths)}
+        return {"sample": self.sample, "index": self.index, "p_value": self.p_value,
+                "nearest": self.nearest.to_dict(paths)}
 
 
 @dataclass(frozen=True)
@@ -149,10 +151,12 @@ class ArtistFinding:
     samples: list[str] = field(default_factory=list)  # the supporting samples, strongest first
     nearest_works: list[Evidence] = field(default_factory=list)  # the artist's works nearest to them
     pairs: list[SupportingSample] = field(default_factory=list)  # each supporting sample and its nearest work
+    indices: list[int] = field(default_factory=list)  # positions of ``samples`` in ``ModelVerdict.samples``
 
     def to_dict(self, paths: bool = True) -> dict[str, Any]:
         return {"artist": self.artist, "flagged": self.flagged, "p_value": self.p_value,
                 "level": self.level, "supporting": self.supporting, "samples": list(self.samples),
+                "indices": list(self.indices),
                 "nearest_works": [e.to_dict(paths) for e in self.nearest_works],
                 "pairs": [p.to_dict(paths) for p in self.pairs]}
 
@@ -169,13 +173,14 @@ class ModelVerdict:
     warnings: list[str] = field(default_factory=list)
     promise: dict[str, Any] | None = None  # the calibration the test rests on
     samples: list[str] = field(default_factory=list)  # every sample judged, in input order
+    inputs: list[int] = field(default_factory=list)  # each judged sample's position among the inputs given
 
-    def supported_by(self) -> dict[str, str]:
-        """Each supporting sample's name and the artist it supports."""
-        return {s: f.artist for f in self.findings for s in f.samples}
+    def supported_by(self) -> dict[int, str]:
+        """Each supporting sample's position in :attr:`samples` and the artist it supports."""
+        return {i: f.artist for f in self.findings for i in f.indices}
 
     def to_dict(self, paths: bool = True) -> dict[str, Any]:
-        return {"n_samples": self.n_samples, "samples": list(self.samples), "alpha": self.alpha, "artists": list(self.artists),
+        return {"n_samples": self.n_samples, "samples": list(self.samples), "inputs": list(self.inputs), "alpha": self.alpha, "artists": list(self.artists),
                 "findings": [f.to_dict(paths) for f in self.findings],
                 "skipped": [asdict(s) for s in self.skipped], "promise": self.promise,
                 "warnings": list(self.warnings)}

@@ -188,12 +188,12 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
         col = int(aligned.columns[j])
         hits = t.hits[np.argsort(-judged.raw[t.hits, j], kind="stable")]
         pairs = [SupportingSample(names[i], float(judged.image_p[i]),
-                                  nearest(snapshot, vectors[i], col, 1)[0]) for i in hits]
+                                  nearest(snapshot, vectors[i], col, 1)[0], int(i)) for i in hits]
         best_rows = artist_sims(snapshot, vectors[hits], col).max(axis=0)
         order = np.argsort(-best_rows, kind="stable")[:evidence]
         near = [evidence_of(snapshot, int(snapshot.columns[col][i]), float(best_rows[i])) for i in order]
         findings.append(ArtistFinding(cal.artists[j], int(flagged[j]), t.p_value, t.level, len(hits),
-                                      [names[i] for i in hits], near, pairs))
+                                      [names[i] for i in hits], near, pairs, [int(i) for i in hits]))
     verdict = [cal.artists[j] for j in imitated(tests, alpha)]
     warnings = list(snapshot.warnings())
     lo, hi = sample_range

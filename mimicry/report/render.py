@@ -122,26 +122,33 @@ def model_report(verdict: ModelVerdict, info: IndexInfo | None = None, command: 
     """The HTML report of a model-level verdict: the verdict and what its
     p-value means, a per-artist summary, every sample outlined by the artist it
     supports, and each supporting sample beside its nearest work. ``sources``:
-    the samples (default: ``verdict.samples`` read as paths)."""
+    the inputs given to the scan, in order (default: ``verdict.samples`` read
+    as paths); samples are matched to them by position, never by name."""
     thumbs = Thumbnails()
-    by_name: dict[str, ImageSource] = {}
-    for s in (sources if sources is not None else [Path(n) for n in verdict.samples]):
-        by_name.setdefault(_name(s), s)
+    given = list(sources) if sources is not None else None
     colours = {f.artist: PALETTE[i % len(PALETTE)] for i, f in enumerate(verdict.findings)}
     supports = verdict.supported_by()
 
-    def sample(name: str) -> dict[str, Any]:
-        return {"name": Path(name).name, "thumb": thumbs.uri(by_name.get(name)),
-                "artist": supports.get(name), "colour": colours.get(supports.get(name, ""), "")}
+    def source_of(i: int) -> ImageSource | None:
+        """Sample ``i``'s image: by its position among the inputs (names may repeat)."""
+        if given is None:
+            return Path(verdict.samples[i])
+        if verdict.inputs and verdict.inputs[i] < len(given):
+            return given[verdict.inputs[i]]
+        return next((x for x in given if _name(x) == verdict.samples[i]), None)
+
+    def sample(i: int) -> dict[str, Any]:
+        return {"name": Path(verdict.samples[i]).name, "thumb": thumbs.uri(source_of(i)),
+                "artist": supports.get(i), "colour": colours.get(supports.get(i, ""), "")}
 
     findings = [{"artist": f.artist, "p_value": f.p_value, "level": f.level, "supporting": f.supporting,
                  "flagged": f.flagged, "colour": colours[f.artist], "imitated": f.artist in verdict.artists,
-                 "pairs": [{"sample": sample(p.sample), "p_value": p.p_value,
+                 "pairs": [{"sample": sample(p.index), "p_value": p.p_value,
                             "work": _evidence(p.nearest, thumbs, works, paths)} for p in f.pairs]}
                 for f in verdict.findings]
     best = verdict.findings[0] if verdict.findings else None
     ctx = _header("mimicry model report", info, command)
-    ctx.update(verdict=verdict, findings=findings, samples=[sample(n) for n in verdict.samples],
+    ctx.update(verdict=verdict, findings=findings, samples=[sample(i) for i in range(len(verdict.samples))],
                sentence=_model_sentence(verdict), best=best,
                skipped=[{"name": Path(s.path).name, "reason": s.reason}
                         for s in verdict.skipped])

@@ -331,3 +331,17 @@ def test_scan_and_scan_model_answer_html_reports_on_request(service, demo):
     r = client.post("/v1/scan-model", files=samples, headers={"Accept": "text/html"})
     assert r.status_code == 200 and f"Imitates <strong>{target}</strong>" in r.text
     assert r.text.count('class="sample"') == len(samples) and str(out) not in r.text
+
+
+def test_model_report_matches_uploads_by_position_not_name(service, demo):
+    """Browsers often name every part ``blob``: each sample still shows its own image."""
+    _, _, out = demo
+    paths = sorted((out / "samples-fine-tune").glob("*.png"))
+    files = [("files", ("blob", p.read_bytes(), "image/png")) for p in paths]
+    r = service().post("/v1/scan-model", files=files, headers={"Accept": "text/html"})
+    assert r.status_code == 200
+    import re
+
+    grid = r.text.split('<ul class="grid samples">')[1].split("</ul>")[0]
+    thumbs = re.findall(r'src="(data:image/jpeg;base64,[^"]+)"', grid)
+    assert len(thumbs) == len(paths) and len(set(thumbs)) == len(paths)  # one distinct image each

@@ -54,8 +54,9 @@ def big_verdict(samples: list[Path], works: list[Path]) -> ModelVerdict:
 
     def finding(artist: str, rows: list[int], p: float) -> ArtistFinding:
         ev = [Evidence(k, artist, f"{k:064x}", 0.9 - 0.001 * k, str(works[k % len(works)])) for k in range(3)]
-        pairs = [SupportingSample(names[i], 0.01, ev[i % 3]) for i in rows]
-        return ArtistFinding(artist, len(rows) // 2, p, 0.05, len(rows), [names[i] for i in rows], ev, pairs)
+        pairs = [SupportingSample(names[i], 0.01, ev[i % 3], i) for i in rows]
+        return ArtistFinding(artist, len(rows) // 2, p, 0.05, len(rows), [names[i] for i in rows], ev, pairs,
+                             list(rows))
 
     a, b = LONG, LONG.replace("Anna", "Bartholomew")
     findings = [finding(a, list(range(0, 100)), 1e-40), finding(b, list(range(100, 150)), 0.02)]
