@@ -19,7 +19,6 @@ file a writer has just removed stays readable to a reader that opened it.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from mimicry.errors import CorruptIndexError
+from mimicry.store.durable import sync_replace
 
 FOLDER = "segments"
 #: Merge into one segment past this many segments, or past this share of dead rows.
@@ -72,10 +72,7 @@ def write(folder: Path, n: int, ids: np.ndarray, vectors: np.ndarray) -> Segment
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    _fsync_dir(folder / FOLDER)
+        sync_replace(tmp, path)
     return SegmentRef(n, len(ids))
 
 
@@ -139,14 +136,3 @@ def remove_stale(folder: Path, keep: Sequence[SegmentRef]) -> None:
                 entry.unlink()
             except FileNotFoundError:
                 pass
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

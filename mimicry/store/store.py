@@ -77,6 +77,7 @@ class Store:
         self._lock = WriteLock(folder)
         self._guard = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._ann_cache: dict = {}  # the approximate index last read (by file name): read once per build
 
     # -- opening ----------------------------------------------------------------
     @staticmethod
@@ -200,7 +201,7 @@ class Store:
             if (self.folder / ann_io.INFOS).exists():
                 from dataclasses import replace
 
-                snap = replace(snap, ann=ann_io.load(self.folder, snap.work_ids))
+                snap = replace(snap, ann=ann_io.load(self.folder, snap.work_ids, self._ann_cache))
             return snap
         raise CorruptIndexError(f"{self.folder}: no committed state could be read")
 

@@ -10,7 +10,6 @@ leftovers of an interrupted write and are removed by the next writer.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import faiss
 import numpy as np
 
 from mimicry.errors import CorruptIndexError
+from mimicry.store.durable import sync_replace
 
 _FILE_RE = re.compile(r"^vectors\.(\d+)\.faiss$")
 
@@ -58,10 +58,7 @@ def write(folder: Path, generation: int, index: faiss.Index) -> Path:
     final = file_for(folder, generation)
     tmp = final.with_name(final.name + ".tmp")
     faiss.write_index(index, str(tmp))
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(folder)
+    sync_replace(tmp, final)
     return final
 
 
@@ -104,14 +101,3 @@ def all_vectors(index: faiss.IndexIDMap2) -> tuple[np.ndarray, np.ndarray]:
     flat = faiss.downcast_index(index.index)
     vecs = faiss.rev_swig_ptr(flat.get_xb(), n * index.d).reshape(n, index.d).copy()
     return ids, vecs
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -242,3 +242,16 @@ def test_a_repinned_index_never_searches_the_old_codes(tmp_path):
     assert snap.ann.info.file != old and not list((folder / "ann").glob(old + "*"))
     _, rows = snap.search(fresh[:20], 1)
     assert rows[:, 0].tolist() == list(range(20))  # found in the new vectors
+
+
+def test_a_write_that_does_not_rebuild_does_not_reread_the_index(tmp_path, monkeypatch):
+    store = store_of(tmp_path / "ix", "ivf")
+    assert store.snapshot().ann is not None
+    import faiss
+
+    reads = []
+    real = faiss.read_index
+    monkeypatch.setattr(faiss, "read_index", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    add(store, *clustered(20, 150, seed=9), tag=9)  # under the rebuild threshold
+    snap = store.snapshot()
+    assert reads == [] and len(snap.ann.delta_rows) == 20
