@@ -140,13 +140,12 @@ def embed_paths(paths: Sequence[Path], model_spec: str, pin: dict[str, Any], *, 
         return
     ray = start(address, num_cpus)
     free = ray.available_resources()
-    # One CPU (or GPU) per embedding actor, leaving a CPU for the decode tasks:
-    # actors holding every CPU would starve them.
+    # One CPU (or GPU) per embedding actor, but never every CPU: the decode tasks
+    # would starve. On a node too small for that, each actor asks for its share
+    # of what decoding leaves.
     cpus = float(free.get("CPU", 1))
     n_actors = actors or (max(1, int(free.get("GPU", 0) // gpus_per_actor)) if gpus_per_actor
                           else max(1, int(cpus - DECODE_CPUS)))
-    # Never let the actors hold every CPU (the decode tasks would starve): on a
-    # node this small, each actor asks for its share of what decoding leaves.
     actor_cpus = min(1.0, max(0.1, (cpus - DECODE_CPUS) / n_actors))
     from mimicry.backbones import load_embedder  # noqa: F401 - fail here, not in every worker
 
