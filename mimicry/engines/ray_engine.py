@@ -147,8 +147,6 @@ def embed_paths(paths: Sequence[Path], model_spec: str, pin: dict[str, Any], *, 
     n_actors = actors or (max(1, int(free.get("GPU", 0) // gpus_per_actor)) if gpus_per_actor
                           else max(1, int(cpus - DECODE_CPUS)))
     actor_cpus = min(1.0, max(0.1, (cpus - DECODE_CPUS) / n_actors))
-    from mimicry.backbones import load_embedder  # noqa: F401 - fail here, not in every worker
-
     draft = pin["recipe"].get("draft_size")
     ds = ray.data.from_items([{"position": i, "path": str(p)} for i, p in enumerate(paths)],
                              override_num_blocks=max(1, min(len(paths) // max(1, batch_size), 4 * n_actors)))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from mimicry import __version__
-from mimicry.images import ImageBytes, ImageSource
+from mimicry.images import ImageSource, source_name
 from mimicry.report.thumbs import Thumbnails
 from mimicry.results import Evidence, IndexInfo, ModelVerdict, ScanResult
 
@@ -83,10 +83,6 @@ def _evidence(e: Evidence, thumbs: Thumbnails, works: bool, paths: bool) -> dict
             "sha": e.sha256[:12], "thumb": thumbs.uri(e.path) if works and e.path else None}
 
 
-def _name(source: ImageSource | str) -> str:
-    return source.name if isinstance(source, ImageBytes) else str(source)
-
-
 def scan_report(results: Sequence[ScanResult], info: IndexInfo | None = None, command: str = "",
                 sources: Sequence[ImageSource] | None = None, works: bool = True,
                 paths: bool = True) -> str:
@@ -135,7 +131,7 @@ def model_report(verdict: ModelVerdict, info: IndexInfo | None = None, command: 
             return Path(verdict.samples[i])
         if verdict.inputs and verdict.inputs[i] < len(given):
             return given[verdict.inputs[i]]
-        return next((x for x in given if _name(x) == verdict.samples[i]), None)
+        return next((x for x in given if source_name(x) == verdict.samples[i]), None)
 
     def sample(i: int) -> dict[str, Any]:
         return {"name": Path(verdict.samples[i]).name, "thumb": thumbs.uri(source_of(i)),

@@ -267,18 +267,17 @@ def write(folder: Path, index: faiss.Index, ids: np.ndarray, info: AnnInfo) -> N
     d = folder / FOLDER
     d.mkdir(exist_ok=True)
     path = d / info.file
-    tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(tmp))
-    sync_replace(tmp, path)
+    faiss.write_index(index, str(_tmp(path)))
+    sync_replace(_tmp(path), path)
     info.memory_bytes = path.stat().st_size  # what a reader loads into memory
     ids_path = d / (info.file + ".ids.npy")
-    with open(ids_path.with_name(ids_path.name + ".tmp"), "wb") as fh:
+    with open(_tmp(ids_path), "wb") as fh:
         np.save(fh, np.ascontiguousarray(ids, np.int64), allow_pickle=False)
-    sync_replace(ids_path.with_name(ids_path.name + ".tmp"), ids_path)
+    sync_replace(_tmp(ids_path), ids_path)
     infos = folder / INFOS
-    with open(infos.with_name(infos.name + ".tmp"), "w", encoding="utf-8") as fh:
+    with open(_tmp(infos), "w", encoding="utf-8") as fh:
         json.dump(info.to_dict(), fh, indent=2, sort_keys=True)
-    sync_replace(infos.with_name(infos.name + ".tmp"), infos)
+    sync_replace(_tmp(infos), infos)
     for entry in d.iterdir():  # earlier indexes: no reader is pointed at them any more
         if not entry.name.startswith(info.file):
             entry.unlink(missing_ok=True)
@@ -295,6 +294,10 @@ def remove_stale(folder: Path) -> None:
     for entry in d.iterdir():
         if entry.name.endswith(".tmp") or info is None or not entry.name.startswith(info.file):
             entry.unlink(missing_ok=True)
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
 
 
 def clear(folder: Path) -> None:

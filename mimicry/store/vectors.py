@@ -80,18 +80,6 @@ def add(index: faiss.IndexIDMap2, vectors: np.ndarray, ids: list[int]) -> None:
         )
 
 
-def remove(index: faiss.IndexIDMap2, ids: list[int]) -> None:
-    if len(ids):
-        index.remove_ids(np.asarray(ids, dtype=np.int64))
-
-
-def reconstruct(index: faiss.IndexIDMap2, ids: list[int]) -> np.ndarray:
-    """The stored vectors for ``ids``, in that order."""
-    if not len(ids):
-        return np.zeros((0, index.d), dtype=np.float32)
-    return np.stack([index.reconstruct(int(i)) for i in ids]).astype(np.float32)
-
-
 def all_vectors(index: faiss.IndexIDMap2) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) of everything stored, in storage order."""
     n = index.ntotal

@@ -5,10 +5,7 @@ the flag line drawn on the score bar is the rule that decided the flag."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-import numpy as np
-import pytest
 
 from mimicry import StyleIndex
 from mimicry.report import model_report, scan_report, write_report
