@@ -74,6 +74,7 @@ def embed_sources(
     sources = list(sources)
     keyed = list(zip(keys, sources)) if keys is not None else [(x, x) for x in sources]
     workers = workers or default_workers()
+    step = max(1, min(batch_size, int(getattr(embedder, "forward_batch", batch_size))))
     prefetch = max(2 * batch_size, 4 * workers)
     done = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mimicry-decode") as pool:
@@ -92,6 +93,7 @@ def embed_sources(
         while pending:
             ok: list[ImageSource] = []
             tensors: list[torch.Tensor] = []
+            parts: list[np.ndarray] = []
             hashes: list[str] = []
             errors: list[ImageError] = []
             failed: list[ImageSource] = []
@@ -106,10 +108,13 @@ def embed_sources(
                     ok.append(s)
                     tensors.append(out[0])
                     hashes.append(out[1])
-            if tensors:
-                vectors = embedder.embed_tensors(torch.stack(tensors))
-            else:
-                vectors = np.zeros((0, embedder.dim), dtype=np.float32)
+                    # Run the model as soon as one forward's worth is ready,
+                    # so it starts after a few decodes, not a whole batch's.
+                    if len(tensors) % step == 0:
+                        parts.append(embedder.embed_tensors(torch.stack(tensors[-step:])))
+            if len(tensors) % step:
+                parts.append(embedder.embed_tensors(torch.stack(tensors[-(len(tensors) % step):])))
+            vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
             done += len(tensors) + len(errors)
             if progress is not None:
                 progress(stage, done, len(sources))

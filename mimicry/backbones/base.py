@@ -47,7 +47,10 @@ class Embedder(Protocol):
     ``backbone_id``, ``weights_sha256`` and ``recipe`` pin an index to this exact
     model and way of using it; ``preprocess`` runs on decoding threads (PIL
     image -> CHW tensor) and ``embed_tensors`` runs the model on a stacked batch.
-    Forward passes may run from several threads at once.
+    Forward passes may run from several threads at once. ``forward_batch`` is
+    how many images one forward pass takes best on this device: the embedding
+    loop runs the model as soon as that many are decoded (optional; without it,
+    a whole batch). Vectors never depend on how images are grouped into passes.
     """
 
     backbone_id: str
@@ -55,6 +58,7 @@ class Embedder(Protocol):
     dim: int
     device: str
     recipe: Recipe
+    forward_batch: int
 
     def preprocess(self, image: Image.Image) -> torch.Tensor: ...
 

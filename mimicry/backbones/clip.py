@@ -154,6 +154,7 @@ class OpenClipEmbedder:
         self.model = model.eval()
         self.transform = transform
         self.recipe = recipe_of(self.model)
+        self.forward_batch = 8 if self.device == "cpu" else 256
         with torch.inference_mode():
             size = getattr(self.model.visual, "image_size", 224)
             size = size if isinstance(size, (tuple, list)) else (size, size)

@@ -111,6 +111,7 @@ class EfficientNetLiteEmbedder:
         # than contiguous batches of 32, whose activations fall out of cache.
         self.trunk = build_trunk(path).to(self.device, memory_format=torch.channels_last)
         self.chunk = CPU_CHUNK if self.device == "cpu" else 256
+        self.forward_batch = self.chunk
         self.dim = 2 * sum(STAGE_CHANNELS)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
