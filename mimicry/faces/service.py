@@ -163,6 +163,9 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         raise InputError("refusing to serve writes without MIMICRY_ADMIN_TOKEN: set it, serve "
                          "--read-only, or --insecure-no-auth (loopback only)")
     ix = index if isinstance(index, StyleIndex) else StyleIndex.open(index, device=settings.device)
+    # An upload that makes the approximate index due returns when its commit
+    # lands; the index is rebuilt on a thread of its own (minutes at 1M works).
+    ix.store.ann_in_background = True
     app = FastAPI(title="mimicry", version=__version__,
                   description="Screen images and fine-tuned models for imitation of registered artists.")
     app.state.index = ix

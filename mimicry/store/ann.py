@@ -28,7 +28,11 @@ reports are always exact. Index labels are positions in the index's id list
 The approximate index is derived data: built from the committed vectors after
 a write, written complete (temporary name, fsync, rename) under ``ann/``, and
 named by ``index_infos.json`` (type, parameters, training size, measured
-recall, memory; written after it) as autofaiss does. A reader that finds no
+recall, memory; written after it) as autofaiss does. The build runs after the
+writer has released the write lock (under a build lock of its own), from the
+snapshot it left: other writers go on meanwhile, and only pointing
+``index_infos.json`` at the finished index takes the write lock, for as long
+as a small commit. A reader that finds no
 usable index searches exactly, so a kill at any moment costs speed, never
 results. Works added since the index was built are searched exactly beside
 it; works removed since are masked with an ``IDSelector``. The writer rebuilds
@@ -46,13 +50,15 @@ may search it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import faiss
 import numpy as np
@@ -66,6 +72,7 @@ FLAT, IVF, HNSW, AUTO = "flat", "ivf", "hnsw", "auto"
 KINDS = (FLAT, IVF, HNSW, AUTO)
 FOLDER = "ann"
 INFOS = "index_infos.json"
+LOCKFILE = "ann.lock"
 #: ``auto`` stays exact below this many works (README, "Scale").
 AUTO_FLAT_MAX = 20_000
 #: Rebuild when works added since pass this share of the indexed ones, or removed ones pass the other.
@@ -263,7 +270,8 @@ def create(folder: Path, vectors: np.ndarray, ids: np.ndarray, kind: str, genera
 
 
 def write(folder: Path, index: faiss.Index, ids: np.ndarray, info: AnnInfo) -> None:
-    """The index file, its ids, then ``index_infos.json`` naming them (each complete before the next)."""
+    """The index file, then its ids (each complete before the next). Nothing
+    names them until :func:`install`."""
     d = folder / FOLDER
     d.mkdir(exist_ok=True)
     path = d / info.file
@@ -274,26 +282,53 @@ def write(folder: Path, index: faiss.Index, ids: np.ndarray, info: AnnInfo) -> N
     with open(_tmp(ids_path), "wb") as fh:
         np.save(fh, np.ascontiguousarray(ids, np.int64), allow_pickle=False)
     sync_replace(_tmp(ids_path), ids_path)
+
+
+def install(folder: Path, info: AnnInfo) -> None:
+    """Points ``index_infos.json`` at the index :func:`create` wrote (atomically),
+    then deletes earlier indexes: no reader is pointed at them any more. The
+    caller holds the write lock and commits, so readers load it."""
     infos = folder / INFOS
     with open(_tmp(infos), "w", encoding="utf-8") as fh:
         json.dump(info.to_dict(), fh, indent=2, sort_keys=True)
     sync_replace(_tmp(infos), infos)
-    for entry in d.iterdir():  # earlier indexes: no reader is pointed at them any more
+    for entry in (folder / FOLDER).iterdir():
         if not entry.name.startswith(info.file):
             entry.unlink(missing_ok=True)
 
 
+@contextmanager
+def building(folder: Path) -> Iterator[bool]:
+    """The build lock (``ann.lock``, an exclusive ``flock``, never waited for):
+    yields True while this caller holds it, False when another build (in this
+    process or another) holds it. A build's files are written under it, so
+    :func:`remove_stale` never deletes a build in progress."""
+    with open(folder / LOCKFILE, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def remove_stale(folder: Path) -> None:
     """Deletes files under ``ann/`` that ``index_infos.json`` does not name
-    (an interrupted build's), and temporaries."""
+    (an interrupted build's), and temporaries; nothing while a build runs."""
     d = folder / FOLDER
     (folder / (INFOS + ".tmp")).unlink(missing_ok=True)
     if not d.is_dir():
         return
-    info = read_info(folder)
-    for entry in d.iterdir():
-        if entry.name.endswith(".tmp") or info is None or not entry.name.startswith(info.file):
-            entry.unlink(missing_ok=True)
+    with building(folder) as idle:
+        if not idle:
+            return
+        info = read_info(folder)
+        for entry in d.iterdir():
+            if entry.name.endswith(".tmp") or info is None or not entry.name.startswith(info.file):
+                entry.unlink(missing_ok=True)
 
 
 def _tmp(path: Path) -> Path:
@@ -307,6 +342,12 @@ def clear(folder: Path) -> None:
     if d.is_dir():
         for entry in d.iterdir():
             entry.unlink(missing_ok=True)
+
+
+def current_file(folder: Path) -> str | None:
+    """The index file ``index_infos.json`` names now (None: none, or unreadable)."""
+    info = read_info(folder)
+    return info.file if info is not None else None
 
 
 def read_info(folder: Path) -> AnnInfo | None:

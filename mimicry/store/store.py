@@ -68,6 +68,17 @@ class NewWork:
     origin: str = FOLDER
 
 
+@dataclass(frozen=True)
+class AnnPlan:
+    """An approximate index to build after a writer: its kind, the snapshot
+    the writer left (its vectors are what gets indexed), and the index file
+    installed when it was planned (None: none), which it replaces."""
+
+    kind: str
+    snapshot: Snapshot
+    replaces: str | None
+
+
 class Store:
     """One index folder on disk. Build with :meth:`create` or :meth:`open`."""
 
@@ -78,6 +89,9 @@ class Store:
         self._guard = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._ann_cache: dict = {}  # the approximate index last read (by file name): read once per build
+        #: Build approximate indexes on a thread of their own after a writer (the
+        #: service: the request that crossed the threshold returns at once).
+        self.ann_in_background = False
 
     # -- opening ----------------------------------------------------------------
     @staticmethod
@@ -233,8 +247,12 @@ class Store:
     @contextmanager
     def writer(self, wait_s: float | None = None) -> Iterator[Writer]:
         """Exclusive write access (waits up to ``wait_s``, default ``lock_wait_s``,
-        then :class:`LockedError`)."""
+        then :class:`LockedError`). When the writer is done and has released
+        the lock, the approximate index is rebuilt if the registry now calls
+        for it (:meth:`build_ann`), in this thread or, with
+        :attr:`ann_in_background`, on a thread of its own."""
         s = self.settings
+        plan: AnnPlan | None = None
         with self._lock.hold(s.lock_wait_s if wait_s is None else wait_s, s.retry_after_s):
             cat = Catalogue(self.folder / CATALOGUE)
             w: Writer | None = None
@@ -242,11 +260,47 @@ class Store:
                 w = Writer(self, cat)
                 w.remove_leftovers()
                 yield w
-                w.finish_ann()
+                plan = w.plan_ann()
             finally:
                 if w is not None and w.pin_changed:
                     pin_io.write_file(self.folder, w.pin)
                 cat.close()
+        if plan is not None:
+            if self.ann_in_background:
+                threading.Thread(target=self.build_ann, args=(plan,), name="mimicry-ann-build",
+                                 daemon=True).start()
+            else:
+                self.build_ann(plan)
+
+    def build_ann(self, plan: AnnPlan) -> ann_io.AnnInfo | None:
+        """Builds the approximate index ``plan`` asks for, outside the write
+        lock, then installs it under the lock (a short commit) if the index is
+        still pinned as it was and nobody installed another meanwhile; returns
+        what it installed. Works added or removed during the build are searched
+        exactly or masked like any since the last build. Skipped when another
+        build holds the build lock; a failure is logged, never raised (the
+        writes stand, searches stay exact where the index does not reach, and
+        the next writer tries again)."""
+        try:
+            with ann_io.building(self.folder) as mine:
+                if not mine:
+                    log.info("%s: another build of the approximate index is running", self.folder)
+                    return None
+                snap = plan.snapshot
+                info = ann_io.create(self.folder, np.asarray(snap.vectors), snap.work_ids, plan.kind,
+                                     snap.generation)
+                with self.writer() as w:
+                    if not w.install_ann(plan, info):
+                        log.info("%s: the index changed while its approximate index was built; "
+                                 "the next writer builds again", self.folder)
+                        return None
+                log.info("built a %s index of %d works (recall@10 %.3f)", plan.kind, info.vectors,
+                         info.recall_at_10)
+                return info
+        except Exception as exc:  # noqa: BLE001 - derived data; the commits already landed
+            log.warning("%s: approximate index not rebuilt (%s: %s); searching exactly beside the "
+                        "last one until the next write", self.folder, type(exc).__name__, exc)
+            return None
 
 
 class Writer:
@@ -405,12 +459,13 @@ class Writer:
         self.refresh_ann(force=True)
 
     def refresh_ann(self, force: bool = False) -> ann_io.AnnInfo | None:
-        """(Re)builds the approximate index when the pinned type and the
-        registry's size call for it (:func:`mimicry.store.ann.needs_rebuild`),
-        or drops it; ``force``: rebuild whenever one is wanted. Runs when a
-        writer that changed vectors is done (so a long indexing run builds
-        once, at its end). Derived data, outside the catalogue: a kill here
-        leaves the last index, or none, and searches stay correct."""
+        """(Re)builds the approximate index now, under the write lock, when the
+        pinned type and the registry's size call for it
+        (:func:`mimicry.store.ann.needs_rebuild`), or drops it; ``force``:
+        rebuild whenever one is wanted. For re-pins, whose old codes must never
+        be searched again; the builds that follow ordinary writes run after the
+        lock is released (:meth:`Store.build_ann`). Derived data, outside the
+        catalogue: a kill here leaves the last index, or none, and searches stay correct."""
         snap = self._snapshot
         kind = ann_io.resolve(self.pin.index_type, len(snap.work_ids))
         if not force and not ann_io.needs_rebuild(snap.ann, self.pin.index_type, len(snap.work_ids)):
@@ -420,23 +475,43 @@ class Writer:
             info = None
         else:
             info = ann_io.create(self.folder, np.asarray(snap.vectors), snap.work_ids, kind, self.generation)
+            ann_io.install(self.folder, info)
             log.info("built a %s index of %d works (recall@10 %.3f)", kind, info.vectors, info.recall_at_10)
         with self._transaction() as cat:  # moves the revision: readers load the new index
             cat.set_meta("ann", info.file if info is not None else "")
         self._reload()
         return info
 
-    def finish_ann(self) -> None:
-        """At the end of a writer: (re)builds the approximate index if the
-        registry now calls for it (checked every time, so a build that failed
-        or was killed is retried by the next writer). A failed build is logged,
-        never raised: the writer's commits stand, and searches stay exact
-        where the index does not reach."""
-        try:
-            self.refresh_ann()
-        except Exception as exc:  # noqa: BLE001 - derived data; the commits already landed
-            log.warning("%s: approximate index not rebuilt (%s: %s); searching exactly beside the "
-                        "last one until the next write", self.folder, type(exc).__name__, exc)
+    def plan_ann(self) -> AnnPlan | None:
+        """At the end of a writer: what approximate index the registry now calls
+        for (checked every time, so a build that failed or was killed is
+        retried by the next writer), to be built once the lock is released; an
+        index no longer wanted (flat pinned, or too few works) is dropped now."""
+        snap = self._snapshot
+        kind = ann_io.resolve(self.pin.index_type, len(snap.work_ids))
+        if not ann_io.needs_rebuild(snap.ann, self.pin.index_type, len(snap.work_ids)):
+            return None
+        if kind == ann_io.FLAT:
+            self.refresh_ann(force=True)
+            return None
+        return AnnPlan(kind, snap, ann_io.current_file(self.folder))
+
+    def install_ann(self, plan: AnnPlan, info: ann_io.AnnInfo) -> bool:
+        """Points readers at ``info``, built for ``plan``, unless the index has
+        moved on: re-pinned (the codes would be of old vectors), another index
+        installed since, another kind now wanted, or the files gone."""
+        snap = self._snapshot
+        current = ann_io.current_file(self.folder)
+        files = [self.folder / ann_io.FOLDER / info.file, self.folder / ann_io.FOLDER / (info.file + ".ids.npy")]
+        if (self.pin != plan.snapshot.pin or current != plan.replaces
+                or ann_io.resolve(self.pin.index_type, len(snap.work_ids)) != plan.kind
+                or not all(f.exists() for f in files)):
+            return False
+        ann_io.install(self.folder, info)
+        with self._transaction() as cat:  # moves the revision: readers load the new index
+            cat.set_meta("ann", info.file)
+        self._reload()
+        return True
 
     def set_index_type(self, kind: str) -> None:
         """Pins another index type and builds (or drops) the approximate index for it."""

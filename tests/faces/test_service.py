@@ -143,6 +143,7 @@ def test_a_real_server_process_answers_over_http(calibrated_copy, demo):
 def test_artists_register_upload_withdraw_and_every_write_is_audited(service, demo):
     _, _, out = demo
     client = service()
+    assert client.app.state.index.store.ann_in_background  # an upload never waits for an index build
     before = client.get("/v1/audit", headers=AS_ADMIN).json()
     assert [e["action"] for e in before["entries"]] == ["index", "calibrate"]  # the demo's own writes
     r = client.post("/v1/artists", json={"name": "new-artist"})

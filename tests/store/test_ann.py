@@ -255,3 +255,73 @@ def test_a_write_that_does_not_rebuild_does_not_reread_the_index(tmp_path, monke
     add(store, *clustered(20, 150, seed=9), tag=9)  # under the rebuild threshold
     snap = store.snapshot()
     assert reads == [] and len(snap.ann.delta_rows) == 20
+
+
+def _held_build(monkeypatch):
+    """Makes the next builds stop after writing their files, until released:
+    (files written, release, number of builds started)."""
+    written, release, builds = threading.Event(), threading.Event(), []
+    real = ann_io.write
+
+    def write_then_wait(*a, **k):
+        builds.append(a[3].file)
+        real(*a, **k)
+        written.set()
+        assert release.wait(60)
+
+    monkeypatch.setattr(ann_io, "write", write_then_wait)
+    return written, release, builds
+
+
+def test_a_build_runs_outside_the_write_lock(tmp_path, monkeypatch):
+    """Writes and reads go on while the approximate index is built; a second
+    build does not start beside it; leftovers cleaning spares its files; what
+    changed during the build is masked or searched exactly once it is in."""
+    folder = tmp_path / "ix"
+    store = store_of(folder, "ivf")
+    old = ann_io.current_file(folder)
+    written, release, builds = _held_build(monkeypatch)
+    store.ann_in_background = True  # as the service runs it
+    snap = store.snapshot()
+    with store.writer() as w:
+        w.commit([], snap.work_ids[:800].tolist())  # past the dead share: a build is due
+    assert written.wait(60)  # the writer returned; its build is under way, files written
+    other = Store.open(folder)
+    new_vecs, owner = clustered(50, 150, seed=7)
+    added = add(other, new_vecs, owner, tag=7)  # takes the write lock at once, cleans leftovers
+    assert len(builds) == 1  # its own build was skipped: one is running
+    during = other.snapshot()
+    assert ann_io.current_file(folder) == old and during.ann.dead == 800
+    assert len(during.work_ids) == 2250 and list(Path(folder, "ann").glob(builds[0] + "*"))
+    release.set()
+    for _ in range(600):
+        if ann_io.current_file(folder) != old:
+            break
+        threading.Event().wait(0.1)
+    after = Store.open(folder).snapshot()
+    assert after.ann.info.file == builds[0] and after.ann.info.vectors == 2200
+    assert after.ann.dead == 0 and len(after.ann.delta_rows) == 50
+    _, rows = after.search(new_vecs, 1)
+    assert after.work_ids[rows[:, 0]].tolist() == added  # added during the build: found exactly
+    assert not list(Path(folder, "ann").glob(old + "*"))
+
+
+def test_a_build_from_before_a_repin_is_never_installed(tmp_path, monkeypatch):
+    folder = tmp_path / "ix"
+    store = store_of(folder, "hnsw")
+    written, release, builds = _held_build(monkeypatch)
+    store.ann_in_background = True
+    snap = store.snapshot()
+    with store.writer() as w:
+        w.commit([], snap.work_ids[:800].tolist())
+    assert written.wait(60)
+    with Store.open(folder).writer(wait_s=5) as w:  # the lock is free during the build
+        w.set_index_type("flat")
+    release.set()
+    for _ in range(100):
+        threading.Event().wait(0.1)
+        with ann_io.building(folder) as idle:
+            if idle:
+                break
+    assert builds and ann_io.current_file(folder) is None
+    assert Store.open(folder).snapshot().ann is None
