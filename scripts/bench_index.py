@@ -4,7 +4,7 @@ a calibration against a large registry, dense exact scoring against
 neighbour scoring.
 
 Run: .venv/bin/python scripts/bench_index.py --vectors 10000 100000 [1000000]
-     [--types flat ivf hnsw] [--reference DIR] [--scan 100000]
+     [--types flat ivf hnsw] [--reference DIR] [--scan 100000] [--write-during-build 100000]
 
 Vectors are synthetic but shaped like the default descriptor: artists are
 clusters of 20-200 works, plus 20% unclustered works, drawn in the principal
@@ -145,6 +145,7 @@ def measure(kind: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray) ->
         folder = Path(f"/tmp/mimicry-bench-{kind}-{len(x)}")
         folder.mkdir(exist_ok=True)
         info = ann.create(folder, x, ids, kind, 1)
+        ann.install(folder, info)
         view = ann.load(folder, ids)
         index_mb, setting = info.memory_bytes / 2**20, info.search
 
@@ -193,7 +194,7 @@ def scan_and_calibration(shape: Shape, n: int, seed: int) -> None:
     snap = Snapshot.from_labelled(x, names, background=bg).with_calibration(cal)
     folder = Path(f"/tmp/mimicry-bench-scan-{n}")
     folder.mkdir(exist_ok=True)
-    ann.create(folder, x, snap.work_ids, "ivf", 1)
+    ann.install(folder, ann.create(folder, x, snap.work_ids, "ivf", 1))
     from dataclasses import replace
 
     with_ann = replace(snap, ann=ann.load(folder, snap.work_ids))
@@ -213,6 +214,52 @@ def scan_and_calibration(shape: Shape, n: int, seed: int) -> None:
                           "rss_growth_mb": round(rss_mb() - m0, 1)}))
 
 
+def write_during_build(shape: Shape, n: int, seed: int) -> None:
+    """A registry of ``n`` works in a real index folder: a writer removes a
+    quarter of them (an HNSW rebuild falls due), and one second into the build
+    another writer commits 10 new works. Prints how long each writer took and
+    how long the build ran (a write used to wait for all of it: builds ran
+    under the write lock)."""
+    import shutil
+    import threading
+
+    from mimicry.store import Pin, Store
+    from mimicry.store.store import NewWork
+
+    x, labels, _ = registry(shape, n, 1, seed)
+    folder = Path(f"/tmp/mimicry-bench-build-{n}")
+    shutil.rmtree(folder, ignore_errors=True)
+    store = Store.create(folder, Pin("bench", "bench", "0" * 64, x.shape[1], {"version": 1}, index_type="hnsw"))
+
+    def works(rows: range, tag: str) -> list:
+        return [(NewWork(f"artist-{max(int(labels[i % len(labels)]), 0)}", f"/{tag}/{i}.png",
+                         f"{tag}{i:063x}"[-64:], 1, 1), x[i % len(x)]) for i in rows]
+
+    with store.writer() as w:
+        for start in range(0, n, 20_000):
+            w.commit(works(range(start, min(n, start + 20_000)), "a"), [])
+    ids = store.snapshot().work_ids
+    store.ann_in_background = True
+    built = ann.current_file(folder)
+    t0 = time.perf_counter()
+    with store.writer() as w:
+        w.commit([], ids[: n // 4].tolist())
+    first = time.perf_counter() - t0
+    time.sleep(1.0)
+    t1 = time.perf_counter()
+    with Store.open(folder).writer() as w:
+        w.commit(works(range(n, n + 10), "b"), [])
+    second = time.perf_counter() - t1
+    while ann.current_file(folder) == built:
+        time.sleep(0.2)
+    build = time.perf_counter() - t0
+    print(json.dumps({"write_during_build": {"works": n, "index": "hnsw", "removing_writer_s": round(first, 2),
+                                             "concurrent_10_work_commit_s": round(second, 2),
+                                             "build_s": round(build, 1),
+                                             "threads_alive": threading.active_count()}}))
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vectors", type=int, nargs="*", default=[10_000, 100_000])
@@ -220,6 +267,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--reference", type=Path, default=Path("../shared/eval/reference/images"))
     ap.add_argument("--scan", type=int, default=0, help="Also time a calibrated scan and calibration at this many works.")
+    ap.add_argument("--write-during-build", type=int, default=0,
+                    help="Also time a write while an HNSW index of this many works is rebuilt.")
     args = ap.parse_args()
     if args.reference.is_dir():
         from mimicry.backbones import load_embedder
@@ -247,6 +296,8 @@ def main() -> None:
         gc.collect()
     if args.scan:
         scan_and_calibration(shape, args.scan, seed=7)
+    if args.write_during_build:
+        write_during_build(shape, args.write_during_build, seed=11)
 
 
 if __name__ == "__main__":

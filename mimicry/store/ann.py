@@ -403,8 +403,9 @@ def load(folder: Path, work_ids: np.ndarray, cache: dict | None = None) -> AnnVi
     info = read_info(folder)
     if info is None:
         return None
-    if cache is not None and cache.get("file") == info.file:
-        index, ann_ids = cache["index"], cache["ids"]
+    entry = cache.get("entry") if cache is not None else None  # one tuple: threads share the cache
+    if entry is not None and entry[0] == info.file:
+        index, ann_ids = entry[1], entry[2]
     else:
         path = folder / FOLDER / info.file
         try:
@@ -418,8 +419,7 @@ def load(folder: Path, work_ids: np.ndarray, cache: dict | None = None) -> AnnVi
         if len(ann_ids) != index.ntotal:
             return None
         if cache is not None:
-            cache.clear()
-            cache.update(file=info.file, index=index, ids=ann_ids)
+            cache["entry"] = (info.file, index, ann_ids)
     order = np.argsort(work_ids, kind="stable")
     live_sorted = work_ids[order]
     if len(live_sorted):

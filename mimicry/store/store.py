@@ -488,13 +488,17 @@ class Writer:
         retried by the next writer), to be built once the lock is released; an
         index no longer wanted (flat pinned, or too few works) is dropped now."""
         snap = self._snapshot
-        kind = ann_io.resolve(self.pin.index_type, len(snap.work_ids))
-        if not ann_io.needs_rebuild(snap.ann, self.pin.index_type, len(snap.work_ids)):
+        try:
+            kind = ann_io.resolve(self.pin.index_type, len(snap.work_ids))
+            if not ann_io.needs_rebuild(snap.ann, self.pin.index_type, len(snap.work_ids)):
+                return None
+            if kind == ann_io.FLAT:
+                self.refresh_ann(force=True)
+                return None
+            return AnnPlan(kind, snap, ann_io.current_file(self.folder))
+        except Exception as exc:  # noqa: BLE001 - derived data; the commits already landed
+            log.warning("%s: approximate index not checked (%s: %s)", self.folder, type(exc).__name__, exc)
             return None
-        if kind == ann_io.FLAT:
-            self.refresh_ann(force=True)
-            return None
-        return AnnPlan(kind, snap, ann_io.current_file(self.folder))
 
     def install_ann(self, plan: AnnPlan, info: ann_io.AnnInfo) -> bool:
         """Points readers at ``info``, built for ``plan``, unless the index has
