@@ -19,7 +19,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -219,7 +219,8 @@ class Catalogue:
         )
         return {name: int(n) for name, n in rows}
 
-    def works(self, artist: str | None = None) -> list[Work]:
+    def works(self, artist: str | None = None, ids: Sequence[int] | None = None) -> list[Work]:
+        """Works by id: all, one ``artist``'s, or those of ``ids``."""
         origin = "w.origin" if self._has_column("works", "origin") else "'folder'"
         sql = (
             f"SELECT w.id, a.name, w.path, w.sha256, w.size, w.mtime_ns, w.added_at, {origin} "
@@ -229,6 +230,14 @@ class Catalogue:
         if artist is not None:
             sql += " WHERE a.name=?"
             args = (artist,)
+        elif ids is not None:
+            out: list[Work] = []
+            ids = [int(i) for i in ids]
+            for start in range(0, len(ids), 500):  # under SQLite's bound-variable limit
+                part = ids[start:start + 500]
+                out += [Work(*row) for row in self.db.execute(
+                    sql + f" WHERE w.id IN ({','.join('?' * len(part))}) ORDER BY w.id", part)]
+            return out
         return [Work(*row) for row in self.db.execute(sql + " ORDER BY w.id", args)]
 
     def add_work(

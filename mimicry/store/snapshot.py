@@ -73,7 +73,11 @@ class Snapshot:
         artists = tuple(sorted(set(names)))
         pos = {a: j for j, a in enumerate(artists)}
         row_artist = np.array([pos[a] for a in names], dtype=np.int64)
-        columns = tuple(_frozen(np.flatnonzero(row_artist == j)) for j in range(len(artists)))
+        # Each artist's rows, ascending: one stable sort, not a pass per artist
+        # (which is works x artists: minutes at a million works).
+        order = np.argsort(row_artist, kind="stable")
+        bounds = np.cumsum(np.bincount(row_artist, minlength=len(artists)))[:-1]
+        columns = tuple(_frozen(c) for c in np.split(order, bounds)) if len(artists) else ()
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         if vecs.ndim != 2 or len(vecs) != len(ids):
             raise InputError(f"{len(ids)} work ids for vectors of shape {vecs.shape}")

@@ -89,6 +89,7 @@ class Store:
         self._guard = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._ann_cache: dict = {}  # the approximate index last read (by file name): read once per build
+        self._growth: tuple[np.ndarray, int] | None = None  # (buffer, rows used): see _rows_after
         #: Build approximate indexes on a thread of their own after a writer (the
         #: service: the request that crossed the threshold returns at once).
         self.ann_in_background = False
@@ -176,6 +177,35 @@ class Store:
             if self._snapshot is None or snap.revision >= self._snapshot.revision:
                 self._snapshot = snap
         return snap
+
+    def _rows_after(self, vectors: np.ndarray, keep: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """``vectors[keep]`` followed by ``new``, for a writer's next snapshot.
+
+        When nothing is removed and ``vectors`` is the used part of this
+        store's growth buffer, the new rows go into its spare tail and the
+        result is a longer view of it: earlier snapshots keep their shorter
+        views, whose rows never change, so a commit of k works costs k rows,
+        not a copy of the registry. Otherwise a new buffer, with a quarter
+        spare, takes the rows."""
+        n = int(keep.sum()) + len(new)
+        buf, used = self._growth if self._growth is not None else (None, -1)
+        if (buf is not None and keep.all() and used == len(vectors) and n <= len(buf)
+                and vectors.__array_interface__["data"][0] == buf.__array_interface__["data"][0]):
+            buf[used:n] = new
+        else:
+            buf = np.empty((max(n, int(n * 1.25) + 1024), vectors.shape[1]), np.float32)
+            kept = vectors if keep.all() else vectors[keep]
+            buf[:len(kept)] = kept
+            buf[len(kept):n] = new
+        self._growth = (buf, n)
+        return buf[:n]
+
+    def _offer(self, snap: Snapshot) -> None:
+        """Keeps ``snap`` (read or built by a writer of this store) as the last
+        snapshot when it is newer, so readers here need not read it again."""
+        with self._guard:
+            if self._snapshot is None or snap.revision > self._snapshot.revision:
+                self._snapshot = snap
 
     def _load(self, cat: Catalogue, strict: bool) -> Snapshot:
         """Reads one committed state consistently (one read transaction), retrying
@@ -314,14 +344,62 @@ class Writer:
         self.pin_changed = False
         self.vectors_changed = False  # the approximate index may need a rebuild when the writer is done
         self.last_added: list[int] = []
-        self._reload()
+        self._reload(reuse=True)
 
-    def _reload(self) -> None:
-        self._snapshot = self.store._load(self.catalogue, strict=False)
-        self.generation = self._snapshot.generation
-        self.pin: Pin = self._snapshot.pin  # type: ignore[assignment]
+    def _reload(self, reuse: bool = False) -> None:
+        """Reads the committed state. With ``reuse``, the store's last snapshot
+        stands in when it is of the current revision (nothing can commit while
+        this writer holds the lock), instead of reading every work again."""
+        cached = self.store._snapshot if reuse else None
+        if cached is not None and cached.revision == int(self.catalogue.get_meta("revision", "0") or 0):
+            self._set(cached, shareable=True)
+            return
+        try:
+            self._set(self.store._load(self.catalogue, strict=True), shareable=True)
+        except CorruptIndexError:
+            # An unreadable calibration or background: a writer works without
+            # it (to rewrite it), but readers must keep refusing this state.
+            self._set(self.store._load(self.catalogue, strict=False), shareable=False)
+
+    def _set(self, snap: Snapshot, shareable: bool) -> None:
+        self._snapshot = snap
+        self._shareable = shareable
+        self.generation = snap.generation
+        self.pin: Pin = snap.pin  # type: ignore[assignment]
         self._refs = segment_io.decode(self.catalogue.get_meta(SEGMENTS))  # None: one legacy FAISS file
-        self._row = {int(i): r for r, i in enumerate(self._snapshot.work_ids)}
+        self._rows: dict[int, int] | None = None
+        if shareable:
+            self.store._offer(snap)
+
+    @property
+    def _row(self) -> dict[int, int]:
+        """Snapshot row of each work id (built on first use)."""
+        if self._rows is None:
+            self._rows = {int(i): r for r, i in enumerate(self._snapshot.work_ids)}
+        return self._rows
+
+    def _advance(self, new_ids: Sequence[int], new_vectors: np.ndarray, removed: Sequence[int]) -> None:
+        """The state after a :meth:`commit` of ``new_ids`` and ``removed``, from
+        the state before it and the commit itself: the same snapshot a full
+        reload reads (rows in segment order: the kept rows, then the new
+        segment's; tested), without reading every work and vector again."""
+        old = self._snapshot
+        keep = ~np.isin(old.work_ids, np.asarray(list(removed), dtype=np.int64))
+        ids = np.concatenate([old.work_ids[keep], np.asarray(new_ids, dtype=np.int64)])
+        vecs = self.store._rows_after(old.vectors, keep, np.asarray(new_vectors, np.float32))
+        gone = {int(i) for i in removed}
+        works = {i: w for i, w in old.works.items() if i not in gone}
+        works.update((w.id, w) for w in self.catalogue.works(ids=new_ids))
+        cat = self.catalogue
+        snap = Snapshot.build(vecs, ids, works, generation=int(cat.get_meta("generation", "0") or 0),
+                              revision=int(cat.get_meta("revision", "0") or 0), calibration=old.calibration,
+                              background=old.background, background_groups=old.background_groups,
+                              pin=old.pin, folder=self.folder, artist_counts=cat.artist_counts())
+        if (self.folder / ann_io.INFOS).exists():
+            from dataclasses import replace
+
+            snap = replace(snap, ann=ann_io.load(self.folder, snap.work_ids, self.store._ann_cache))
+        self._set(snap, self._shareable)
 
     def remove_leftovers(self) -> None:
         """Deletes files no committed state names (an interrupted write's, a merge's inputs)."""
@@ -367,7 +445,7 @@ class Writer:
             if len(new_ids):
                 refs.append(segment_io.write(self.folder, self._next_segment(cat), np.asarray(new_ids),
                                              new_vectors))
-            live_rows = len(snap.work_ids) - len(gone & set(self._row)) + len(new_ids)
+            live_rows = len(snap.work_ids) - int(np.isin(snap.work_ids, list(gone)).sum()) + len(new_ids)
             merge = segment_io.needs_merge(refs, live_rows)
         if merge:
             keep = np.array([int(i) not in gone for i in snap.work_ids], dtype=bool)
@@ -427,7 +505,10 @@ class Writer:
         self.remove_leftovers()
         log.debug("committed generation %d", generation)
         self.vectors_changed = True
-        self._reload()
+        if self.pin_changed or refs is None or len(refs) <= 1:
+            self._reload()  # re-pinned, or merged into one segment: read it mapped, not copied
+        else:
+            self._advance(new_ids, vectors, remove_ids)
 
     def replace_all(self, pin: Pin, ids: Sequence[int], vectors: np.ndarray, drop: Sequence[int],
                     seen: Sequence[tuple[int, int, int, str | None]] = ()) -> None:

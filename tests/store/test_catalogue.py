@@ -58,5 +58,10 @@ def test_a_malformed_calibration_is_a_clear_error_and_calibrate_mends_it(tmp_pat
     db.close()
     with pytest.raises(CorruptIndexError, match="malformed"):
         StyleIndex.open(tmp_path / "ix")
+    # A writer works without it, but never hands readers a state that hides it.
+    broken = StyleIndex.open(tmp_path / "ix", embedder=default_embedder, verify=False)
+    broken.remove_artist(sorted(p.name for p in portfolio.iterdir())[0])
+    with pytest.raises(CorruptIndexError, match="malformed"):
+        broken.snapshot()
     StyleIndex.open(tmp_path / "ix", embedder=default_embedder, verify=False).calibrate()
     assert StyleIndex.open(tmp_path / "ix").info().calibration == "current"

@@ -120,3 +120,56 @@ def test_an_index_from_before_segments_opens_and_moves_on_its_first_write(tmp_pa
     by_id = dict(zip(snap.work_ids.tolist(), snap.vectors))
     for work_id, vec in zip(old.work_ids.tolist(), old.vectors):
         np.testing.assert_array_equal(by_id[work_id], vec)
+
+
+def same_state(a, b) -> None:
+    """Two snapshots of one committed state agree in everything a reader uses."""
+    assert (a.generation, a.revision, a.artists) == (b.generation, b.revision, b.artists)
+    assert np.array_equal(a.work_ids, b.work_ids) and np.array_equal(a.vectors, b.vectors)
+    assert a.works == b.works and dict(a.artist_counts) == dict(b.artist_counts)
+    assert np.array_equal(a.row_artist, b.row_artist)
+    assert [c.tolist() for c in a.columns] == [c.tolist() for c in b.columns]
+    assert (a.calibration is None) == (b.calibration is None)
+    assert (a.background is None) == (b.background is None)
+
+
+def test_a_writer_advances_its_snapshot_to_exactly_what_a_reader_reads(tmp_path, monkeypatch):
+    """After each commit the writer builds the new state from the old one and
+    the commit (no re-read of every work and vector), and hands it to readers
+    of the same store: it must equal what a fresh reader reads from disk,
+    through adds, removals, an artist's removal and merges."""
+    folder = tmp_path / "ix"
+    store = new_store(folder)
+    rng = np.random.default_rng(3)
+    for a in range(4):
+        add(store, f"artist-{a}", 5, seed=a)
+    with store.writer() as w:
+        w.set_background(unit(rng.normal(size=(6, DIM))), np.arange(6))
+    loads = []
+    real = Store._load
+    monkeypatch.setattr(Store, "_load", lambda self, *a, **k: loads.append(1) or real(self, *a, **k))
+    advanced = 0
+    for step in range(40):
+        snap = store.snapshot()
+        live = snap.work_ids.tolist()
+        n_add = int(rng.integers(0, 6))
+        gone = [int(i) for i in rng.choice(live, min(len(live), int(rng.integers(0, 4))), replace=False)]
+        artist = f"artist-{int(rng.integers(0, 6))}"
+        works = [(NewWork(artist, f"/{step}/{i}.png", f"{step:032x}{i:032x}", i + 1, step), v)
+                 for i, v in enumerate(unit(rng.normal(size=(n_add, DIM))))]
+        with store.writer() as w:
+            before = len(loads)
+            w.commit(works, gone)
+            advanced += len(loads) == before  # no full read for this commit
+            mine = w.snapshot()
+        fresh = Store.open(folder).snapshot()
+        same_state(mine, fresh)
+        assert store.snapshot() is mine  # readers of this store take the writer's state as it is
+        if step == 20:
+            with store.writer() as w:  # an artist's row goes with its last works
+                name = w.snapshot().artists[0]
+                w.commit([], [i for i, wk in w.snapshot().works.items() if wk.artist == name],
+                         remove_artist=name)
+            same_state(store.snapshot(), Store.open(folder).snapshot())
+    assert advanced >= 20  # most commits advanced; merges (one segment) read it again, mapped
+    assert len(committed(folder)) <= segment_io.MAX_SEGMENTS + 1
