@@ -4,7 +4,8 @@ a calibration against a large registry, dense exact scoring against
 neighbour scoring.
 
 Run: .venv/bin/python scripts/bench_index.py --vectors 10000 100000 [1000000]
-     [--types flat ivf hnsw] [--reference DIR] [--scan 100000] [--write-during-build 100000]
+     [--types flat ivf hnsw] [--reference DIR] [--scan 100000] [--commits 100000]
+     [--write-during-build 100000]
 
 Vectors are synthetic but shaped like the default descriptor: artists are
 clusters of 20-200 works, plus 20% unclustered works, drawn in the principal
@@ -260,6 +261,54 @@ def write_during_build(shape: Shape, n: int, seed: int) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def commit_costs(shape: Shape, n: int, seed: int) -> None:
+    """A registry of ``n`` works in a real index folder: the time of 30
+    successive 10-work commits by one process (p50, p90, max), of a 1-work
+    removal, of a reader's snapshot right after a commit in the same process,
+    and of reading the whole state from disk (what every commit did twice
+    before writers advanced their snapshot from the commit)."""
+    import shutil
+
+    from mimicry.store import Pin, Store
+    from mimicry.store.store import NewWork
+
+    x, labels, _ = registry(shape, n, 1, seed)
+    folder = Path(f"/tmp/mimicry-bench-commit-{n}")
+    shutil.rmtree(folder, ignore_errors=True)
+    store = Store.create(folder, Pin("bench", "bench", "0" * 64, x.shape[1], {"version": 1}, index_type="flat"))
+
+    def works(rows: range, tag: str) -> list:
+        return [(NewWork(f"artist-{max(int(labels[i % len(labels)]), 0)}", f"/{tag}/{i}.png",
+                         f"{tag}{i:063x}"[-64:], 1, 1), x[i % len(x)]) for i in rows]
+
+    with store.writer() as w:
+        for start in range(0, n, 20_000):
+            w.commit(works(range(start, min(n, start + 20_000)), "a"), [])
+    t = time.perf_counter()
+    Store.open(folder).snapshot()
+    full = time.perf_counter() - t
+    times = []
+    for c in range(30):
+        t = time.perf_counter()
+        with store.writer() as w:
+            w.commit(works(range(n + 10 * c, n + 10 * c + 10), "b"), [])
+        times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    store.snapshot()
+    reader = time.perf_counter() - t
+    t = time.perf_counter()
+    with store.writer() as w:
+        w.commit([], [int(store.snapshot().work_ids[7])])
+    removal = time.perf_counter() - t
+    print(json.dumps({"commits": {"works": n, "full_read_s": round(full, 2),
+                                  "commit_10_p50_s": round(float(np.median(times)), 3),
+                                  "commit_10_p90_s": round(float(np.percentile(times, 90)), 3),
+                                  "commit_10_max_s": round(max(times), 3), "first_commit_s": round(times[0], 3),
+                                  "removal_1_s": round(removal, 3), "reader_snapshot_after_s": round(reader, 4),
+                                  "segments": len(list((folder / "segments").glob("*.ids.npy")))}}))
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vectors", type=int, nargs="*", default=[10_000, 100_000])
@@ -267,6 +316,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--reference", type=Path, default=Path("../shared/eval/reference/images"))
     ap.add_argument("--scan", type=int, default=0, help="Also time a calibrated scan and calibration at this many works.")
+    ap.add_argument("--commits", type=int, default=0,
+                    help="Also time small commits against a registry of this many works.")
     ap.add_argument("--write-during-build", type=int, default=0,
                     help="Also time a write while an HNSW index of this many works is rebuilt.")
     args = ap.parse_args()
@@ -296,6 +347,8 @@ def main() -> None:
         gc.collect()
     if args.scan:
         scan_and_calibration(shape, args.scan, seed=7)
+    if args.commits:
+        commit_costs(shape, args.commits, seed=13)
     if args.write_during_build:
         write_during_build(shape, args.write_during_build, seed=11)
 

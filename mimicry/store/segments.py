@@ -5,10 +5,13 @@ work ids; ``<n>.vectors.npy``: float32 rows), written complete (temporary
 name, fsync, ``os.replace``) *before* the catalogue commits the list of live
 segments in the same SQLite transaction as the rows. Removing a work deletes
 its catalogue row only: its vector stays in its segment, masked, until a merge.
-A commit merges everything into one segment when there are more than
-:data:`MAX_SEGMENTS` or more than :data:`MAX_DEAD_SHARE` of the stored rows are
-dead, so a write costs the new vectors (plus, now and then, one merge) instead
-of the whole index.
+Past :data:`MAX_SEGMENTS` segments a commit merges the two neighbouring
+segments with the fewest rows between them (so sizes grow geometrically, as in
+a binary counter, and a large base segment is never rewritten for small new
+ones); past :data:`MAX_DEAD_SHARE` dead rows it merges everything into one
+segment of the live rows. A write costs the new vectors, plus now and then a
+merge of small segments, instead of the whole index. A merge keeps the rows
+in segment order, so a snapshot's row order never changes under it.
 
 Crash safety: the committed list only ever names complete files; files it does
 not name are leftovers of an interrupted write (or of a merge) and the next
@@ -30,7 +33,7 @@ from mimicry.errors import CorruptIndexError
 from mimicry.store.durable import sync_replace
 
 FOLDER = "segments"
-#: Merge into one segment past this many segments, or past this share of dead rows.
+#: Merge two neighbours past this many segments; everything past this share of dead rows.
 MAX_SEGMENTS = 8
 MAX_DEAD_SHARE = 0.25
 
@@ -117,10 +120,18 @@ def live(folder: Path, refs: Sequence[SegmentRef], dim: int,
     return np.concatenate(parts_ids), np.concatenate(parts_vecs)
 
 
-def needs_merge(refs: Sequence[SegmentRef], live_rows: int) -> bool:
-    """Whether a commit leaving ``refs`` with ``live_rows`` live rows should merge them."""
+def merge_plan(refs: Sequence[SegmentRef], live_rows: int) -> tuple[int, int] | None:
+    """Which segments a commit leaving ``refs`` (oldest first) with ``live_rows``
+    live rows should merge, as a window ``(start, stop)`` of ``refs``: all of
+    them past the dead share; past the segment count, the neighbouring pair
+    with the fewest rows (the newest on a tie); None: no merge."""
     stored = sum(r.rows for r in refs)
-    return len(refs) > MAX_SEGMENTS or (stored > 0 and (stored - live_rows) > MAX_DEAD_SHARE * stored)
+    if stored > 0 and (stored - live_rows) > MAX_DEAD_SHARE * stored:
+        return 0, len(refs)
+    if len(refs) <= MAX_SEGMENTS:
+        return None
+    i = min(range(len(refs) - 1), key=lambda j: (refs[j].rows + refs[j + 1].rows, -j))
+    return i, i + 2
 
 
 def remove_stale(folder: Path, keep: Sequence[SegmentRef]) -> None:

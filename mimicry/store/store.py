@@ -79,6 +79,12 @@ class AnnPlan:
     replaces: str | None
 
 
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` runs of True in ``mask``."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], mask, [False]]).astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
 class Store:
     """One index folder on disk. Build with :meth:`create` or :meth:`open`."""
 
@@ -194,9 +200,11 @@ class Store:
             buf[used:n] = new
         else:
             buf = np.empty((max(n, int(n * 1.25) + 1024), vectors.shape[1]), np.float32)
-            kept = vectors if keep.all() else vectors[keep]
-            buf[:len(kept)] = kept
-            buf[len(kept):n] = new
+            k = 0
+            for a, b in _runs(keep):  # kept rows in contiguous runs: block copies
+                buf[k:k + b - a] = vectors[a:b]
+                k += b - a
+            buf[k:n] = new
         self._growth = (buf, n)
         return buf[:n]
 
@@ -431,27 +439,31 @@ class Writer:
     def _commit_vectors(self, cat: Catalogue, new_ids: Sequence[int], new_vectors: np.ndarray,
                         removed: Sequence[int]) -> list[segment_io.SegmentRef]:
         """Inside the transaction: the new vectors as a segment (an index from
-        before segments first moves its vectors into one), merged with the rest
-        past :data:`~mimicry.store.segments.MAX_SEGMENTS` segments or
-        :data:`~mimicry.store.segments.MAX_DEAD_SHARE` dead rows; the list committed."""
+        before segments first moves its vectors into one), and the merge
+        :func:`~mimicry.store.segments.merge_plan` asks for; the list committed."""
         snap = self._snapshot
         new_vectors = np.asarray(new_vectors, np.float32).reshape(len(new_ids), self.pin.dim)
         gone = {int(i) for i in removed}
+        keep = ~np.isin(snap.work_ids, np.asarray(list(gone), dtype=np.int64))
         if self._refs is None:  # from before segments: everything into one segment
             refs: list[segment_io.SegmentRef] = []
-            merge = True
+            window: tuple[int, int] | None = (0, 0)
         else:
             refs = list(self._refs)
             if len(new_ids):
                 refs.append(segment_io.write(self.folder, self._next_segment(cat), np.asarray(new_ids),
                                              new_vectors))
-            live_rows = len(snap.work_ids) - int(np.isin(snap.work_ids, list(gone)).sum()) + len(new_ids)
-            merge = segment_io.needs_merge(refs, live_rows)
-        if merge:
-            keep = np.array([int(i) not in gone for i in snap.work_ids], dtype=bool)
+            window = segment_io.merge_plan(refs, int(keep.sum()) + len(new_ids))
+        if window == (0, len(refs)):  # everything, dead rows dropped: from the snapshot
             ids = np.concatenate([snap.work_ids[keep], np.asarray(new_ids, dtype=np.int64)])
             vecs = np.concatenate([np.asarray(snap.vectors[keep]), new_vectors])
             refs = [segment_io.write(self.folder, self._next_segment(cat), ids, vecs)] if len(ids) else []
+        elif window is not None:  # two neighbours: their live rows, in order, from their files
+            start, stop = window
+            live_ids = np.concatenate([snap.work_ids[keep], np.asarray(new_ids, dtype=np.int64)])
+            ids, vecs = segment_io.live(self.folder, refs[start:stop], self.pin.dim, live_ids)
+            merged = segment_io.write(self.folder, self._next_segment(cat), ids, np.asarray(vecs))
+            refs = refs[:start] + [merged] + refs[stop:]
         cat.set_meta(SEGMENTS, segment_io.encode(refs))
         if self.pin.schema_version < pin_io.SCHEMA_VERSION:  # now in segments: older releases must refuse it
             from dataclasses import replace

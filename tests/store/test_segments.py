@@ -122,6 +122,28 @@ def test_an_index_from_before_segments_opens_and_moves_on_its_first_write(tmp_pa
         np.testing.assert_array_equal(by_id[work_id], vec)
 
 
+def test_small_writes_never_rewrite_the_large_base_segment(tmp_path):
+    """Past the segment count, neighbours with the fewest rows merge: a base of
+    500 works stays the same file through 60 one-work commits, the count stays
+    bounded, and every vector stays where its work is."""
+    folder = tmp_path / "ix"
+    store = new_store(folder)
+    add(store, "base", 500, seed=0)
+    base = committed(folder)[0]
+    rewritten_rows = 0
+    for i in range(60):
+        before = {r.n for r in committed(folder)}
+        add(store, f"artist-{i % 4}", 1, seed=100 + i)
+        refs = committed(folder)
+        assert refs[0] == base and len(refs) <= segment_io.MAX_SEGMENTS
+        rewritten_rows += sum(r.rows for r in refs if r.n not in before) - 1
+    assert rewritten_rows < 60 * 8  # small merges only: a base rewrite alone would be 500
+    snap = store.snapshot()
+    fresh = Store.open(folder).snapshot()
+    assert len(snap.work_ids) == 560
+    assert np.array_equal(snap.work_ids, fresh.work_ids) and np.array_equal(snap.vectors, fresh.vectors)
+
+
 def same_state(a, b) -> None:
     """Two snapshots of one committed state agree in everything a reader uses."""
     assert (a.generation, a.revision, a.artists) == (b.generation, b.revision, b.artists)
