@@ -191,7 +191,7 @@ class Store:
         store's growth buffer, the new rows go into its spare tail and the
         result is a longer view of it: earlier snapshots keep their shorter
         views, whose rows never change, so a commit of k works costs k rows,
-        not a copy of the registry. Otherwise a new buffer, with a quarter
+        not a copy of the registry. Otherwise a new buffer, with an eighth
         spare, takes the rows."""
         n = int(keep.sum()) + len(new)
         buf, used = self._growth if self._growth is not None else (None, -1)
@@ -199,7 +199,7 @@ class Store:
                 and vectors.__array_interface__["data"][0] == buf.__array_interface__["data"][0]):
             buf[used:n] = new
         else:
-            buf = np.empty((max(n, int(n * 1.25) + 1024), vectors.shape[1]), np.float32)
+            buf = np.empty((n + n // 8 + 1024, vectors.shape[1]), np.float32)
             k = 0
             for a, b in _runs(keep):  # kept rows in contiguous runs: block copies
                 buf[k:k + b - a] = vectors[a:b]
@@ -520,7 +520,11 @@ class Writer:
         if self.pin_changed or refs is None or len(refs) <= 1:
             self._reload()  # re-pinned, or merged into one segment: read it mapped, not copied
         else:
-            self._advance(new_ids, vectors, remove_ids)
+            try:
+                self._advance(new_ids, vectors, remove_ids)
+            except Exception:  # noqa: BLE001 - the commit landed; read it from disk instead
+                log.warning("%s: reading the committed state again", self.folder, exc_info=True)
+                self._reload()
 
     def replace_all(self, pin: Pin, ids: Sequence[int], vectors: np.ndarray, drop: Sequence[int],
                     seen: Sequence[tuple[int, int, int, str | None]] = ()) -> None:
