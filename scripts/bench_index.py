@@ -215,6 +215,29 @@ def scan_and_calibration(shape: Shape, n: int, seed: int) -> None:
                           "rss_growth_mb": round(rss_mb() - m0, 1)}))
 
 
+def registry_folder(shape: Shape, n: int, seed: int, folder: Path, index_type: str):
+    """A fresh index folder holding ``n`` synthetic works (committed 20,000 at
+    a time by one writer), and ``works(rows, tag)``, which makes more of them."""
+    import shutil
+
+    from mimicry.store import Pin, Store
+    from mimicry.store.store import NewWork
+
+    x, labels, _ = registry(shape, n, 1, seed)
+    shutil.rmtree(folder, ignore_errors=True)
+    store = Store.create(folder, Pin("bench", "bench", "0" * 64, x.shape[1], {"version": 1},
+                                     index_type=index_type))
+
+    def works(rows: range, tag: str) -> list:
+        return [(NewWork(f"artist-{max(int(labels[i % len(labels)]), 0)}", f"/{tag}/{i}.png",
+                         f"{tag}{i:063x}"[-64:], 1, 1), x[i % len(x)]) for i in rows]
+
+    with store.writer() as w:
+        for start in range(0, n, 20_000):
+            w.commit(works(range(start, min(n, start + 20_000)), "a"), [])
+    return store, works
+
+
 def write_during_build(shape: Shape, n: int, seed: int) -> None:
     """A registry of ``n`` works in a real index folder: a writer removes a
     quarter of them (an HNSW rebuild falls due), and one second into the build
@@ -224,21 +247,10 @@ def write_during_build(shape: Shape, n: int, seed: int) -> None:
     import shutil
     import threading
 
-    from mimicry.store import Pin, Store
-    from mimicry.store.store import NewWork
+    from mimicry.store import Store
 
-    x, labels, _ = registry(shape, n, 1, seed)
     folder = Path(f"/tmp/mimicry-bench-build-{n}")
-    shutil.rmtree(folder, ignore_errors=True)
-    store = Store.create(folder, Pin("bench", "bench", "0" * 64, x.shape[1], {"version": 1}, index_type="hnsw"))
-
-    def works(rows: range, tag: str) -> list:
-        return [(NewWork(f"artist-{max(int(labels[i % len(labels)]), 0)}", f"/{tag}/{i}.png",
-                         f"{tag}{i:063x}"[-64:], 1, 1), x[i % len(x)]) for i in rows]
-
-    with store.writer() as w:
-        for start in range(0, n, 20_000):
-            w.commit(works(range(start, min(n, start + 20_000)), "a"), [])
+    store, works = registry_folder(shape, n, seed, folder, "hnsw")
     ids = store.snapshot().work_ids
     store.ann_in_background = True
     built = ann.current_file(folder)
@@ -269,21 +281,10 @@ def commit_costs(shape: Shape, n: int, seed: int) -> None:
     before writers advanced their snapshot from the commit)."""
     import shutil
 
-    from mimicry.store import Pin, Store
-    from mimicry.store.store import NewWork
+    from mimicry.store import Store
 
-    x, labels, _ = registry(shape, n, 1, seed)
     folder = Path(f"/tmp/mimicry-bench-commit-{n}")
-    shutil.rmtree(folder, ignore_errors=True)
-    store = Store.create(folder, Pin("bench", "bench", "0" * 64, x.shape[1], {"version": 1}, index_type="flat"))
-
-    def works(rows: range, tag: str) -> list:
-        return [(NewWork(f"artist-{max(int(labels[i % len(labels)]), 0)}", f"/{tag}/{i}.png",
-                         f"{tag}{i:063x}"[-64:], 1, 1), x[i % len(x)]) for i in rows]
-
-    with store.writer() as w:
-        for start in range(0, n, 20_000):
-            w.commit(works(range(start, min(n, start + 20_000)), "a"), [])
+    store, works = registry_folder(shape, n, seed, folder, "flat")
     t = time.perf_counter()
     Store.open(folder).snapshot()
     full = time.perf_counter() - t
