@@ -298,17 +298,23 @@ def install(folder: Path, info: AnnInfo) -> None:
 
 
 @contextmanager
-def building(folder: Path) -> Iterator[bool]:
-    """The build lock (``ann.lock``, an exclusive ``flock``, never waited for):
-    yields True while this caller holds it, False when another build (in this
-    process or another) holds it. A build's files are written under it, so
-    :func:`remove_stale` never deletes a build in progress."""
+def building(folder: Path, wait_s: float = 0.0) -> Iterator[bool]:
+    """The build lock (``ann.lock``, an exclusive ``flock``): yields True while
+    this caller holds it, False when another holder (a build, in this process
+    or another, or a brief :func:`remove_stale`) kept it for ``wait_s``. A
+    build's files are written under it, so :func:`remove_stale` never deletes
+    a build in progress."""
+    deadline = time.monotonic() + wait_s
     with open(folder / LOCKFILE, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
         try:
             yield True
         finally:

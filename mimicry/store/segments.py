@@ -14,9 +14,13 @@ merge of small segments, instead of the whole index. A merge keeps the rows
 in segment order, so a snapshot's row order never changes under it.
 
 Crash safety: the committed list only ever names complete files; files it does
-not name are leftovers of an interrupted write (or of a merge) and the next
-writer removes them. Readers map the files read-only (``mmap_mode='r'``): a
-file a writer has just removed stays readable to a reader that opened it.
+not name are leftovers of an interrupted write (or of a merge) and a later
+writer removes them, except those of the list the last commit replaced, which
+stay one more commit so that a reader that read that list while the commit
+landed still finds them (a reader that finds a file gone reads the list again,
+and counts it as missing only when no commit has landed meanwhile). Readers
+map the files read-only (``mmap_mode='r'``): a file a writer has just removed
+stays readable to a reader that opened it.
 """
 
 from __future__ import annotations

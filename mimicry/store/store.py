@@ -52,6 +52,13 @@ log = logging.getLogger(__name__)
 CATALOGUE = "catalogue.sqlite"
 CALIBRATION, BACKGROUND = "calibration", "background"
 SEGMENTS, SEGMENT_SEQ = "segments", "segment_seq"
+#: The list of segments the last commit replaced: its files stay one more commit,
+#: so a reader that read that list while the commit landed can still load them.
+PREVIOUS_SEGMENTS = "previous_segments"
+#: Builds one builder makes in a row when writes during a build call for another.
+ANN_ROUNDS = 3
+#: How long a builder waits for the build lock (held briefly by leftover cleaning).
+ANN_LOCK_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -221,7 +228,8 @@ class Store:
         (writers, which may be about to replace them), an unreadable calibration
         or background is left out instead of refused."""
         s = self.settings
-        for attempt in range(s.snapshot_retries + 1):
+        stalled = 0  # failed loads of one unchanged state: only those count against the retries
+        for _ in range(50 * (s.snapshot_retries + 1)):
             cat.db.execute("BEGIN")
             try:
                 generation = int(cat.get_meta("generation", "0") or 0)
@@ -237,9 +245,13 @@ class Store:
             try:
                 ids, vecs = self._vectors(refs, generation, pin.dim, works)
             except FileNotFoundError:
-                if attempt >= s.snapshot_retries:
-                    raise CorruptIndexError(f"{self.folder}: vectors of generation {generation} "
-                                            f"are missing") from None
+                # A writer merged the files away meanwhile (read the new list),
+                # unless the state has stood still: then they are missing.
+                if int(cat.get_meta("revision", "0") or 0) == revision:
+                    stalled += 1
+                    if stalled > s.snapshot_retries:
+                        raise CorruptIndexError(f"{self.folder}: vectors of generation {generation} "
+                                                f"are missing") from None
                 time.sleep(s.snapshot_retry_s)
                 continue
             by_id = {w.id: w for w in works}
@@ -283,12 +295,12 @@ class Store:
 
     # -- writing -------------------------------------------------------------------
     @contextmanager
-    def writer(self, wait_s: float | None = None) -> Iterator[Writer]:
+    def writer(self, wait_s: float | None = None, build: bool = True) -> Iterator[Writer]:
         """Exclusive write access (waits up to ``wait_s``, default ``lock_wait_s``,
         then :class:`LockedError`). When the writer is done and has released
         the lock, the approximate index is rebuilt if the registry now calls
-        for it (:meth:`build_ann`), in this thread or, with
-        :attr:`ann_in_background`, on a thread of its own."""
+        for it (:meth:`build_ann`; not with ``build`` off), in this thread or,
+        with :attr:`ann_in_background`, on a thread of its own."""
         s = self.settings
         plan: AnnPlan | None = None
         with self._lock.hold(s.lock_wait_s if wait_s is None else wait_s, s.retry_after_s):
@@ -298,7 +310,7 @@ class Store:
                 w = Writer(self, cat)
                 w.remove_leftovers()
                 yield w
-                plan = w.plan_ann()
+                plan = w.plan_ann() if build else None
             finally:
                 if w is not None and w.pin_changed:
                     pin_io.write_file(self.folder, w.pin)
@@ -314,31 +326,39 @@ class Store:
         """Builds the approximate index ``plan`` asks for, outside the write
         lock, then installs it under the lock (a short commit) if the index is
         still pinned as it was and nobody installed another meanwhile; returns
-        what it installed. Works added or removed during the build are searched
-        exactly or masked like any since the last build. Skipped when another
-        build holds the build lock; a failure is logged, never raised (the
-        writes stand, searches stay exact where the index does not reach, and
-        the next writer tries again)."""
+        what it installed last. Works added or removed during the build are
+        searched exactly or masked like any since the last build; when they are
+        enough to call for another build (the writers that made them found this
+        one running and left it to it), it builds again, up to
+        :data:`ANN_ROUNDS` times. Skipped when another build holds the build
+        lock; a failure is logged, never raised (the writes stand, searches
+        stay exact where the index does not reach, and the next writer tries again)."""
+        installed = None
         try:
-            with ann_io.building(self.folder) as mine:
+            with ann_io.building(self.folder, wait_s=ANN_LOCK_WAIT_S) as mine:
                 if not mine:
                     log.info("%s: another build of the approximate index is running", self.folder)
                     return None
-                snap = plan.snapshot
-                info = ann_io.create(self.folder, np.asarray(snap.vectors), snap.work_ids, plan.kind,
-                                     snap.generation)
-                with self.writer() as w:
-                    if not w.install_ann(plan, info):
-                        log.info("%s: the index changed while its approximate index was built; "
-                                 "the next writer builds again", self.folder)
-                        return None
-                log.info("built a %s index of %d works (recall@10 %.3f)", plan.kind, info.vectors,
-                         info.recall_at_10)
-                return info
+                for _ in range(ANN_ROUNDS):
+                    snap = plan.snapshot
+                    info = ann_io.create(self.folder, np.asarray(snap.vectors), snap.work_ids, plan.kind,
+                                         snap.generation)
+                    with self.writer(build=False) as w:
+                        if not w.install_ann(plan, info):
+                            log.info("%s: the index changed while its approximate index was built; "
+                                     "the next writer builds again", self.folder)
+                            return installed
+                        log.info("built a %s index of %d works (recall@10 %.3f)", plan.kind, info.vectors,
+                                 info.recall_at_10)
+                        installed = info
+                        plan = w.plan_ann()  # what landed meanwhile may call for another
+                    if plan is None:
+                        break
+                return installed
         except Exception as exc:  # noqa: BLE001 - derived data; the commits already landed
             log.warning("%s: approximate index not rebuilt (%s: %s); searching exactly beside the "
                         "last one until the next write", self.folder, type(exc).__name__, exc)
-            return None
+            return installed
 
 
 class Writer:
@@ -362,6 +382,7 @@ class Writer:
         if cached is not None and cached.revision == int(self.catalogue.get_meta("revision", "0") or 0):
             self._set(cached, shareable=True)
             return
+        self.store._growth = None  # the state is read afresh: the buffer's rows are no one's next
         try:
             self._set(self.store._load(self.catalogue, strict=True), shareable=True)
         except CorruptIndexError:
@@ -414,7 +435,8 @@ class Writer:
         if self._refs is None:
             vector_io.remove_stale(self.folder, self.generation)
         else:
-            segment_io.remove_stale(self.folder, self._refs)
+            previous = segment_io.decode(self.catalogue.get_meta(PREVIOUS_SEGMENTS)) or []
+            segment_io.remove_stale(self.folder, list(self._refs) + previous)
             vector_io.remove_stale(self.folder, -1)
         ann_io.remove_stale(self.folder)
 
@@ -464,6 +486,7 @@ class Writer:
             ids, vecs = segment_io.live(self.folder, refs[start:stop], self.pin.dim, live_ids)
             merged = segment_io.write(self.folder, self._next_segment(cat), ids, np.asarray(vecs))
             refs = refs[:start] + [merged] + refs[stop:]
+        cat.set_meta(PREVIOUS_SEGMENTS, segment_io.encode(self._refs or []))
         cat.set_meta(SEGMENTS, segment_io.encode(refs))
         if self.pin.schema_version < pin_io.SCHEMA_VERSION:  # now in segments: older releases must refuse it
             from dataclasses import replace
@@ -543,6 +566,7 @@ class Writer:
                 cat.delete_blob(BACKGROUND)
                 refs = [segment_io.write(self.folder, self._next_segment(cat), np.asarray(ids, np.int64),
                                          np.asarray(vectors, np.float32).reshape(len(ids), pin.dim))]
+                cat.set_meta(PREVIOUS_SEGMENTS, segment_io.encode(self._refs or []))
                 cat.set_meta(SEGMENTS, segment_io.encode(refs))
                 cat.set_meta("generation", str(generation))
                 cat.set_meta("pin", pin.to_json())

@@ -325,3 +325,27 @@ def test_a_build_from_before_a_repin_is_never_installed(tmp_path, monkeypatch):
                 break
     assert builds and ann_io.current_file(folder) is None
     assert Store.open(folder).snapshot().ann is None
+
+
+def test_writes_during_a_build_that_call_for_another_get_it(tmp_path, monkeypatch):
+    """A writer that finds a build running leaves its own to it: when what it
+    added calls for another build, the running builder makes it next."""
+    folder = tmp_path / "ix"
+    store = store_of(folder, "ivf")
+    written, release, builds = _held_build(monkeypatch)
+    snap = store.snapshot()
+
+    def remove() -> None:
+        with store.writer() as w:  # inline build, as the CLI runs it
+            w.commit([], snap.work_ids[:800].tolist())
+
+    t = threading.Thread(target=remove)
+    t.start()
+    assert written.wait(60)
+    add(Store.open(folder), *clustered(1500, 150, seed=7), tag=7)  # past the new share; its build skipped
+    assert len(builds) == 1
+    release.set()
+    t.join(120)
+    after = Store.open(folder).snapshot()
+    assert len(builds) == 2 and after.ann.info.vectors == 3700 and len(after.ann.delta_rows) == 0
+    assert not ann_io.needs_rebuild(after.ann, after.pin.index_type, len(after.work_ids))
