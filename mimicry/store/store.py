@@ -370,7 +370,6 @@ class Writer:
         self.folder = store.folder
         self.catalogue = catalogue
         self.pin_changed = False
-        self.vectors_changed = False  # the approximate index may need a rebuild when the writer is done
         self.last_added: list[int] = []
         self._reload(reuse=True)
 
@@ -539,7 +538,6 @@ class Writer:
         self._refs = refs
         self.remove_leftovers()
         log.debug("committed generation %d", generation)
-        self.vectors_changed = True
         if self.pin_changed or refs is None or len(refs) <= 1:
             self._reload()  # re-pinned, or merged into one segment: read it mapped, not copied
         else:
