@@ -73,6 +73,37 @@ class Snapshot:
         artists = tuple(sorted(set(names)))
         pos = {a: j for j, a in enumerate(artists)}
         row_artist = np.array([pos[a] for a in names], dtype=np.int64)
+        return Snapshot._assemble(vectors, ids, dict(works), artists, row_artist, generation, revision,
+                                  calibration, background, background_groups, pin, folder, artist_counts)
+
+    def advance(self, keep: np.ndarray, new_works: Sequence[Work], vectors: np.ndarray, *,
+                generation: int, revision: int, artist_counts: Mapping[str, int]) -> Snapshot:
+        """The snapshot after a commit that kept the rows ``keep`` (a mask) and
+        appended ``new_works`` (in row order), whose vectors are now ``vectors``
+        (kept rows, then new): the same as :meth:`build` on the result, with
+        calibration, background, pin and folder carried over, without a
+        Python pass over every row (a writer's commit at a million works)."""
+        new_ids = np.fromiter((w.id for w in new_works), np.int64, len(new_works))
+        ids = np.concatenate([self.work_ids[keep], new_ids])
+        kept = set(self.work_ids[~keep].tolist())
+        works = {i: w for i, w in self.works.items() if i not in kept}
+        works.update((w.id, w) for w in new_works)
+        kept_rows = self.row_artist[keep]
+        present = np.flatnonzero(np.bincount(kept_rows, minlength=len(self.artists)))
+        artists = tuple(sorted({self.artists[j] for j in present} | {w.artist for w in new_works}))
+        pos = {a: j for j, a in enumerate(artists)}
+        remap = np.full(len(self.artists), -1, np.int64)
+        remap[present] = [pos[self.artists[j]] for j in present]
+        row_artist = np.concatenate([remap[kept_rows], np.array([pos[w.artist] for w in new_works], np.int64)])
+        return Snapshot._assemble(vectors, ids, works, artists, row_artist, generation, revision,
+                                  self.calibration, self.background, self.background_groups, self.pin,
+                                  self.folder, artist_counts)
+
+    @staticmethod
+    def _assemble(vectors: np.ndarray, ids: np.ndarray, works: dict[int, Work], artists: tuple[str, ...],
+                  row_artist: np.ndarray, generation: int, revision: int, calibration: Calibration | None,
+                  background: np.ndarray | None, background_groups: np.ndarray | None, pin: Pin | None,
+                  folder: Path | None, artist_counts: Mapping[str, int] | None) -> Snapshot:
         # Each artist's rows, ascending: one stable sort, not a pass per artist
         # (which is works x artists: minutes at a million works).
         order = np.argsort(row_artist, kind="stable")
@@ -81,8 +112,8 @@ class Snapshot:
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         if vecs.ndim != 2 or len(vecs) != len(ids):
             raise InputError(f"{len(ids)} work ids for vectors of shape {vecs.shape}")
-        return Snapshot(generation, revision, _frozen(ids), _frozen(vecs), dict(works), artists,
-                        _frozen(row_artist), calibration,
+        return Snapshot(generation, revision, _frozen(ids), _frozen(vecs), works, artists,
+                        _frozen(row_artist.astype(np.int64, copy=False)), calibration,
                         None if background is None else _frozen(np.asarray(background, np.float32)),
                         None if background_groups is None else _frozen(np.asarray(background_groups)),
                         pin, folder, columns,

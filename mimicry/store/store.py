@@ -412,17 +412,13 @@ class Writer:
         reload reads (rows in segment order: the kept rows, then the new
         segment's; tested), without reading every work and vector again."""
         old = self._snapshot
-        keep = ~np.isin(old.work_ids, np.asarray(list(removed), dtype=np.int64))
-        ids = np.concatenate([old.work_ids[keep], np.asarray(new_ids, dtype=np.int64)])
-        vecs = self.store._rows_after(old.vectors, keep, np.asarray(new_vectors, np.float32))
-        gone = {int(i) for i in removed}
-        works = {i: w for i, w in old.works.items() if i not in gone}
-        works.update((w.id, w) for w in self.catalogue.works(ids=new_ids))
         cat = self.catalogue
-        snap = Snapshot.build(vecs, ids, works, generation=int(cat.get_meta("generation", "0") or 0),
-                              revision=int(cat.get_meta("revision", "0") or 0), calibration=old.calibration,
-                              background=old.background, background_groups=old.background_groups,
-                              pin=old.pin, folder=self.folder, artist_counts=cat.artist_counts())
+        keep = ~np.isin(old.work_ids, np.asarray(list(removed), dtype=np.int64))
+        by_id = {w.id: w for w in cat.works(ids=new_ids)}
+        vecs = self.store._rows_after(old.vectors, keep, np.asarray(new_vectors, np.float32))
+        snap = old.advance(keep, [by_id[int(i)] for i in new_ids], vecs,
+                           generation=int(cat.get_meta("generation", "0") or 0),
+                           revision=int(cat.get_meta("revision", "0") or 0), artist_counts=cat.artist_counts())
         if (self.folder / ann_io.INFOS).exists():
             from dataclasses import replace
 
