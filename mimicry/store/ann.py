@@ -65,6 +65,7 @@ import numpy as np
 
 from mimicry.errors import InputError
 from mimicry.store.durable import sync_replace
+from mimicry.store.lock import flock_until
 
 log = logging.getLogger(__name__)
 
@@ -304,17 +305,10 @@ def building(folder: Path, wait_s: float = 0.0) -> Iterator[bool]:
     or another, or a brief :func:`remove_stale`) kept it for ``wait_s``. A
     build's files are written under it, so :func:`remove_stale` never deletes
     a build in progress."""
-    deadline = time.monotonic() + wait_s
     with open(folder / LOCKFILE, "a+") as fh:
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.05)
+        if not flock_until(fh, time.monotonic() + wait_s):
+            yield False
+            return
         try:
             yield True
         finally:

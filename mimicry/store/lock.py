@@ -7,11 +7,24 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from mimicry.errors import LockedError
 
 FILENAME = "lock"
+
+
+def flock_until(fh: IO, deadline: float) -> bool:
+    """Takes an exclusive ``flock`` on ``fh``, trying until ``deadline``
+    (``time.monotonic()``); whether it was taken."""
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 class WriteLock:
@@ -34,14 +47,8 @@ class WriteLock:
             raise self._locked(retry_after_s)
         try:
             with open(self.path, "a+") as fh:
-                while True:
-                    try:
-                        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            raise self._locked(retry_after_s) from None
-                        time.sleep(0.05)
+                if not flock_until(fh, deadline):
+                    raise self._locked(retry_after_s)
                 try:
                     yield
                 finally:
