@@ -270,16 +270,19 @@ def create(folder: Path, vectors: np.ndarray, ids: np.ndarray, kind: str, genera
     return info
 
 
+def files(folder: Path, file: str) -> tuple[Path, Path]:
+    """The index file named ``file`` and its id list."""
+    return folder / FOLDER / file, folder / FOLDER / (file + ".ids.npy")
+
+
 def write(folder: Path, index: faiss.Index, ids: np.ndarray, info: AnnInfo) -> None:
     """The index file, then its ids (each complete before the next). Nothing
     names them until :func:`install`."""
-    d = folder / FOLDER
-    d.mkdir(exist_ok=True)
-    path = d / info.file
+    (folder / FOLDER).mkdir(exist_ok=True)
+    path, ids_path = files(folder, info.file)
     faiss.write_index(index, str(_tmp(path)))
     sync_replace(_tmp(path), path)
     info.memory_bytes = path.stat().st_size  # what a reader loads into memory
-    ids_path = d / (info.file + ".ids.npy")
     with open(_tmp(ids_path), "wb") as fh:
         np.save(fh, np.ascontiguousarray(ids, np.int64), allow_pickle=False)
     sync_replace(_tmp(ids_path), ids_path)
@@ -407,13 +410,13 @@ def load(folder: Path, work_ids: np.ndarray, cache: dict | None = None) -> AnnVi
     if entry is not None and entry[0] == info.file:
         index, ann_ids = entry[1], entry[2]
     else:
-        path = folder / FOLDER / info.file
+        path, ids_path = files(folder, info.file)
         try:
             # Read into memory: the codes are about a twenty-fifth of the raw vectors
             # (which stay mapped), and FAISS's mapped inverted lists measured 25x
             # slower per query here (3.8 against 0.16 ms at 10k works).
             index = faiss.read_index(str(path))
-            ann_ids = np.load(folder / FOLDER / (info.file + ".ids.npy"), allow_pickle=False)
+            ann_ids = np.load(ids_path, allow_pickle=False)
         except (OSError, RuntimeError, ValueError):
             return None
         if len(ann_ids) != index.ntotal:

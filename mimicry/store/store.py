@@ -571,31 +571,34 @@ class Writer:
         self.remove_leftovers()
         self.pin_changed = True
         self._reload()
-        self.refresh_ann(force=True)
+        self.refresh_ann()
 
-    def refresh_ann(self, force: bool = False) -> ann_io.AnnInfo | None:
-        """(Re)builds the approximate index now, under the write lock, when the
-        pinned type and the registry's size call for it
-        (:func:`mimicry.store.ann.needs_rebuild`), or drops it; ``force``:
-        rebuild whenever one is wanted. For re-pins, whose old codes must never
-        be searched again; the builds that follow ordinary writes run after the
-        lock is released (:meth:`Store.build_ann`). Derived data, outside the
-        catalogue: a kill here leaves the last index, or none, and searches stay correct."""
+    def refresh_ann(self) -> ann_io.AnnInfo | None:
+        """Builds the approximate index the pinned type and the registry's size
+        call for now, under the write lock (or drops it). For re-pins, whose
+        old codes must never be searched again; the builds that follow
+        ordinary writes run after the lock is released (:meth:`Store.build_ann`).
+        Derived data, outside the catalogue: a kill here leaves the last index,
+        or none, and searches stay correct."""
         snap = self._snapshot
         kind = ann_io.resolve(self.pin.index_type, len(snap.work_ids))
-        if not force and not ann_io.needs_rebuild(snap.ann, self.pin.index_type, len(snap.work_ids)):
-            return None
         if kind == ann_io.FLAT:
             ann_io.clear(self.folder)
             info = None
         else:
             info = ann_io.create(self.folder, np.asarray(snap.vectors), snap.work_ids, kind, self.generation)
-            ann_io.install(self.folder, info)
             log.info("built a %s index of %d works (recall@10 %.3f)", kind, info.vectors, info.recall_at_10)
-        with self._transaction() as cat:  # moves the revision: readers load the new index
+        self._publish_ann(info)
+        return info
+
+    def _publish_ann(self, info: ann_io.AnnInfo | None) -> None:
+        """Points readers at ``info`` (None: at none, already cleared) and moves
+        the revision, so readers load it."""
+        if info is not None:
+            ann_io.install(self.folder, info)
+        with self._transaction() as cat:
             cat.set_meta("ann", info.file if info is not None else "")
         self._reload()
-        return info
 
     def plan_ann(self) -> AnnPlan | None:
         """At the end of a writer: what approximate index the registry now calls
@@ -608,7 +611,7 @@ class Writer:
             if not ann_io.needs_rebuild(snap.ann, self.pin.index_type, len(snap.work_ids)):
                 return None
             if kind == ann_io.FLAT:
-                self.refresh_ann(force=True)
+                self.refresh_ann()
                 return None
             return AnnPlan(kind, snap, ann_io.current_file(self.folder))
         except Exception as exc:  # noqa: BLE001 - derived data; the commits already landed
@@ -621,15 +624,11 @@ class Writer:
         installed since, another kind now wanted, or the files gone."""
         snap = self._snapshot
         current = ann_io.current_file(self.folder)
-        files = [self.folder / ann_io.FOLDER / info.file, self.folder / ann_io.FOLDER / (info.file + ".ids.npy")]
         if (self.pin != plan.snapshot.pin or current != plan.replaces
                 or ann_io.resolve(self.pin.index_type, len(snap.work_ids)) != plan.kind
-                or not all(f.exists() for f in files)):
+                or not all(f.exists() for f in ann_io.files(self.folder, info.file))):
             return False
-        ann_io.install(self.folder, info)
-        with self._transaction() as cat:  # moves the revision: readers load the new index
-            cat.set_meta("ann", info.file)
-        self._reload()
+        self._publish_ann(info)
         return True
 
     def set_index_type(self, kind: str) -> None:
@@ -644,7 +643,7 @@ class Writer:
             cat.set_meta("pin", pin.to_json())
         self.pin_changed = True
         self._reload()
-        self.refresh_ann(force=True)
+        self.refresh_ann()
 
     def touch_works(self, seen: Sequence[tuple[int, int, int, str | None]]) -> None:
         """Records files seen again unchanged in content: (work id, size, mtime, new sha256 or None)."""
