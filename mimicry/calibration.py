@@ -47,7 +47,11 @@ from mimicry.settings import check_rate
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.store.snapshot import Snapshot
 
-__all__ = ["Calibration", "calibrate", "calibrate_snapshot", "certified_size"]
+__all__ = ["Calibration", "calibrate", "calibrate_snapshot", "calibration_of", "calibration_state",
+           "certified_size", "state_warnings", "with_calibration"]
+
+#: Calibration states a snapshot reports (:func:`calibration_state`).
+UNCALIBRATED, CURRENT, STALE = "uncalibrated", "current", "stale"
 
 #: Where the null images came from.
 BACKGROUND, PORTFOLIO = "background", "portfolio"
@@ -291,3 +295,58 @@ def calibrate_snapshot(snapshot: Snapshot, target_rate: float) -> Calibration:
     return calibrate(snapshot.vectors, snapshot.row_artist_names, snapshot.background,
                      target_rate=target_rate, generation=snapshot.generation,
                      background_groups=snapshot.background_groups)
+
+
+# -- a snapshot's calibration: storage keeps arrays, the domain reads them -----------
+def calibration_of(snapshot: Snapshot, strict: bool = True) -> Calibration | None:
+    """The calibration stored in ``snapshot`` (None when it was never
+    calibrated), parsed once per snapshot. Stored arrays that are not a
+    calibration are :class:`~mimicry.errors.CorruptIndexError`, or, with
+    ``strict`` off (a writer about to rewrite them), None."""
+    from mimicry.errors import CorruptIndexError
+
+    memo = snapshot.memo
+    if "calibration" in memo:
+        return memo["calibration"]
+    arrays = snapshot.stored_calibration
+    if arrays is None:
+        cal = None
+    else:
+        try:
+            cal = Calibration.from_arrays(dict(arrays))
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            if not strict:
+                return None
+            where = snapshot.folder if snapshot.folder is not None else "index"
+            raise CorruptIndexError(f"{where}: stored 'calibration' is malformed ({exc}); "
+                                    f"redo it (`mimicry calibrate`)") from None
+    memo["calibration"] = cal
+    return cal
+
+
+def with_calibration(snapshot: Snapshot, cal: Calibration | None) -> Snapshot:
+    """``snapshot`` with ``cal`` as its calibration (for in-memory use: evaluation)."""
+    from dataclasses import replace
+
+    return replace(snapshot, stored_calibration=None if cal is None else cal.to_arrays(),
+                   memo={"calibration": cal})
+
+
+def calibration_state(snapshot: Snapshot, strict: bool = True) -> str:
+    """``uncalibrated``, ``current`` (calibrated on exactly these vectors), or
+    ``stale`` (the portfolio changed since; ``calibrate`` or the next write
+    refreshes it)."""
+    cal = calibration_of(snapshot, strict)
+    if cal is None:
+        return UNCALIBRATED
+    if cal.generation != snapshot.generation or tuple(cal.artists) != snapshot.artists:
+        return STALE
+    return CURRENT
+
+
+def state_warnings(snapshot: Snapshot) -> list[str]:
+    """Plain sentences about ``snapshot``'s calibration that every result should carry."""
+    if calibration_state(snapshot) == STALE:
+        return ["calibration is stale: the portfolio changed since it was computed; "
+                "flags use the old thresholds (run `mimicry calibrate` to refresh)"]
+    return []

@@ -28,7 +28,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from mimicry.backbones import DEFAULT_MODEL, Embedder, load_embedder
-from mimicry.calibration import Calibration, calibrate_snapshot
+from mimicry.calibration import Calibration, calibrate_snapshot, with_calibration
 from mimicry.embedding import embed_all, embed_images
 from mimicry.errors import ImageError, InputError
 from mimicry.images import expand_inputs, load_image
@@ -294,7 +294,7 @@ def evaluate(
                                       [r.artist for r in portfolio], [str(r.path) for r in portfolio],
                                       background=bg_cal, background_groups=groups)
     cal = calibrate_snapshot(snapshot, fpr)
-    snapshot = snapshot.with_calibration(cal)
+    snapshot = with_calibration(snapshot, cal)
     artists = snapshot.artists
 
     def role(r: LabelledRow) -> str | None:

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 
 from mimicry.backbones import DEFAULT_MODEL, Embedder, load_embedder
-from mimicry.calibration import Calibration, calibrate_snapshot
+from mimicry.calibration import (
+    Calibration,
+    calibrate_snapshot,
+    calibration_of,
+    calibration_state,
+    state_warnings,
+)
 from mimicry.errors import (
     ConflictError,
     InputError,
@@ -138,7 +144,7 @@ class StyleIndex:
         if embedder is not None:
             pin.check(embedder, store.folder)
         if verify:
-            store.snapshot()
+            calibration_of(store.snapshot())
         return cls(store, embedder, device)
 
     @property
@@ -166,21 +172,24 @@ class StyleIndex:
 
     # -- reading --------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        """The last committed state (immutable; see :class:`mimicry.store.Snapshot`)."""
-        return self.store.snapshot()
+        """The last committed state (immutable; see :class:`mimicry.store.Snapshot`);
+        a stored calibration that cannot be read is :class:`CorruptIndexError`."""
+        snap = self.store.snapshot()
+        calibration_of(snap)
+        return snap
 
     def info(self) -> IndexInfo:
         snap = self.snapshot()
         pin = snap.pin
         assert pin is not None
         counts = dict(snap.artist_counts)
-        cal = snap.calibration
+        cal = calibration_of(snap)
         return IndexInfo(
             str(self.folder), pin.backbone_id, pin.model_spec, pin.weights_sha256, dict(pin.recipe),
             pin.dim, pin.schema_version, pin.package_version, counts, len(snap.work_ids),
-            snap.generation, snap.calibration_state, None if cal is None else cal.target_rate,
+            snap.generation, calibration_state(snap), None if cal is None else cal.target_rate,
             0 if cal is None else cal.n_background, None if cal is None else cal.promise(),
-            snap.warnings(), (cal.calibrated_at or None) if cal is not None else None,
+            state_warnings(snap), (cal.calibrated_at or None) if cal is not None else None,
             {"type": pin.index_type, "in_use": snap.ann.info.type if snap.ann is not None else "flat",
              "infos": snap.ann.info.to_dict() if snap.ann is not None else None},
         )
@@ -202,7 +211,7 @@ class StyleIndex:
     def calibration(self) -> Calibration | None:
         """The stored calibration (check ``info().calibration`` for whether it is
         stale), or None if the index was never calibrated. Never recalibrates."""
-        return self.snapshot().calibration
+        return calibration_of(self.snapshot())
 
     # -- writing --------------------------------------------------------------
     def _embed_fn(self, batch_size: int, progress: ProgressFn | None, stage: str,
@@ -427,12 +436,13 @@ class StyleIndex:
         """After a portfolio change: recalibrate a calibrated index (same target
         rate, stored background); drop a calibration that no longer applies."""
         snap = w.snapshot()
-        if snap.calibration is None or snap.calibration_state != "stale":
+        cal = calibration_of(snap, strict=False)
+        if cal is None or calibration_state(snap, strict=False) != "stale":
             return []
         if len(snap.artists) < 2:
             w.set_calibration(None)
             return ["calibration dropped: fewer than two artists remain"]
-        w.set_calibration(calibrate_snapshot(snap, snap.calibration.target_rate))
+        w.set_calibration(calibrate_snapshot(snap, cal.target_rate).to_arrays())
         return []
 
     def calibrate(self, background: Sequence[ImageSource] | None = None, fpr: float | None = None,
@@ -459,7 +469,7 @@ class StyleIndex:
                     log.warning("background image skipped: %s", err)
                 w.set_background(bg, background_groups(ok, background))
             cal = calibrate_snapshot(w.snapshot(), rate)
-            w.set_calibration(cal)
+            w.set_calibration(cal.to_arrays())
             w.record(CLI.kind, None, "calibrate", str(self.folder),
                      detail=f"fpr {rate}, {cal.n_null} {cal.null_source} images")
         return cal
@@ -493,8 +503,9 @@ class StyleIndex:
         top, evidence = _count(top, s.top, "top"), _count(evidence, s.evidence, "evidence")
         snap = self.snapshot()
         self._check_pin(snap)
-        warnings = snap.warnings()
-        promise = snap.calibration.promise() if snap.calibration is not None else None
+        warnings = state_warnings(snap)
+        cal = calibration_of(snap)
+        promise = cal.promise() if cal is not None else None
         sources = expand_inputs(images)
         if engine != "local" and any(isinstance(x, ImageBytes) for x in sources):
             raise InputError(f"--engine {engine} scans files; uploads are scanned locally")
@@ -550,7 +561,7 @@ class StyleIndex:
         s = self.settings
         a = check_rate("alpha", s.alpha if alpha is None else alpha)
         snap = self.snapshot()
-        if snap.calibration is None:
+        if calibration_of(snap) is None:
             raise NotCalibratedError(f"{self.folder}: scan-model needs a calibrated index; "
                                      f"run `mimicry calibrate`")
         self._check_pin(snap)

@@ -1,143 +1,170 @@
 """Settings in one place: every default and limit, with its environment variable.
 
+:class:`Settings` is the single source of each setting's name, environment
+variable, type, default and meaning (the ``metadata`` of its fields); the
+settings page of the documentation is generated from it
+(:func:`markdown_table`), and a test fails when the two differ.
+
 :func:`get_settings` reads the environment each time it is called (cheap), so a
 test or a service can change a variable and the next call sees it. Flags and
 keyword arguments win over the environment; the environment wins over the
 defaults here. A malformed value is an :class:`~mimicry.errors.InputError`
-naming the variable.
-
-| setting | variable | default | meaning |
-|---|---|---|---|
-| ``index`` | ``MIMICRY_INDEX`` | none | index folder when ``--index`` is not given |
-| ``home`` | ``MIMICRY_HOME`` | ``~/.mimicry`` | mimicry's own files (the evaluation's vector cache) |
-| ``device`` | ``MIMICRY_DEVICE`` | ``auto`` | auto, cpu or cuda |
-| ``fpr`` | ``MIMICRY_FPR`` | 0.01 | calibration target: share of negatives flagged per artist |
-| ``alpha`` | ``MIMICRY_ALPHA`` | 0.001 | significance level of model-level verdicts |
-| ``min_samples`` / ``max_samples`` | ``MIMICRY_MIN_SAMPLES`` / ``MIMICRY_MAX_SAMPLES`` | 8 / 200 | sample counts the model-level test is designed for |
-| ``top`` | ``MIMICRY_TOP`` | 3 | artists reported per image |
-| ``evidence`` | ``MIMICRY_EVIDENCE`` | 3 | nearest works shown per artist |
-| ``batch_size`` | ``MIMICRY_BATCH_SIZE`` | 32 | images per model batch |
-| ``checkpoint`` | ``MIMICRY_CHECKPOINT`` | 512 | images per commit while indexing |
-| ``max_file_bytes`` | ``MIMICRY_MAX_FILE_BYTES`` | 64 MiB | larger files are refused unread |
-| ``max_pixels`` | ``MIMICRY_MAX_PIXELS`` | 89,478,485 | larger images are refused as decompression bombs |
-| ``lock_wait_s`` | ``MIMICRY_LOCK_WAIT`` | 30 | seconds a writer waits for the lock before ``LockedError`` |
-| ``retry_after_s`` | ``MIMICRY_RETRY_AFTER`` | 2 | the wait a ``LockedError`` suggests |
-| ``snapshot_retries`` | ``MIMICRY_SNAPSHOT_RETRIES`` | 20 | reads retried while a writer replaces the vectors |
-| ``snapshot_retry_s`` | ``MIMICRY_SNAPSHOT_RETRY`` | 0.05 | seconds between those retries |
-| ``upload_bytes`` | ``MIMICRY_UPLOAD_BYTES`` | 20 MB | service: largest file in a request (413) |
-| ``request_bytes`` | ``MIMICRY_REQUEST_BYTES`` | 256 MB | service: largest request (413) |
-| ``request_files`` | ``MIMICRY_REQUEST_FILES`` | 200 | service: most files in a request (413) |
-| ``scan_token`` | ``MIMICRY_SCAN_TOKEN`` | none | service: when set, scans need ``Authorization: Bearer`` it |
-| ``admin_token`` | ``MIMICRY_ADMIN_TOKEN`` | none | service: the administrator's token |
-| ``thumbnails`` | ``MIMICRY_THUMBNAILS`` | 1 | service: serve small JPEGs of registered works (0: off) |
-| ``inflight`` | ``MIMICRY_INFLIGHT`` | 32 | service: requests with images at once; more answer 503 |
+naming the variable. No other module of the package reads a ``MIMICRY_*``
+variable.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from mimicry.errors import InputError
+
+#: Checks a value may carry: ``rate`` (strictly between 0 and 1), ``positive``
+#: (at least 1), ``nonneg`` (at least 0).
+RATE, POSITIVE, NONNEG = "rate", "positive", "nonneg"
+
+
+def _setting(default: Any, env: str, kind: type, doc: str, check: str | None = None,
+             shown: str | None = None) -> Any:
+    """A field of :class:`Settings`: its default, variable, type, meaning and check
+    (``shown``: the default as the docs print it, when ``repr`` is not it)."""
+    return field(default=default, metadata={"env": env, "kind": kind, "doc": doc, "check": check,
+                                            "shown": shown})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Defaults and limits (see the module docstring for each one's variable)."""
+    """Defaults and limits; each field's ``metadata`` holds its variable and meaning."""
 
-    index: Path | None = None
-    home: Path = Path("~/.mimicry").expanduser()
-    device: str = "auto"
-    fpr: float = 0.01
-    alpha: float = 0.001
-    min_samples: int = 8
-    max_samples: int = 200
-    top: int = 3
-    evidence: int = 3
-    batch_size: int = 32
-    checkpoint: int = 512
-    max_file_bytes: int = 64 * 1024 * 1024
-    max_pixels: int = 89_478_485  # Pillow's own default guard
-    lock_wait_s: float = 30.0
-    retry_after_s: float = 2.0
-    snapshot_retries: int = 20
-    snapshot_retry_s: float = 0.05
-    upload_bytes: int = 20 * 1000 * 1000
-    request_bytes: int = 256 * 1000 * 1000
-    request_files: int = 200
-    scan_token: str | None = None
-    admin_token: str | None = None
-    thumbnails: int = 1
-    inflight: int = 32
+    # -- where and how -----------------------------------------------------------
+    index: Path | None = _setting(None, "MIMICRY_INDEX", Path,
+                                  "index folder when `--index` is not given", shown="none")
+    home: Path = _setting(Path("~/.mimicry").expanduser(), "MIMICRY_HOME", Path,
+                          "mimicry's own files (the evaluation's vector cache)", shown="`~/.mimicry`")
+    device: str = _setting("auto", "MIMICRY_DEVICE", str, "`auto`, `cpu` or `cuda`")
+    # -- verdicts ---------------------------------------------------------------
+    fpr: float = _setting(0.01, "MIMICRY_FPR", float,
+                          "calibration target: of images by nobody registered, the share flagged "
+                          "as anyone (per image, whatever the number of artists)", RATE)
+    alpha: float = _setting(0.001, "MIMICRY_ALPHA", float,
+                            "significance level of model-level verdicts", RATE)
+    min_samples: int = _setting(8, "MIMICRY_MIN_SAMPLES", int,
+                                "fewest samples the model-level test is designed for", POSITIVE)
+    max_samples: int = _setting(200, "MIMICRY_MAX_SAMPLES", int,
+                                "most samples the model-level test is designed for", POSITIVE)
+    top: int = _setting(3, "MIMICRY_TOP", int, "artists reported per image", POSITIVE)
+    evidence: int = _setting(3, "MIMICRY_EVIDENCE", int, "nearest works shown per artist", POSITIVE)
+    # -- embedding and indexing -------------------------------------------------
+    batch_size: int = _setting(32, "MIMICRY_BATCH_SIZE", int, "images per model batch", POSITIVE)
+    checkpoint: int = _setting(512, "MIMICRY_CHECKPOINT", int, "images per commit while indexing",
+                               POSITIVE)
+    ray_threads: int = _setting(1, "MIMICRY_RAY_THREADS", int,
+                                "torch threads of each Ray embedding actor", POSITIVE)
+    max_file_bytes: int = _setting(64 * 1024 * 1024, "MIMICRY_MAX_FILE_BYTES", int,
+                                   "larger files are refused unread", POSITIVE, shown="64 MiB")
+    max_pixels: int = _setting(89_478_485, "MIMICRY_MAX_PIXELS", int,
+                               "larger images are refused as decompression bombs (Pillow's own guard)",
+                               POSITIVE)
+    # -- the index on disk ------------------------------------------------------
+    lock_wait_s: float = _setting(30.0, "MIMICRY_LOCK_WAIT", float,
+                                  "seconds a writer waits for the lock before `LockedError`", NONNEG)
+    retry_after_s: float = _setting(2.0, "MIMICRY_RETRY_AFTER", float,
+                                    "the wait a `LockedError` or a 503 suggests (seconds)", NONNEG)
+    snapshot_retries: int = _setting(20, "MIMICRY_SNAPSHOT_RETRIES", int,
+                                     "reads retried while a writer replaces the vectors", NONNEG)
+    snapshot_retry_s: float = _setting(0.05, "MIMICRY_SNAPSHOT_RETRY", float,
+                                       "seconds between those retries", NONNEG)
+    # -- the service ------------------------------------------------------------
+    upload_bytes: int = _setting(20 * 1000 * 1000, "MIMICRY_UPLOAD_BYTES", int,
+                                 "service: largest file in a request (413)", POSITIVE, shown="20 MB")
+    request_bytes: int = _setting(256 * 1000 * 1000, "MIMICRY_REQUEST_BYTES", int,
+                                  "service: largest request (413)", POSITIVE, shown="256 MB")
+    request_files: int = _setting(200, "MIMICRY_REQUEST_FILES", int,
+                                  "service: most files in a request (413)", POSITIVE)
+    form_fields: int = _setting(16, "MIMICRY_FORM_FIELDS", int,
+                                "service: most non-file fields in a multipart request (400)", POSITIVE)
+    form_field_bytes: int = _setting(1024 * 1024, "MIMICRY_FORM_FIELD_BYTES", int,
+                                     "service: largest non-file multipart field (400)", POSITIVE,
+                                     shown="1 MiB")
+    write_wait_s: float = _setting(1.0, "MIMICRY_WRITE_WAIT", float,
+                                   "service: seconds a write waits for the index lock before 503", NONNEG)
+    audit_page: int = _setting(1000, "MIMICRY_AUDIT_PAGE", int,
+                               "service: most audit entries in one answer", POSITIVE)
+    thumbnail_side: int = _setting(256, "MIMICRY_THUMBNAIL_SIDE", int,
+                                   "service: long side of work thumbnails (pixels)", POSITIVE)
+    scan_token: str | None = _setting(None, "MIMICRY_SCAN_TOKEN", str,
+                                      "service: when set, scans need `Authorization: Bearer` it",
+                                      shown="none")
+    admin_token: str | None = _setting(None, "MIMICRY_ADMIN_TOKEN", str,
+                                       "service: the administrator's token", shown="none")
+    thumbnails: int = _setting(1, "MIMICRY_THUMBNAILS", int,
+                               "service: serve small JPEGs of registered works (0: off)", NONNEG)
+    inflight: int = _setting(32, "MIMICRY_INFLIGHT", int,
+                             "service: requests with images at once; more answer 503", POSITIVE)
+    inference_slots: int = _setting(0, "MIMICRY_INFERENCE_SLOTS", int,
+                                    "service: model calls at once (0: one per core)", NONNEG)
 
 
-#: setting name -> environment variable
-ENVIRONMENT = {
-    "index": "MIMICRY_INDEX",
-    "home": "MIMICRY_HOME",
-    "device": "MIMICRY_DEVICE",
-    "fpr": "MIMICRY_FPR",
-    "alpha": "MIMICRY_ALPHA",
-    "min_samples": "MIMICRY_MIN_SAMPLES",
-    "max_samples": "MIMICRY_MAX_SAMPLES",
-    "top": "MIMICRY_TOP",
-    "evidence": "MIMICRY_EVIDENCE",
-    "batch_size": "MIMICRY_BATCH_SIZE",
-    "checkpoint": "MIMICRY_CHECKPOINT",
-    "max_file_bytes": "MIMICRY_MAX_FILE_BYTES",
-    "max_pixels": "MIMICRY_MAX_PIXELS",
-    "lock_wait_s": "MIMICRY_LOCK_WAIT",
-    "retry_after_s": "MIMICRY_RETRY_AFTER",
-    "snapshot_retries": "MIMICRY_SNAPSHOT_RETRIES",
-    "snapshot_retry_s": "MIMICRY_SNAPSHOT_RETRY",
-    "upload_bytes": "MIMICRY_UPLOAD_BYTES",
-    "request_bytes": "MIMICRY_REQUEST_BYTES",
-    "request_files": "MIMICRY_REQUEST_FILES",
-    "scan_token": "MIMICRY_SCAN_TOKEN",
-    "admin_token": "MIMICRY_ADMIN_TOKEN",
-    "thumbnails": "MIMICRY_THUMBNAILS",
-    "inflight": "MIMICRY_INFLIGHT",
-}
+def environment() -> dict[str, str]:
+    """Setting name -> environment variable, for every setting."""
+    return {f.name: f.metadata["env"] for f in fields(Settings)}
 
-_PATHS = {"index", "home"}
-_INTS = {"min_samples", "max_samples", "top", "evidence", "batch_size", "checkpoint",
-         "max_file_bytes", "max_pixels", "snapshot_retries", "upload_bytes", "request_bytes",
-         "request_files", "thumbnails", "inflight"}
-_FLOATS = {"fpr", "alpha", "lock_wait_s", "retry_after_s", "snapshot_retry_s"}
+
+#: Setting name -> environment variable (:func:`environment`).
+ENVIRONMENT = environment()
+
+
+def _parse(f: Any, raw: str) -> Any:
+    kind = f.metadata["kind"]
+    if kind is Path:
+        return Path(raw).expanduser()
+    return kind(raw)
+
+
+def _check(f: Any, value: Any) -> None:
+    check, env = f.metadata["check"], f.metadata["env"]
+    if value is None or check is None:
+        return
+    if check == RATE:
+        check_rate(env, value)
+    elif check == POSITIVE:
+        check_positive(env, value)
+    elif check == NONNEG and value < 0:
+        raise InputError(f"{env}={value}: must not be negative")
 
 
 def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """The settings as the environment (``os.environ`` by default) sets them."""
+    """The settings as the environment (``os.environ`` by default) sets them;
+    every value checked (:class:`InputError` naming the variable)."""
     env = os.environ if environ is None else environ
     values: dict[str, object] = {}
     for f in fields(Settings):
-        raw = env.get(ENVIRONMENT[f.name])
+        raw = env.get(f.metadata["env"])
         if raw is None or raw == "":
             continue
         try:
-            if f.name in _PATHS:
-                values[f.name] = Path(raw).expanduser()
-            elif f.name in _INTS:
-                values[f.name] = int(raw)
-            elif f.name in _FLOATS:
-                values[f.name] = float(raw)
-            else:
-                values[f.name] = raw
+            values[f.name] = _parse(f, raw)
         except ValueError:
-            raise InputError(f"{ENVIRONMENT[f.name]}={raw!r}: not a valid {f.name}") from None
+            raise InputError(f"{f.metadata['env']}={raw!r}: not a valid {f.name}") from None
     settings = Settings(**values)  # type: ignore[arg-type]
-    check_rate("fpr", settings.fpr)
-    check_rate("alpha", settings.alpha)
-    for name in _INTS - {"snapshot_retries", "thumbnails"}:
-        check_positive(ENVIRONMENT[name], getattr(settings, name))
-    for name in _FLOATS - {"fpr", "alpha"} | {"snapshot_retries"}:
-        if getattr(settings, name) < 0:
-            raise InputError(f"{ENVIRONMENT[name]}={getattr(settings, name)}: must not be negative")
+    for f in fields(Settings):
+        _check(f, getattr(settings, f.name))
     if settings.min_samples > settings.max_samples:
         raise InputError("MIMICRY_MIN_SAMPLES must not exceed MIMICRY_MAX_SAMPLES")
     return settings
+
+
+def markdown_table() -> str:
+    """The settings table of the documentation (``docs/settings.md`` holds it)."""
+    lines = ["| variable | setting | default | meaning |", "|---|---|---|---|"]
+    for f in fields(Settings):
+        m = f.metadata
+        shown = m["shown"] if m["shown"] is not None else f"`{f.default}`"
+        lines.append(f"| `{m['env']}` | `{f.name}` | {shown} | {m['doc']} |")
+    return "\n".join(lines) + "\n"
 
 
 def check_positive(name: str, value: int | None) -> int | None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from mimicry.calibration import Calibration
+from mimicry.calibration import Calibration, calibration_of, state_warnings
 from mimicry.errors import NotCalibratedError
 from mimicry.results import ArtistFinding, Match, ModelVerdict, Skipped, SupportingSample
 from mimicry.scoring import artist_sims, evidence_of, nearest, score
@@ -195,7 +195,7 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
         findings.append(ArtistFinding(cal.artists[j], int(flagged[j]), t.p_value, t.level, len(hits),
                                       [names[i] for i in hits], near, pairs, [int(i) for i in hits]))
     verdict = [cal.artists[j] for j in imitated(tests, alpha)]
-    warnings = list(snapshot.warnings())
+    warnings = state_warnings(snapshot)
     lo, hi = sample_range
     if not lo <= len(names) <= hi:
         warnings.append(f"{len(names)} samples; the test is designed for {lo} to {hi}")
@@ -213,7 +213,7 @@ class Calibrated:
 
     @staticmethod
     def align(snapshot: Snapshot) -> Calibrated | None:
-        cal = snapshot.calibration
+        cal = calibration_of(snapshot)
         if cal is None:
             return None
         here = cal.columns_for(snapshot.artists)

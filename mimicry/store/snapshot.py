@@ -1,28 +1,25 @@
 """An immutable view of one committed state of an index, for reads.
 
 Scans, calibration and evaluation read a :class:`Snapshot`: vectors, works,
-artists, calibration and background as of one committed revision. Nothing in
-it changes afterwards and nothing reads the disk again, so any number of
-threads may score against one snapshot while a writer commits the next.
+artists, the stored calibration arrays and the background as of one committed
+revision. Nothing in it changes afterwards and nothing reads the disk again, so
+any number of threads may score against one snapshot while a writer commits
+the next. Storage knows arrays only: the domain parses the stored calibration
+(:func:`mimicry.calibration.calibration_of`) and keeps what it derives in
+:attr:`Snapshot.memo`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from mimicry.errors import InputError
 from mimicry.store.catalogue import Work
 from mimicry.store.pin import Pin
-
-if TYPE_CHECKING:  # pragma: no cover
-    from mimicry.calibration import Calibration
-
-#: Calibration states a snapshot reports.
-UNCALIBRATED, CURRENT, STALE = "uncalibrated", "current", "stale"
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -43,7 +40,7 @@ class Snapshot:
     works: Mapping[int, Work]
     artists: tuple[str, ...]
     row_artist: np.ndarray
-    calibration: Calibration | None = None
+    stored_calibration: Mapping[str, np.ndarray] | None = None  # the calibration's arrays, as stored
     background: np.ndarray | None = None
     background_groups: np.ndarray | None = None
     pin: Pin | None = None
@@ -51,6 +48,9 @@ class Snapshot:
     columns: tuple[np.ndarray, ...] = field(default=(), repr=False)
     artist_counts: Mapping[str, int] = field(default_factory=dict)  # every artist row, with no works too
     ann: Any = field(default=None, repr=False)  # an approximate index (:class:`mimicry.store.ann.AnnView`)
+    #: What the domain derives from this state (its parsed calibration), made
+    #: once per snapshot; storage never reads or writes it.
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @staticmethod
     def build(
@@ -60,7 +60,7 @@ class Snapshot:
         *,
         generation: int = 0,
         revision: int = 0,
-        calibration: Calibration | None = None,
+        stored_calibration: Mapping[str, np.ndarray] | None = None,
         background: np.ndarray | None = None,
         background_groups: np.ndarray | None = None,
         pin: Pin | None = None,
@@ -74,14 +74,15 @@ class Snapshot:
         pos = {a: j for j, a in enumerate(artists)}
         row_artist = np.array([pos[a] for a in names], dtype=np.int64)
         return Snapshot._assemble(vectors, ids, dict(works), artists, row_artist, generation, revision,
-                                  calibration, background, background_groups, pin, folder, artist_counts)
+                                  stored_calibration, background, background_groups, pin, folder,
+                                  artist_counts)
 
     def advance(self, keep: np.ndarray, new_works: Sequence[Work], vectors: np.ndarray, *,
                 generation: int, revision: int, artist_counts: Mapping[str, int]) -> Snapshot:
         """The snapshot after a commit that kept the rows ``keep`` (a mask) and
         appended ``new_works`` (in row order), whose vectors are now ``vectors``
         (kept rows, then new): the same as :meth:`build` on the result, with
-        calibration, background, pin and folder carried over, without a
+        stored calibration, background, pin and folder carried over, without a
         Python pass over every row (a writer's commit at a million works)."""
         new_ids = np.fromiter((w.id for w in new_works), np.int64, len(new_works))
         ids = np.concatenate([self.work_ids[keep], new_ids])
@@ -96,12 +97,13 @@ class Snapshot:
         remap[present] = [pos[self.artists[j]] for j in present]
         row_artist = np.concatenate([remap[kept_rows], np.array([pos[w.artist] for w in new_works], np.int64)])
         return Snapshot._assemble(vectors, ids, works, artists, row_artist, generation, revision,
-                                  self.calibration, self.background, self.background_groups, self.pin,
+                                  self.stored_calibration, self.background, self.background_groups, self.pin,
                                   self.folder, artist_counts)
 
     @staticmethod
     def _assemble(vectors: np.ndarray, ids: np.ndarray, works: dict[int, Work], artists: tuple[str, ...],
-                  row_artist: np.ndarray, generation: int, revision: int, calibration: Calibration | None,
+                  row_artist: np.ndarray, generation: int, revision: int,
+                  stored_calibration: Mapping[str, np.ndarray] | None,
                   background: np.ndarray | None, background_groups: np.ndarray | None, pin: Pin | None,
                   folder: Path | None, artist_counts: Mapping[str, int] | None) -> Snapshot:
         # Each artist's rows, ascending: one stable sort, not a pass per artist
@@ -113,7 +115,7 @@ class Snapshot:
         if vecs.ndim != 2 or len(vecs) != len(ids):
             raise InputError(f"{len(ids)} work ids for vectors of shape {vecs.shape}")
         return Snapshot(generation, revision, _frozen(ids), _frozen(vecs), works, artists,
-                        _frozen(row_artist.astype(np.int64, copy=False)), calibration,
+                        _frozen(row_artist.astype(np.int64, copy=False)), stored_calibration,
                         None if background is None else _frozen(np.asarray(background, np.float32)),
                         None if background_groups is None else _frozen(np.asarray(background_groups)),
                         pin, folder, columns,
@@ -139,25 +141,6 @@ class Snapshot:
     def row_artist_names(self) -> list[str]:
         return [self.artists[j] for j in self.row_artist]
 
-    @property
-    def calibration_state(self) -> str:
-        """``uncalibrated``, ``current`` (calibrated on exactly these vectors),
-        or ``stale`` (the portfolio changed since; ``calibrate`` or the next
-        write refreshes it)."""
-        cal = self.calibration
-        if cal is None:
-            return UNCALIBRATED
-        if cal.generation != self.generation or tuple(cal.artists) != self.artists:
-            return STALE
-        return CURRENT
-
-    def warnings(self) -> list[str]:
-        """Plain sentences about this state that every result should carry."""
-        if self.calibration_state == STALE:
-            return ["calibration is stale: the portfolio changed since it was computed; "
-                    "flags use the old thresholds (run `mimicry calibrate` to refresh)"]
-        return []
-
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, rows) of the ``k`` works nearest each query, best first
         (rows index :attr:`work_ids`; ``-1`` past the last work). Exact, or
@@ -173,9 +156,3 @@ class Snapshot:
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of ``rows``."""
         return self.vectors[np.asarray(rows, dtype=np.int64)]
-
-    def with_calibration(self, calibration: Calibration | None) -> Snapshot:
-        """This snapshot with another calibration (for in-memory use)."""
-        from dataclasses import replace
-
-        return replace(self, calibration=calibration)

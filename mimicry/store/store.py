@@ -31,11 +31,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from mimicry.calibration import Calibration
 from mimicry.errors import CorruptIndexError, NotAnIndexError
 from mimicry.settings import Settings, get_settings
 from mimicry.store import ann as ann_io
@@ -238,7 +237,7 @@ class Store:
                 pin = self._pin_of(cat)
                 works = cat.works()
                 counts = cat.artist_counts()
-                cal = self._stored(cat, CALIBRATION, strict, Calibration.from_arrays)
+                cal = self._stored(cat, CALIBRATION, strict, dict)
                 stored_bg = self._stored(cat, BACKGROUND, strict, lambda a: (a["vectors"], a.get("groups")))
             finally:
                 cat.db.execute("COMMIT")
@@ -260,7 +259,7 @@ class Store:
                                         f"{generation} disagree")
             background, groups = stored_bg if stored_bg is not None else (None, None)
             snap = Snapshot.build(vecs, ids, by_id, generation=generation, revision=revision,
-                                  calibration=cal, background=background, background_groups=groups,
+                                  stored_calibration=cal, background=background, background_groups=groups,
                                   pin=pin, folder=self.folder, artist_counts=counts)
             if (self.folder / ann_io.INFOS).exists():
                 from dataclasses import replace
@@ -675,12 +674,13 @@ class Writer:
         with self._transaction(affects_reads=False) as cat:
             cat.record(actor, actor_artist, action, target, detail, request_id)
 
-    def set_calibration(self, calibration: Calibration | None) -> None:
+    def set_calibration(self, arrays: Mapping[str, np.ndarray] | None) -> None:
+        """Stores the calibration's arrays (the domain's ``Calibration.to_arrays``), or drops it."""
         with self._transaction() as cat:
-            if calibration is None:
+            if arrays is None:
                 cat.delete_blob(CALIBRATION)
             else:
-                cat.set_arrays(CALIBRATION, calibration.to_arrays())
+                cat.set_arrays(CALIBRATION, dict(arrays))
         self._reload()
 
     def set_background(self, vectors: np.ndarray, groups: np.ndarray) -> None:

@@ -157,7 +157,7 @@ def same_state(a, b) -> None:
     assert a.works == b.works and dict(a.artist_counts) == dict(b.artist_counts)
     assert np.array_equal(a.row_artist, b.row_artist)
     assert [c.tolist() for c in a.columns] == [c.tolist() for c in b.columns]
-    assert (a.calibration is None) == (b.calibration is None)
+    assert (a.stored_calibration is None) == (b.stored_calibration is None)
     assert (a.background is None) == (b.background is None)
 
 
