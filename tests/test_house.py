@@ -1,0 +1,60 @@
+"""The house rules the package keeps: small modules, short functions, storage
+that never imports the domain, and no environment read outside the settings."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mimicry"
+MAX_MODULE_LINES = 350
+MAX_FUNCTION_LINES = 60
+#: Domain modules storage must never import (not even for type checking).
+DOMAIN = ("mimicry.calibration", "mimicry.flagging", "mimicry.model_test", "mimicry.scoring",
+          "mimicry.verdict", "mimicry.index", "mimicry.scanning", "mimicry.hubness")
+
+
+def sources() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_no_module_is_over_the_limit():
+    long = {str(p.relative_to(PACKAGE)): n for p in sources()
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_no_function_is_over_the_limit():
+    long = {}
+    for p in sources():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long[f"{p.relative_to(PACKAGE)}:{node.name}"] = n
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def imported(path: Path) -> set[str]:
+    """Every module ``path`` imports, wherever the import stands."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def test_storage_never_imports_the_domain():
+    bad = {str(p.relative_to(PACKAGE)): sorted(m for m in imported(p) if m.startswith(DOMAIN))
+           for p in (PACKAGE / "store").rglob("*.py")}
+    assert not {k: v for k, v in bad.items() if v}
+
+
+def test_only_the_settings_read_the_environment():
+    readers = [str(p.relative_to(PACKAGE)) for p in sources() if p.name != "settings.py"
+               and re.search(r"os\.environ|os\.getenv|getenv\(", p.read_text())]
+    assert not readers, f"modules reading the environment outside settings.py: {readers}"
