@@ -190,15 +190,21 @@ def evaluation_report(evaluation: "Evaluation", command: str = "", paths: bool =
     return _env().get_template("evaluation.html.j2").render(**ctx)
 
 
+#: File mode of a written report: the owner writes, everyone reads.
+REPORT_MODE = 0o644
+
+
 def write_report(html: str, path: str | Path) -> Path:
-    """Writes ``html`` to ``path`` atomically (a temporary file renamed over it)."""
+    """Writes ``html`` to ``path`` atomically (a temporary file renamed over it),
+    readable by everyone (:data:`REPORT_MODE`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # a report is a document to share, not a secret
+        # A report is a document to share, not a secret. The mode is set on this
+        # file alone: the process umask is never touched, since another thread
+        # creating a file meanwhile would get it.
+        os.fchmod(fd, REPORT_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(html)
         os.replace(tmp, path)

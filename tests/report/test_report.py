@@ -93,6 +93,17 @@ def test_write_report_is_atomic_and_readable(tmp_path):
     assert path.read_text() == "<p>two</p>" and [p.name for p in path.parent.iterdir()] == ["r.html"]
 
 
+def test_write_report_never_touches_the_process_umask(tmp_path, monkeypatch):
+    """The umask is process-wide: setting it even for a moment would give a file
+    another thread creates meanwhile the wrong mode. The mode goes on the file."""
+    import os
+
+    calls = []
+    monkeypatch.setattr(os, "umask", lambda *a: calls.append(a) or 0o022)
+    path = write_report("<p>one</p>", tmp_path / "r.html")
+    assert calls == [] and (path.stat().st_mode & 0o777) == 0o644
+
+
 def test_evaluation_report(demo, default_embedder, tmp_path):
     """``evaluate --out`` writes report.html: every metric, both plots with the
     threshold, and the worst misses (each wrong verdict) beside nearest works."""
