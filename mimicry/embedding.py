@@ -1,21 +1,20 @@
-"""The embedding loop: decode in parallel with the model, batch, report bad files.
+"""What embedding hands on, and the pieces every engine shares.
 
-Decoding and preprocessing run on a thread pool (Pillow and torch release the
-GIL), at most ``prefetch`` images ahead of the model, so memory stays bounded on
-folders of any size while the model is kept busy. Images are decoded as the
-embedder's recipe says (``recipe.draft_size``), from paths or bytes alike.
+An engine (:mod:`mimicry.engines`) embeds a stream of inputs and yields
+:class:`Embedded` stretches, in input order: each input exactly once, either
+embedded (its key, its vector, the sha256 of the bytes it came from) or failed
+(its key and the :class:`~mimicry.errors.ImageError` saying why). Consumers key
+inputs as they need: by the source itself (the default) or by position.
 
 Progress is reported through a callback, ``progress(stage, done, total)``;
-faces draw it (the CLI as a bar on stderr), the loop prints nothing.
+faces draw it (the CLI as a bar on stderr), engines print nothing.
 """
 
 from __future__ import annotations
 
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, Iterable
 
 import numpy as np
 import torch
@@ -23,24 +22,62 @@ import torch
 from mimicry.backbones.base import Embedder
 from mimicry.errors import ImageError
 from mimicry.images import ImageSource, decode, source_name
+from mimicry.results import Skipped
 
 #: ``progress(stage, done, total)``: called as images are embedded.
 ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass
-class EmbeddedBatch:
-    """Vectors for ``sources`` (same order) and the sha256 of each one's bytes;
-    ``errors`` are the inputs of this stretch that could not be used."""
+class Embedded:
+    """One stretch of embedded inputs.
 
-    sources: list[ImageSource]
+    ``keys[i]`` names the input whose vector is ``vectors[i]`` and whose bytes
+    hash to ``sha256[i]``, in input order; ``failed`` holds the inputs of the
+    stretch that could not be used, in input order, each with its error (whose
+    ``path`` and ``reason`` are the :class:`~mimicry.results.Skipped` line).
+    """
+
+    keys: list[Hashable]
     vectors: np.ndarray
     sha256: list[str]
-    errors: list[ImageError]
-    failed: list[ImageSource]  # the inputs of ``errors``, same order
+    failed: list[tuple[Hashable, ImageError]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        """Inputs the stretch accounts for, embedded or failed."""
+        return len(self.keys) + len(self.failed)
+
+    @property
+    def errors(self) -> list[ImageError]:
+        """The failures' errors, in input order."""
+        return [e for _, e in self.failed]
+
+    def skipped(self) -> list[Skipped]:
+        """The failures as report lines (path and reason), in input order."""
+        return [Skipped(e.path, e.reason) for _, e in self.failed]
+
+    @classmethod
+    def empty(cls, dim: int) -> Embedded:
+        """No inputs, vectors of ``dim`` columns."""
+        return cls([], np.zeros((0, dim), dtype=np.float32), [], [])
+
+    @classmethod
+    def gather(cls, stretches: Iterable[Embedded], dim: int) -> Embedded:
+        """A stream of stretches as one, in stream order (``dim``: for an empty stream)."""
+        out = cls.empty(dim)
+        parts = [out.vectors]
+        for s in stretches:
+            out.keys += s.keys
+            out.sha256 += s.sha256
+            out.failed += s.failed
+            parts.append(np.asarray(s.vectors, dtype=np.float32).reshape(-1, dim))
+        out.vectors = np.concatenate(parts)
+        return out
 
 
-def _prepare(embedder: Embedder, source: ImageSource) -> tuple[torch.Tensor, str] | ImageError:
+def prepare(embedder: Embedder, source: ImageSource) -> tuple[torch.Tensor, str] | ImageError:
+    """``source`` decoded as the embedder's recipe says and preprocessed, with
+    its bytes' sha256; any failure comes back as that file's :class:`ImageError`."""
     try:
         decoded = decode(source, draft_size=embedder.recipe.draft_size)
         return embedder.preprocess(decoded.image), decoded.sha256
@@ -53,96 +90,6 @@ def _prepare(embedder: Embedder, source: ImageSource) -> tuple[torch.Tensor, str
 def default_workers() -> int:
     """Decoding threads: the cores beyond the first, at least one."""
     return max(1, min(8, (os.cpu_count() or 2) - 1))
-
-
-def embed_sources(
-    embedder: Embedder,
-    sources: Sequence[ImageSource],
-    batch_size: int = 32,
-    workers: int | None = None,
-    progress: ProgressFn | None = None,
-    stage: str = "embedding",
-    keys: Sequence[object] | None = None,
-) -> Iterator[EmbeddedBatch]:
-    """Embeds ``sources`` (paths or :class:`~mimicry.images.ImageBytes`) in
-    batches, in order; unreadable ones come back as errors.
-
-    Every source appears exactly once across the yielded batches, either in
-    ``sources`` (with its vector) or in ``errors``. With ``keys`` (one per
-    source), batches name inputs by their key instead of the source itself.
-    """
-    sources = list(sources)
-    keyed = list(zip(keys, sources)) if keys is not None else [(x, x) for x in sources]
-    workers = workers or default_workers()
-    step = max(1, min(batch_size, int(getattr(embedder, "forward_batch", batch_size))))
-    prefetch = max(2 * batch_size, 4 * workers)
-    done = 0
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mimicry-decode") as pool:
-        pending: deque[tuple[object, Future]] = deque()
-        it = iter(keyed)
-
-        def fill() -> None:
-            while len(pending) < prefetch:
-                try:
-                    key, s = next(it)
-                except StopIteration:
-                    return
-                pending.append((key, pool.submit(_prepare, embedder, s)))
-
-        fill()
-        while pending:
-            ok: list[ImageSource] = []
-            tensors: list[torch.Tensor] = []
-            parts: list[np.ndarray] = []
-            hashes: list[str] = []
-            errors: list[ImageError] = []
-            failed: list[ImageSource] = []
-            while pending and len(tensors) < batch_size:
-                s, fut = pending.popleft()
-                fill()
-                out = fut.result()
-                if isinstance(out, ImageError):
-                    errors.append(out)
-                    failed.append(s)
-                else:
-                    ok.append(s)
-                    tensors.append(out[0])
-                    hashes.append(out[1])
-                    # Run the model as soon as one forward's worth is ready,
-                    # so it starts after a few decodes, not a whole batch's.
-                    if len(tensors) % step == 0:
-                        parts.append(embedder.embed_tensors(torch.stack(tensors[-step:])))
-            if len(tensors) % step:
-                parts.append(embedder.embed_tensors(torch.stack(tensors[-(len(tensors) % step):])))
-            vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
-            done += len(tensors) + len(errors)
-            if progress is not None:
-                progress(stage, done, len(sources))
-            yield EmbeddedBatch(ok, vectors, hashes, errors, failed)
-
-
-def embed_all(
-    embedder: Embedder,
-    sources: Sequence[ImageSource],
-    batch_size: int = 32,
-    progress: ProgressFn | None = None,
-    stage: str = "embedding",
-    keys: Sequence[object] | None = None,
-) -> tuple[list, np.ndarray, list[str], list[ImageError]]:
-    """:func:`embed_sources` gathered: (readable sources, or their ``keys``; their
-    vectors as rows; their sha256; errors)."""
-    ok: list[ImageSource] = []
-    vecs: list[np.ndarray] = []
-    hashes: list[str] = []
-    errors: list[ImageError] = []
-    for batch in embed_sources(embedder, sources, batch_size=batch_size, progress=progress, stage=stage,
-                               keys=keys):
-        ok += batch.sources
-        vecs.append(batch.vectors)
-        hashes += batch.sha256
-        errors += batch.errors
-    vectors = np.concatenate(vecs) if vecs else np.zeros((0, embedder.dim), dtype=np.float32)
-    return ok, vectors, hashes, errors
 
 
 def embed_images(embedder: Embedder, images: Iterable, batch_size: int = 32) -> np.ndarray:
@@ -159,3 +106,4 @@ def embed_images(embedder: Embedder, images: Iterable, batch_size: int = 32) -> 
     if not out:
         return np.zeros((0, embedder.dim), dtype=np.float32)
     return np.concatenate(out)
+

@@ -29,7 +29,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from mimicry.backbones import DEFAULT_MODEL, Embedder, load_embedder
 from mimicry.calibration import Calibration, calibrate_snapshot, with_calibration
-from mimicry.embedding import embed_all, embed_images
+from mimicry.embedding import Embedded, embed_images
+from mimicry.engines.local import LocalEngine
 from mimicry.errors import ImageError, InputError
 from mimicry.images import expand_inputs, load_image
 from mimicry.portfolio import background_groups
@@ -261,9 +262,10 @@ def evaluate(
 
     def embed(paths: list[Path]) -> tuple[list[Path], np.ndarray, list[ImageError]]:
         if cache is not None:
-            return embed_cached(embedder, paths, Path(cache), batch_size)
-        ok, v, _, errs = embed_all(embedder, paths, batch_size)
-        return ok, v, errs
+            got = embed_cached(embedder, paths, Path(cache), batch_size)
+        else:
+            got = Embedded.gather(LocalEngine(embedder).embed(paths, batch_size=batch_size), embedder.dim)
+        return got.keys, got.vectors, got.errors
 
     ok, embedded, errors = embed(sorted({r.path for r in rows}))
     vecs = dict(zip(ok, embedded))

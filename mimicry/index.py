@@ -41,7 +41,7 @@ from mimicry.errors import (
 from mimicry.images import ImageBytes, ImageSource, expand_inputs, source_name
 from mimicry.registry import CLI, Actor, check_name, new_token, store_upload, token_matches
 from mimicry.portfolio import background_groups, read_portfolio
-from mimicry.results import IndexInfo, IndexReport, ModelVerdict, ScanResult, Skipped
+from mimicry.results import IndexInfo, IndexReport, ModelVerdict, ScanResult
 from mimicry.settings import Settings, check_positive, check_rate
 from mimicry.store import Pin, Snapshot, Store, Work, Writer
 from mimicry.store.catalogue import AuditEntry
@@ -49,6 +49,7 @@ from mimicry.store import sync as store_sync
 
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.embedding import ProgressFn
+    from mimicry.engines import Engine
 
 log = logging.getLogger(__name__)
 
@@ -214,44 +215,18 @@ class StyleIndex:
         return calibration_of(self.snapshot())
 
     # -- writing --------------------------------------------------------------
-    def _embed_fn(self, batch_size: int, progress: ProgressFn | None, stage: str,
-                  engine: str = "local", address: str | None = None) -> store_sync.EmbedFn:
-        from mimicry.embedding import embed_sources
-
-        if engine == "ray":
-            return self._ray_embed_fn(batch_size, progress, stage, address)
-        if engine != "local":
-            from mimicry.engines import ENGINES
-
-            raise InputError(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
-
-        def embed(paths: list[Path]):
-            for b in embed_sources(self.embedder, paths, batch_size=batch_size, progress=progress,
-                                   stage=stage):
-                yield b.sources, b.vectors, b.sha256, [Skipped(source_name(f), e.reason)
-                                                        for f, e in zip(b.failed, b.errors)]
-
-        return embed
-
-    def _ray_embed_fn(self, batch_size: int, progress: ProgressFn | None, stage: str,
-                      address: str | None) -> store_sync.EmbedFn:
+    def _engine(self, engine: str | Engine = "local", address: str | None = None) -> Engine:
+        """``engine`` itself, or the engine of that name (:func:`mimicry.engines.make_engine`)
+        for this index's model: ``ray`` on the cluster at ``address``."""
+        if not isinstance(engine, str):
+            return engine
         from dataclasses import asdict
 
-        from mimicry.engines import ray_engine
+        from mimicry.engines import make_engine
 
-        pin = asdict(self.store.read_pin())
-        device = self._device if self._device != "auto" else "cpu"
-
-        def embed(paths: list[Path]):
-            done = 0
-            for stretch in ray_engine.embed_paths(paths, pin["model_spec"], pin, device=device,
-                                                  batch_size=batch_size, address=address):
-                done += len(stretch[0]) + len(stretch[3])
-                if progress is not None:
-                    progress(stage, done, len(paths))
-                yield stretch
-
-        return embed
+        return make_engine(engine, lambda: self.embedder, lambda: asdict(self.store.read_pin()),
+                           device=self._device if self._device != "auto" else "cpu", address=address,
+                           ray_threads=self.settings.ray_threads)
 
     def rebuild(self, progress: ProgressFn | None = None, drop_unreadable: bool = False,
                 batch_size: int | None = None) -> IndexReport:
@@ -269,9 +244,8 @@ class StyleIndex:
                 return IndexReport()  # another process rebuilt it meanwhile
             log.warning("%s: re-embedding every work with recipe v%s", self.folder, emb.recipe.version)
             report = store_sync.rebuild(w, Pin.for_embedder(emb, w.pin.model_spec, w.pin.index_type),
-                                        self._embed_fn(_count(batch_size, self.settings.batch_size,
-                                                              "batch_size"), progress, "rebuilding"),
-                                        drop_unreadable=drop_unreadable)
+                                        self._engine(), drop_unreadable=drop_unreadable, progress=progress,
+                                        batch_size=_count(batch_size, self.settings.batch_size, "batch_size"))
         for line in report.warnings + [f"{s.path}: {s.reason}" for s in report.skipped]:
             log.warning("rebuild: %s", line)
         return report
@@ -288,14 +262,15 @@ class StyleIndex:
 
     def add_folder(self, source: str | Path, *, batch_size: int | None = None,
                    checkpoint: int | None = None, progress: ProgressFn | None = None,
-                   engine: str = "local", address: str | None = None) -> IndexReport:
+                   engine: str | Engine = "local", address: str | None = None) -> IndexReport:
         """Indexes a portfolio folder (one sub-folder per artist) or ``path,artist`` CSV.
 
         For each artist it contains, the index afterwards holds exactly that
         artist's readable files there: new and changed files are embedded, files
         that are gone are removed. Artists not in ``source`` are left alone.
         ``engine="ray"`` embeds on a Ray cluster (``address``; none: a local
-        one), committing exactly as the local engine does.
+        one), committing exactly as the local engine does; an
+        :class:`~mimicry.engines.Engine` object is used as it is.
         """
         portfolio = read_portfolio(source)
         report = self.sync(portfolio.works, prune=True, batch_size=batch_size,
@@ -305,15 +280,15 @@ class StyleIndex:
 
     def sync(self, works: dict[str, list[Path]], *, prune: bool = True, batch_size: int | None = None,
              checkpoint: int | None = None, progress: ProgressFn | None = None,
-             engine: str = "local", address: str | None = None) -> IndexReport:
+             engine: str | Engine = "local", address: str | None = None) -> IndexReport:
         """Brings the listed artists' works in line with ``works`` (see :meth:`add_folder`).
         ``progress(stage, done, total)`` is called as images are embedded."""
         s = self.settings
-        embed = self._embed_fn(_count(batch_size, s.batch_size, "batch_size"), progress, "indexing",
-                               engine, address)
+        eng = self._engine(engine, address)
         with self.store.writer() as w:
-            report = store_sync.sync(w, works, embed, prune=prune,
-                                     checkpoint=_count(checkpoint, s.checkpoint, "checkpoint"))
+            report = store_sync.sync(w, works, eng, prune=prune,
+                                     checkpoint=_count(checkpoint, s.checkpoint, "checkpoint"),
+                                     batch_size=_count(batch_size, s.batch_size, "batch_size"), progress=progress)
             report.warnings += self._refresh_calibration(w)
             if report.embedded or report.removed:
                 w.record(CLI.kind, None, "index", ",".join(sorted(works))[:1000],
@@ -382,13 +357,15 @@ class StyleIndex:
         """Adds uploaded works to ``name`` (stored inside the index, named by hash;
         never pruned by ``mimicry index``) and returns their work ids, in order.
         Every image must decode, or nothing is added (:class:`ImageError`)."""
-        from mimicry.embedding import embed_all
+        from mimicry.embedding import Embedded
         from mimicry.store import NewWork
         from mimicry.store.catalogue import UPLOAD
 
-        ok, vecs, hashes, errors = embed_all(self.embedder, list(images), self.settings.batch_size)
-        if errors:
-            raise errors[0]
+        got = Embedded.gather(self._engine().embed(images, batch_size=self.settings.batch_size),
+                              self.embedder.dim)
+        if got.failed:
+            raise got.failed[0][1]
+        vecs = got.vectors
         with self.store.writer(wait_s) as w:
             if not w.artist_exists(name):
                 raise NotFoundError(f"no artist {name!r} is registered")
@@ -456,18 +433,18 @@ class StyleIndex:
         change reuses them). Without ``background`` the stored set, if any, is used.
         Returns the calibration; skipped background files are logged.
         """
-        from mimicry.embedding import embed_all
+        from mimicry.embedding import Embedded
 
         rate = check_rate("fpr", self.settings.fpr if fpr is None else fpr)
         with self.store.writer() as w:
             if background is not None:
                 sources = expand_inputs(background)
-                ok, bg, _, errors = embed_all(self.embedder, sources,
-                                              _count(batch_size, self.settings.batch_size, "batch_size"),
-                                              progress=progress, stage="background")
-                for err in errors:
+                got = Embedded.gather(self._engine().embed(
+                    sources, batch_size=_count(batch_size, self.settings.batch_size, "batch_size"),
+                    progress=progress, stage="background"), self.embedder.dim)
+                for err in got.errors:
                     log.warning("background image skipped: %s", err)
-                w.set_background(bg, background_groups(ok, background))
+                w.set_background(got.vectors, background_groups(got.keys, background))
             cal = calibrate_snapshot(w.snapshot(), rate)
             w.set_calibration(cal.to_arrays())
             w.record(CLI.kind, None, "calibrate", str(self.folder),
@@ -483,7 +460,7 @@ class StyleIndex:
 
     def scan(self, images: Sequence[ImageSource], top: int | None = None, evidence: int | None = None,
              batch_size: int | None = None, progress: ProgressFn | None = None,
-             engine: str = "local", address: str | None = None) -> list[ScanResult]:
+             engine: str | Engine = "local", address: str | None = None) -> list[ScanResult]:
         """Scores each image (files, folders of images, or :class:`~mimicry.images.ImageBytes`)
         against every artist.
 
@@ -495,7 +472,7 @@ class StyleIndex:
 
     def iter_scan(self, images: Sequence[ImageSource], top: int | None = None, evidence: int | None = None,
                   batch_size: int | None = None, progress: ProgressFn | None = None,
-                  engine: str = "local", address: str | None = None) -> Iterator[ScanResult]:
+                  engine: str | Engine = "local", address: str | None = None) -> Iterator[ScanResult]:
         """:meth:`scan`, yielding each result in input order as soon as its stretch is embedded."""
         from mimicry.verdict import image_matches
 
@@ -507,14 +484,17 @@ class StyleIndex:
         cal = calibration_of(snap)
         promise = cal.promise() if cal is not None else None
         sources = expand_inputs(images)
-        if engine != "local" and any(isinstance(x, ImageBytes) for x in sources):
-            raise InputError(f"--engine {engine} scans files; uploads are scanned locally")
-        pending: dict[int, ScanResult] = {}  # by input position
+        eng = self._engine(engine, address)
+        if eng.name != "local" and any(isinstance(x, ImageBytes) for x in sources):
+            raise InputError(f"--engine {eng.name} scans files; uploads are scanned locally")
+        pending: dict[int, ScanResult] = {}  # by input position: the same upload twice gets two results
         nxt = 0
-        for done, vectors, shas, failed, reasons in self._stretches(sources, batch_size, progress, engine, address):
-            for pos, reason in zip(failed, reasons):
-                pending[pos] = ScanResult(source_name(sources[pos]), [], reason)
-            for pos, sha, (matches, artist, image_p) in zip(done, shas, image_matches(snap, vectors, top, evidence)):
+        for stretch in eng.embed(sources, keys=range(len(sources)), progress=progress, stage="scanning",
+                                 batch_size=_count(batch_size, s.batch_size, "batch_size")):
+            for pos, err in stretch.failed:
+                pending[pos] = ScanResult(source_name(sources[pos]), [], err.reason)
+            for pos, sha, (matches, artist, image_p) in zip(stretch.keys, stretch.sha256,
+                                                            image_matches(snap, stretch.vectors, top, evidence)):
                 pending[pos] = ScanResult(source_name(sources[pos]), matches, None, artist, sha, warnings,
                                           image_p, promise)
             while nxt in pending:
@@ -522,27 +502,6 @@ class StyleIndex:
                 nxt += 1
         if nxt != len(sources):  # every input gets a result; anything else is a bug, said loudly
             raise RuntimeError(f"scan lost inputs from position {nxt} of {len(sources)}")
-
-    def _stretches(self, sources: list[ImageSource], batch_size: int | None, progress: ProgressFn | None,
-                   engine: str, address: str | None) -> Iterator[tuple[list, np.ndarray, list[str], list, list[str]]]:
-        """(embedded positions, vectors, sha256s, failed positions, reasons),
-        stretch by stretch, positions indexing ``sources`` (the same object may
-        come twice: an upload scanned twice gets two results)."""
-        from mimicry.embedding import embed_sources
-
-        size = _count(batch_size, self.settings.batch_size, "batch_size")
-        if engine == "local":
-            tagged = [_Tagged(i, x) for i, x in enumerate(sources)]
-            for b in embed_sources(self.embedder, [t.source for t in tagged], batch_size=size,
-                                   progress=progress, stage="scanning", keys=tagged):
-                yield [t.pos for t in b.sources], b.vectors, b.sha256, [t.pos for t in b.failed], \
-                    [e.reason for e in b.errors]
-            return
-        by_path = {str(x): i for i, x in enumerate(sources)}  # expand_inputs made paths unique
-        for paths, vectors, shas, skipped in self._embed_fn(size, progress, "scanning", engine, address)(
-                [Path(str(x)) for x in sources]):
-            yield ([by_path[str(p)] for p in paths], vectors, shas, [by_path[sk.path] for sk in skipped],
-                   [sk.reason for sk in skipped])
 
     def scan_model(self, samples: Sequence[ImageSource], alpha: float | None = None,
                    batch_size: int | None = None, evidence: int | None = None,
@@ -555,7 +514,7 @@ class StyleIndex:
         ``alpha`` are the verdict. Findings list every artist with any evidence,
         by p-value, with the supporting samples paired with their nearest works.
         """
-        from mimicry.embedding import embed_all
+        from mimicry.embedding import Embedded
         from mimicry.verdict import judge_model
 
         s = self.settings
@@ -566,26 +525,16 @@ class StyleIndex:
                                      f"run `mimicry calibrate`")
         self._check_pin(snap)
         inputs = expand_inputs(samples)
-        ok, vecs, _, errors = embed_all(self.embedder, inputs, _count(batch_size, s.batch_size, "batch_size"),
-                                        progress=progress, stage="samples",
-                                        keys=[_Tagged(i, x) for i, x in enumerate(inputs)])
-        if not ok:
+        got = Embedded.gather(self._engine().embed(
+            inputs, keys=range(len(inputs)), batch_size=_count(batch_size, s.batch_size, "batch_size"),
+            progress=progress, stage="samples"), self.embedder.dim)
+        if not got.keys:
             raise InputError("no readable samples in " + ", ".join(source_name(x) for x in samples))
-        verdict = judge_model(snap, vecs, [source_name(t.source) for t in ok], a,
-                              _count(evidence, s.evidence, "evidence"),
-                              [Skipped(e.path, e.reason) for e in errors],
+        verdict = judge_model(snap, got.vectors, [source_name(inputs[i]) for i in got.keys], a,
+                              _count(evidence, s.evidence, "evidence"), got.skipped(),
                               (s.min_samples, s.max_samples))
-        verdict.inputs[:] = [t.pos for t in ok]
+        verdict.inputs[:] = got.keys
         return verdict
-
-
-class _Tagged:
-    """An input and its position (what a scan keys its results by)."""
-
-    __slots__ = ("pos", "source")
-
-    def __init__(self, pos: int, source: ImageSource) -> None:
-        self.pos, self.source = pos, source
 
 
 def _count(value: int | None, default: int, name: str) -> int:

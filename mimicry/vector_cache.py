@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from mimicry.backbones.base import Embedder
-from mimicry.embedding import ProgressFn, embed_all
+from mimicry.embedding import Embedded, ProgressFn
+from mimicry.engines.local import LocalEngine
 from mimicry.errors import ImageError
 from mimicry.images import sha256_file
 
@@ -31,21 +32,22 @@ def cache_file(embedder: Embedder, folder: Path) -> Path:
 
 
 def embed_cached(embedder: Embedder, paths: Sequence[Path], folder: Path, batch_size: int = 32,
-                 progress: ProgressFn | None = None) -> tuple[list[Path], np.ndarray, list[ImageError]]:
-    """Like :func:`mimicry.embedding.embed_all` on paths, embedding only files
-    whose bytes the cache has not seen; (readable paths, vectors, errors)."""
+                 progress: ProgressFn | None = None) -> Embedded:
+    """``paths`` embedded as one :class:`~mimicry.embedding.Embedded` keyed by
+    path (readable ones in input order, then failures), embedding with the local
+    engine only files whose bytes the cache has not seen."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(cache_file(embedder, folder), timeout=30)
     try:
         db.execute("CREATE TABLE IF NOT EXISTS vectors (sha256 TEXT PRIMARY KEY, vector BLOB NOT NULL)")
-        errors: list[ImageError] = []
+        failed: list[tuple[Path, ImageError]] = []
         hashes: dict[Path, str] = {}
         for p in paths:
             try:
                 hashes[Path(p)] = sha256_file(p)
             except OSError as exc:
-                errors.append(ImageError(p, f"cannot read file ({exc.strerror or exc})"))
+                failed.append((Path(p), ImageError(p, f"cannot read file ({exc.strerror or exc})")))
         found: dict[str, np.ndarray] = {}
         keys = sorted(set(hashes.values()))
         for start in range(0, len(keys), 500):
@@ -57,17 +59,22 @@ def embed_cached(embedder: Embedder, paths: Sequence[Path], folder: Path, batch_
                 if len(vec) == embedder.dim:
                     found[sha] = vec
         missing = [p for p, sha in hashes.items() if sha not in found]
-        ok, vecs, shas, errs = embed_all(embedder, missing, batch_size, progress=progress, stage="embedding")
-        errors += errs
+        new = Embedded.gather(LocalEngine(embedder).embed(missing, batch_size=batch_size, progress=progress,
+                                                          stage="embedding"), embedder.dim)
+        failed += new.failed
         with db:
             db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)",
-                           [(sha, np.asarray(v, np.float32).tobytes()) for sha, v in zip(shas, vecs)])
-        for p, sha, v in zip(ok, shas, vecs):
-            hashes[Path(p)] = sha
+                           [(sha, np.asarray(v, np.float32).tobytes()) for sha, v in zip(new.sha256, new.vectors)])
+        for p, sha, v in zip(new.keys, new.sha256, new.vectors):
+            hashes[p] = sha
             found[sha] = v
     finally:
         db.close()
-    bad = {Path(e.path) for e in errors}
+    bad = {Path(e.path) for _, e in failed}
     kept = [Path(p) for p in paths if Path(p) in hashes and Path(p) not in bad and hashes[Path(p)] in found]
-    vectors = np.stack([found[hashes[p]] for p in kept]) if kept else np.zeros((0, embedder.dim), np.float32)
-    return kept, vectors, errors
+    out = Embedded.empty(embedder.dim)
+    out.failed = failed
+    if kept:
+        out.keys, out.sha256 = list(kept), [hashes[p] for p in kept]
+        out.vectors = np.stack([found[hashes[p]] for p in kept])
+    return out

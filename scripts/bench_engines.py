@@ -23,6 +23,7 @@ from bench_embed import make_images  # noqa: E402
 
 from mimicry import StyleIndex  # noqa: E402
 from mimicry.backbones import load_embedder  # noqa: E402
+from mimicry.settings import get_settings  # noqa: E402
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    from mimicry.engines import ray_engine
+    from mimicry.engines import ray as ray_engine
 
     emb = load_embedder("default", "cpu")
     t = time.perf_counter()
@@ -52,7 +53,8 @@ def main() -> None:
                         pin = asdict(ix.store.read_pin())
                         stats: dict[int, int] = {}
                         paths = sorted(root.rglob("*.jpg"))
-                        for _ in ray_engine.embed_paths(paths, pin["model_spec"], pin, stats=stats):
+                        for _ in ray_engine.RayEngine(pin, threads=get_settings().ray_threads,
+                                                        stats=stats).embed(paths):
                             pass
                         workers = stats
                     else:

@@ -329,8 +329,9 @@ def main() -> None:
         from mimicry.vector_cache import embed_cached
 
         paths = [Path(p) for p in expand_inputs([args.reference])]
-        ok, real, _ = embed_cached(load_embedder("default", "cpu"), paths, get_settings().home / "cache", 32)
-        labels = np.unique([p.parent.name for p in ok], return_inverse=True)[1]
+        got = embed_cached(load_embedder("default", "cpu"), paths, get_settings().home / "cache", 32)
+        real = got.vectors
+        labels = np.unique([p.parent.name for p in got.keys], return_inverse=True)[1]
         shape = Shape.fit(real, labels)
         print(json.dumps({"real": {"works": len(real), "artists": int(labels.max() + 1), **cosine_stats(real, labels)}}))
     else:

@@ -36,10 +36,12 @@ def golden_sources() -> list[ImageBytes]:
 
 
 def check_golden(name: str, embedder) -> None:
-    from mimicry.embedding import embed_all
+    from mimicry.embedding import Embedded
+    from mimicry.engines.local import LocalEngine
 
-    _, vectors, _, errors = embed_all(embedder, golden_sources(), batch_size=2)
-    assert not errors
+    got = Embedded.gather(LocalEngine(embedder).embed(golden_sources(), batch_size=2), embedder.dim)
+    vectors = got.vectors
+    assert not got.failed
     path = GOLDEN / f"{name}.json"
     recipe = embedder.recipe.to_dict()
     if os.environ.get("MIMICRY_UPDATE_GOLDEN") == "1":

@@ -1,13 +1,19 @@
 """The embedding loop: the model starts after one forward's worth of decodes,
-and how images are grouped into forward passes never moves a vector."""
+how images are grouped into forward passes never moves a vector, and an engine
+accounts for every input exactly once, in input order, failures keyed."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from helpers import noise_image
-from mimicry.embedding import embed_sources
+from mimicry.embedding import Embedded
+from mimicry.engines import make_engine
+from mimicry.engines.local import LocalEngine
+from mimicry.errors import ImageError, InputError
+from mimicry.images import ImageBytes
 
 
 class Recording:
@@ -34,15 +40,50 @@ def test_model_starts_before_a_whole_batch_is_decoded(tmp_path, default_embedder
     bad.write_bytes(b"not an image")
     paths.insert(10, bad)
     rec = Recording(default_embedder, forward_batch=4)
-    batches = list(embed_sources(rec, paths, batch_size=16, workers=1))
+    batches = list(LocalEngine(rec, workers=1).embed(paths, batch_size=16))
     # Passes of 4 as images arrive; the batch's remainder in one pass at its end.
     assert rec.calls == [4, 4, 4, 4, 4, 1]
-    assert [len(b.sources) for b in batches] == [16, 5]
-    assert [e.path for b in batches for e in b.errors] == [str(bad)]
+    assert [len(b.keys) for b in batches] == [16, 5]
+    assert [(k, e.path) for b in batches for k, e in b.failed] == [(bad, str(bad))]
 
     whole = Recording(default_embedder, forward_batch=16)
-    ref = np.concatenate([b.vectors for b in embed_sources(whole, paths, batch_size=16, workers=1)])
+    ref = np.concatenate([b.vectors for b in LocalEngine(whole, workers=1).embed(paths, batch_size=16)])
     got = np.concatenate([b.vectors for b in batches])
     assert whole.calls == [16, 5]
     assert got.shape == (21, default_embedder.dim)
     assert np.allclose(got, ref, atol=1e-5)
+
+
+def test_an_engine_yields_every_input_once_in_order_failures_keyed(tmp_path, default_embedder):
+    upload = ImageBytes("up.png", noise_image(tmp_path / "up.png", seed=99).read_bytes())
+    sources = [noise_image(tmp_path / f"{i}.png", seed=i) for i in range(7)]
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    sources[2:2] = [tmp_path / "bad.png", upload]
+    sources[6:6] = [upload, tmp_path / "missing.png"]  # the same upload twice: two inputs
+    bad = {2: str(tmp_path / "bad.png"), 7: str(tmp_path / "missing.png")}
+    seen: list[tuple[str, int, int]] = []
+    engine = make_engine("local", lambda: default_embedder, lambda: {})
+    stretches = list(engine.embed(sources, keys=range(len(sources)), batch_size=3,
+                                  progress=lambda *a: seen.append(a), stage="testing"))
+
+    order = [sorted(s.keys + [k for k, _ in s.failed]) for s in stretches]
+    assert [k for o in order for k in o] == list(range(len(sources)))  # each once, stretches in order
+    assert all(s.keys == sorted(s.keys) and len(s.vectors) == len(s.sha256) == len(s.keys) for s in stretches)
+    assert all(isinstance(e, ImageError) for s in stretches for _, e in s.failed)
+    assert {k: e.path for s in stretches for k, e in s.failed} == bad
+    assert seen == [("testing", sum(len(s) for s in stretches[:i + 1]), len(sources))
+                    for i in range(len(stretches))]
+
+    whole = Embedded.gather(stretches, default_embedder.dim)
+    assert [s.path for s in whole.skipped()] == list(bad.values())
+    np.testing.assert_array_equal(whole.vectors[whole.keys.index(3)], whole.vectors[whole.keys.index(6)])
+    plain = Embedded.gather(LocalEngine(default_embedder).embed(sources, batch_size=4), default_embedder.dim)
+    assert plain.keys == [s for i, s in enumerate(sources) if i not in bad]  # default key: the source
+    assert np.allclose(plain.vectors, whole.vectors, atol=1e-5) and plain.sha256 == whole.sha256
+
+
+def test_an_empty_stream_gathers_to_no_rows_and_an_unknown_engine_is_refused(default_embedder):
+    empty = Embedded.gather(LocalEngine(default_embedder).embed([]), 7)
+    assert (empty.keys, empty.failed, empty.vectors.shape) == ([], [], (0, 7))
+    with pytest.raises(InputError, match="--engine 'spark': use one of local, ray"):
+        make_engine("spark", lambda: default_embedder, lambda: {})

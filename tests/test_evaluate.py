@@ -56,7 +56,8 @@ def test_perturbation_path_decodes_like_the_clean_scan(tmp_path, default_embedde
     effect is the perturbation's alone."""
     from PIL import Image
 
-    from mimicry.embedding import embed_all
+    from mimicry.embedding import Embedded
+    from mimicry.engines.local import LocalEngine
     from mimicry.evaluate import _embed_perturbed
 
     paths = []
@@ -64,9 +65,10 @@ def test_perturbation_path_decodes_like_the_clean_scan(tmp_path, default_embedde
         p = tmp_path / f"{i}.jpg"
         paint(scene(i), style, i).resize((900, 700), Image.BICUBIC).save(p, quality=90)
         paths.append(p)
-    ok, clean, _, _ = embed_all(default_embedder, paths)
+    clean = Embedded.gather(LocalEngine(default_embedder).embed(paths), default_embedder.dim)
     same = _embed_perturbed(default_embedder, paths, lambda im: im)
-    assert np.allclose(np.stack([same[p] for p in ok]), clean, atol=1e-5)
+    assert clean.keys == paths
+    assert np.allclose(np.stack([same[p] for p in clean.keys]), clean.vectors, atol=1e-5)
 
 
 def test_evaluate_measures_what_scan_gives(tmp_path, default_embedder, labelled):
@@ -114,13 +116,18 @@ def test_evaluate_with_a_background_reports_image_level_rates(tmp_path, default_
     import mimicry.vector_cache as vc
 
     calls = []
-    real = vc.embed_all
-    vc.embed_all = lambda *a, **k: calls.append(len(a[1])) or real(*a, **k)
+
+    class Counting(vc.LocalEngine):
+        def embed(self, sources, **kw):
+            calls.append(len(sources))
+            return super().embed(sources, **kw)
+
+    real, vc.LocalEngine = vc.LocalEngine, Counting
     try:
         again = evaluate(manifest, embedder=default_embedder, background=[background], fpr=0.15,
                          cache=tmp_path / "cache", sets=60)
     finally:
-        vc.embed_all = real
+        vc.LocalEngine = real
     assert calls and set(calls) == {0} and again.metrics == m
     # A separate held-out folder: the whole background calibrates.
     held = evaluate(manifest, embedder=default_embedder, background=[background], fpr=0.15,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -25,9 +25,9 @@ from mimicry.store.pin import Pin
 from mimicry.store.catalogue import FOLDER
 from mimicry.store.store import NewWork, Writer
 
-#: Embeds files: yields (embedded paths, their vectors as rows, the sha256 of
-#: the bytes each was embedded from, skipped files).
-EmbedFn = Callable[[list[Path]], Iterable[tuple[list[Path], np.ndarray, list[str], list[Skipped]]]]
+if TYPE_CHECKING:  # pragma: no cover
+    from mimicry.embedding import ProgressFn
+    from mimicry.engines import Engine
 
 
 def plan(writer: Writer, works: Mapping[str, Sequence[Path]], prune: bool,
@@ -86,9 +86,11 @@ def _replaced(items: Iterable[NewWork]) -> list[int]:
     return [w.replaces for w in items if w.replaces is not None]
 
 
-def sync(writer: Writer, works: Mapping[str, Sequence[Path]], embed: EmbedFn, *,
-         prune: bool = True, checkpoint: int = 512) -> IndexReport:
-    """Brings the listed artists' works in line with ``works`` (module docstring)."""
+def sync(writer: Writer, works: Mapping[str, Sequence[Path]], engine: Engine, *,
+         prune: bool = True, checkpoint: int = 512, batch_size: int = 32,
+         progress: ProgressFn | None = None) -> IndexReport:
+    """Brings the listed artists' works in line with ``works`` (module docstring),
+    embedding with ``engine`` in stretches of ``batch_size`` (stage ``indexing``)."""
     report = IndexReport()
     pending, pruned = plan(writer, works, prune, report)
     known = {w.sha256: w.id for w in writer.works()}
@@ -103,13 +105,13 @@ def sync(writer: Writer, works: Mapping[str, Sequence[Path]], embed: EmbedFn, *,
             by_path.setdefault(Path(w.path), []).append(w)
     buffer: list[tuple[NewWork, np.ndarray]] = []
     failed: list[NewWork] = []
-    for paths, vecs, hashes, skipped in embed(list(by_path)):
-        for s in skipped:
-            report.skipped.append(s)
-            failed.extend(by_path[Path(s.path)])
-        for path, v, sha in zip(paths, vecs, hashes):
-            for w in by_path[Path(path)]:
-                buffer.append((_as_embedded(w, Path(path), sha), v))
+    for stretch in engine.embed(list(by_path), batch_size=batch_size, progress=progress, stage="indexing"):
+        report.skipped += stretch.skipped()
+        for path, _ in stretch.failed:
+            failed.extend(by_path[path])
+        for path, v, sha in zip(stretch.keys, stretch.vectors, stretch.sha256):
+            for w in by_path[path]:
+                buffer.append((_as_embedded(w, path, sha), v))
         if len(buffer) >= checkpoint:
             writer.commit(buffer, _replaced(w for w, _ in buffer))
             report.embedded += len(buffer)
@@ -135,8 +137,10 @@ def _as_embedded(work: NewWork, path: Path, sha: str) -> NewWork:
     return replace(work, sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 
-def rebuild(writer: Writer, pin: Pin, embed: EmbedFn, drop_unreadable: bool = False) -> IndexReport:
-    """Re-embeds every work of the index from its file the way ``pin`` says and
+def rebuild(writer: Writer, pin: Pin, engine: Engine, drop_unreadable: bool = False, *,
+            batch_size: int = 32, progress: ProgressFn | None = None) -> IndexReport:
+    """Re-embeds every work of the index from its file the way ``pin`` says
+    (with ``engine``, in stretches of ``batch_size``, stage ``rebuilding``) and
     re-pins the index in one commit (the old state stays until then).
 
     A work whose file is gone or unreadable stops the rebuild with
@@ -153,10 +157,10 @@ def rebuild(writer: Writer, pin: Pin, embed: EmbedFn, drop_unreadable: bool = Fa
     ids: list[int] = []
     rows: list[np.ndarray] = []
     seen: list[tuple[int, int, int, str | None]] = []
-    for paths, vecs, hashes, skipped in embed(list(by_path)):
-        report.skipped.extend(skipped)
-        for path, v, sha in zip(paths, vecs, hashes):
-            for wid in by_path[Path(path)]:
+    for stretch in engine.embed(list(by_path), batch_size=batch_size, progress=progress, stage="rebuilding"):
+        report.skipped += stretch.skipped()
+        for path, v, sha in zip(stretch.keys, stretch.vectors, stretch.sha256):
+            for wid in by_path[path]:
                 ids.append(wid)
                 rows.append(v)
                 if sha != known[wid].sha256:

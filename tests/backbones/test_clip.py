@@ -15,7 +15,8 @@ from golden_vectors import check_golden, golden_sources  # noqa: E402
 from helpers import noise_image  # noqa: E402
 from mimicry import StyleIndex  # noqa: E402
 from mimicry.backbones import BackboneError, load_embedder  # noqa: E402
-from mimicry.embedding import embed_all, embed_sources  # noqa: E402
+from mimicry.embedding import Embedded  # noqa: E402
+from mimicry.engines.local import LocalEngine  # noqa: E402
 
 ARCH = "mimicry-test-tiny-vit"
 TINY = {
@@ -54,7 +55,7 @@ def test_checkpoint_file_route(tmp_path, tiny):
     emb = load_embedder(f"clip-file:{ARCH}:{ckpt}", "cpu")
     assert emb.dim == 32
     paths = [noise_image(tmp_path / f"{i}.png", seed=i) for i in range(3)]
-    got = np.concatenate([b.vectors for b in embed_sources(emb, paths, batch_size=2)])
+    got = np.concatenate([b.vectors for b in LocalEngine(emb).embed(paths, batch_size=2)])
     assert np.allclose(got, reference_vectors(model, emb, paths), atol=1e-5)
 
 
@@ -81,10 +82,10 @@ def test_cache_route_offline(tmp_path, tiny, monkeypatch):
     file_emb = load_embedder(f"clip-file:{ARCH}:{ckpt}", "cpu")
     assert emb.weights_sha256 == file_emb.weights_sha256
     assert emb.recipe == file_emb.recipe and emb.backbone_id == file_emb.backbone_id
-    same = [embed_all(e, golden_sources())[1] for e in (emb, file_emb)]
+    same = [Embedded.gather(LocalEngine(e).embed(golden_sources()), e.dim).vectors for e in (emb, file_emb)]
     assert np.array_equal(same[0], same[1])  # both routes: the same vectors
     paths = [noise_image(tmp_path / f"{i}.png", seed=10 + i) for i in range(2)]
-    got = np.concatenate([b.vectors for b in embed_sources(emb, paths)])
+    got = np.concatenate([b.vectors for b in LocalEngine(emb).embed(paths)])
     assert np.allclose(got, reference_vectors(model, emb, paths), atol=1e-5)
 
     # An index built through the cache opens through the file: same weights.

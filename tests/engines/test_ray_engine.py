@@ -1,11 +1,12 @@
 """The Ray engine against the local one: one folder through both gives the
 same vectors (1e-5) and the same catalogue, on a local Ray the test starts
-with 2 CPUs; an embedding worker killed mid-batch is retried and nothing is
-lost or duplicated; a scan streams the same verdicts."""
+with 2 CPUs; an embedding worker killed mid-batch (by an actor class the test
+hands the engine) is retried and nothing is lost or duplicated; a scan streams
+the same verdicts."""
 
 from __future__ import annotations
 
-import os
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +20,12 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip ins
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    marker = tmp_path_factory.mktemp("fault") / "exited"
-    os.environ["MIMICRY_FAULT_EXIT_ONCE"] = str(marker)  # the workers inherit it: one dies mid-batch
-    from mimicry.engines import ray_engine
+def local_ray():
+    from mimicry.engines.ray import start
 
-    ray_engine.start(num_cpus=2)
-    yield marker
+    start(num_cpus=2)
+    yield
     ray.shutdown()
-    os.environ.pop("MIMICRY_FAULT_EXIT_ONCE", None)
 
 
 def catalogue(ix: StyleIndex) -> dict:
@@ -38,16 +36,33 @@ def catalogue(ix: StyleIndex) -> dict:
 
 
 def test_ray_engine_matches_the_local_engine_through_a_worker_crash(tmp_path, local_ray, default_embedder):
+    from mimicry.engines.ray import EmbedActor, RayEngine
+
+    marker = tmp_path / "exited"
+
+    class ExitsOnce(EmbedActor):
+        """The first actor to find ``marker`` missing creates it and dies mid-batch.
+        Defined here, so Ray ships the class (and ``marker``) to its workers by value."""
+
+        def __call__(self, batch):
+            import os
+
+            if not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os._exit(1)  # a worker lost mid-batch
+            return super().__call__(batch)
+
     portfolio = write_portfolio(tmp_path / "p", artists=3, works=7)
     (portfolio / "flatpop-fiona" / "broken.png").write_bytes(b"not an image at all")
     with StyleIndex.create(tmp_path / "local", embedder=default_embedder) as ix:
         local_report = ix.add_folder(portfolio)
         local = catalogue(ix)
     with StyleIndex.create(tmp_path / "ray", embedder=default_embedder) as ix:
-        ray_report = ix.add_folder(portfolio, engine="ray", batch_size=4)
+        engine = RayEngine(asdict(ix.store.read_pin()), actor=ExitsOnce)
+        ray_report = ix.add_folder(portfolio, engine=engine, batch_size=4)
         remote = catalogue(ix)
         assert len(ix.works()) == len(set(w.id for w in ix.works())) == 21  # nothing duplicated
-    assert local_ray.exists(), "no worker was killed: the retry path was not exercised"
+    assert marker.exists(), "no worker was killed: the retry path was not exercised"
     assert set(remote) == set(local) and len(local) == 21  # nothing lost
     worst = max(float(np.abs(remote[k] - local[k]).max()) for k in local)
     assert worst <= 1e-5, worst
