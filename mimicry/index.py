@@ -12,7 +12,7 @@ Promises:
 - Every write (``add_folder``, ``sync``, ``remove_artist``, ``calibrate``)
   commits atomically; a write that changes the portfolio of a calibrated index
   recalibrates it (same target rate, stored background) before it returns.
-- Indexing is incremental and crash-safe (:mod:`mimicry.store.sync`).
+- Indexing is incremental and crash-safe (:mod:`mimicry.ingestion`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from mimicry.results import IndexInfo, IndexReport, ModelVerdict, ScanResult
 from mimicry.settings import Settings, check_positive, check_rate
 from mimicry.store import Pin, Snapshot, Store, Work, Writer
 from mimicry.store.catalogue import AuditEntry
-from mimicry.store import sync as store_sync
+from mimicry import ingestion
 
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.embedding import ProgressFn
@@ -232,7 +232,7 @@ class StyleIndex:
                 batch_size: int | None = None) -> IndexReport:
         """Re-embeds every work from its file with this index's model as it
         embeds today, and re-pins the index to that recipe, in one commit (see
-        :func:`mimicry.store.sync.rebuild`; a work that cannot be read stops it
+        :func:`mimicry.ingestion.rebuild`; a work that cannot be read stops it
         unless ``drop_unreadable``). Needs the pinned model's weights. Does
         nothing when the index is already current."""
         emb = self._embedder or load_embedder(self.store.read_pin().model_spec, self._device)
@@ -243,7 +243,7 @@ class StyleIndex:
             if w.pin.current and w.pin.recipe == emb.recipe.to_dict():
                 return IndexReport()  # another process rebuilt it meanwhile
             log.warning("%s: re-embedding every work with recipe v%s", self.folder, emb.recipe.version)
-            report = store_sync.rebuild(w, Pin.for_embedder(emb, w.pin.model_spec, w.pin.index_type),
+            report = ingestion.rebuild(w, Pin.for_embedder(emb, w.pin.model_spec, w.pin.index_type),
                                         self._engine(), drop_unreadable=drop_unreadable, progress=progress,
                                         batch_size=_count(batch_size, self.settings.batch_size, "batch_size"))
         for line in report.warnings + [f"{s.path}: {s.reason}" for s in report.skipped]:
@@ -286,7 +286,7 @@ class StyleIndex:
         s = self.settings
         eng = self._engine(engine, address)
         with self.store.writer() as w:
-            report = store_sync.sync(w, works, eng, prune=prune,
+            report = ingestion.sync(w, works, eng, prune=prune,
                                      checkpoint=_count(checkpoint, s.checkpoint, "checkpoint"),
                                      batch_size=_count(batch_size, s.batch_size, "batch_size"), progress=progress)
             report.warnings += self._refresh_calibration(w)

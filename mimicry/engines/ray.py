@@ -10,7 +10,7 @@ The pipeline is the local one spread out:
    embedder's own preprocessing and forward pass;
 3. vectors come back to the driver in input order, as
    :class:`~mimicry.embedding.Embedded` stretches like the local engine's, and
-   go to the index's commit loop (:func:`mimicry.store.sync.sync`) in atomic
+   go to the index's commit loop (:func:`mimicry.ingestion.sync`) in atomic
    commits, as locally.
 
 Each actor loads the pinned model and checks it gives the pinned recipe, so a

@@ -1,4 +1,4 @@
-"""Bringing an index in line with folders: incremental by content hash.
+"""Ingestion: bringing an index in line with folders, incremental by content hash.
 
 Promises:
 - Unchanged files (same size and mtime, or same sha256) embed nothing.
@@ -160,12 +160,17 @@ def rebuild(writer: Writer, pin: Pin, engine: Engine, drop_unreadable: bool = Fa
     for stretch in engine.embed(list(by_path), batch_size=batch_size, progress=progress, stage="rebuilding"):
         report.skipped += stretch.skipped()
         for path, v, sha in zip(stretch.keys, stretch.vectors, stretch.sha256):
+            changed = [wid for wid in by_path[path] if sha != known[wid].sha256]
+            if changed:  # rewritten since indexed: record the file as it was embedded
+                try:
+                    st = Path(path).stat()
+                except OSError as exc:  # gone (or unreadable) since it was embedded
+                    report.skipped.append(Skipped(str(path), f"cannot read file ({exc.strerror or exc})"))
+                    continue
+                seen += [(wid, st.st_size, st.st_mtime_ns, sha) for wid in changed]
             for wid in by_path[path]:
                 ids.append(wid)
                 rows.append(v)
-                if sha != known[wid].sha256:
-                    st = Path(path).stat()
-                    seen.append((wid, st.st_size, st.st_mtime_ns, sha))
     if report.skipped and not drop_unreadable:
         first = "; ".join(f"{s.path}: {s.reason}" for s in report.skipped[:3])
         raise InputError(f"{writer.folder}: rebuild stopped, {len(report.skipped)} indexed file(s) "

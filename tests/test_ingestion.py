@@ -1,0 +1,55 @@
+"""Ingestion: a rebuild that loses a file between embedding it and recording
+it says which file, changes nothing, and drops it only when told to."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mimicry import StyleIndex, ingestion
+from mimicry.engines.local import LocalEngine
+from mimicry.errors import InputError
+from mimicry.store import Pin
+
+
+class _Deleting:
+    """A local engine that deletes ``victim`` right after each stretch is embedded."""
+
+    name = "local"
+
+    def __init__(self, embedder, victim: Path) -> None:
+        self.inner, self.victim = LocalEngine(embedder), victim
+
+    def embed(self, sources, **kwargs):
+        for stretch in self.inner.embed(sources, **kwargs):
+            self.victim.unlink(missing_ok=True)
+            yield stretch
+
+
+def _rewrite(path: Path, colour: tuple[int, int, int]) -> None:
+    """Other bytes at ``path`` (so its hash no longer matches the index)."""
+    Image.new("RGB", (64, 64), colour).save(path, format="PNG")
+
+
+def test_a_file_gone_mid_rebuild_is_named_and_changes_nothing(tmp_path, portfolio, default_embedder):
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
+    ix.add_folder(portfolio)
+    victim = sorted((portfolio / "inkhatch-ivan").iterdir())[0]
+    moved = replace(default_embedder.recipe, version=default_embedder.recipe.version + 1)
+    _rewrite(victim, (200, 10, 10))
+    with ix.store.writer() as w:
+        pin = replace(Pin.for_embedder(default_embedder, w.pin.model_spec, w.pin.index_type),
+                      recipe=moved.to_dict())
+        with pytest.raises(InputError, match=f"rebuild stopped, 1 indexed file.*{victim.name}"):
+            ingestion.rebuild(w, pin, _Deleting(default_embedder, victim))
+    assert ix.info().works == 9 and ix.info().recipe == default_embedder.recipe.to_dict()
+
+    _rewrite(victim, (10, 200, 10))
+    with ix.store.writer() as w:
+        report = ingestion.rebuild(w, pin, _Deleting(default_embedder, victim), drop_unreadable=True)
+    assert (report.embedded, report.removed) == (8, 1)
+    assert [s.path for s in report.skipped] == [str(victim)]
+    assert str(victim) not in {x.path for x in StyleIndex.open(tmp_path / "ix", verify=False).works()}
