@@ -73,3 +73,12 @@ def test_docs_site_builds_strictly(tmp_path):
     assert run.returncode == 0, f"mkdocs build --strict failed:\n{run.stdout}\n{run.stderr}"
     assert (tmp_path / "site" / "settings" / "index.html").is_file()
     assert "MIMICRY_INFLIGHT" in (tmp_path / "site" / "settings" / "index.html").read_text()
+
+
+def test_readme_links_every_page_and_only_pages_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    linked = set(re.findall(r"\]\((docs/[^)#\s]+)", readme))
+    pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert pages - linked == set(), f"docs pages the README does not link: {sorted(pages - linked)}"
+    assert not [link for link in linked if not (ROOT / link).is_file()], "README links a missing file"
+    assert readme.count("\n") <= 300, "README.md over 300 lines: move the detail into docs/"
