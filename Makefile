@@ -24,7 +24,7 @@ browser:
 	  echo "installing Debian's chromium and chromium-driver for the report tests"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; \
-	else echo "note: headless Chromium is missing and this is not root: the browser tests will skip"; fi
+	else echo "note: headless Chromium is missing and this is not root: the browser tests will fail (MIMICRY_ALLOW_NO_BROWSER=1 skips them)"; fi
 
 test: install browser
 	$(PY) -m pytest -q

@@ -1,8 +1,9 @@
 """The three reports in headless Chromium, at a phone's and a desktop's width:
 the live page shows the verdict, every image decodes, the evidence is all
 there, nothing loads from the network, the page never scrolls sideways, and
-the keyboard reaches the content first. Skips (with the reason) without
-Chromium, except under ``CI=true``."""
+the keyboard reaches the content first. Without Chromium these tests fail,
+saying what is missing, unless ``MIMICRY_ALLOW_NO_BROWSER=1`` (then they skip
+with that reason)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ pytestmark = pytest.mark.slow
 WIDTHS = (390, 1280)
 
 
-@pytest.fixture(scope="module")
-def reports(demo, default_embedder, tmp_path_factory):
-    """name -> (path, expected verdicts, expected evidence images, expected samples)."""
+@pytest.fixture(scope="session")
+def chromium():
+    """Fails (or skips, when allowed) before the demo is built, not after."""
     chromium_or_skip()
+
+
+@pytest.fixture(scope="module")
+def reports(chromium, demo, default_embedder, tmp_path_factory):
+    """name -> (path, expected verdicts, expected evidence images, expected samples)."""
     from mimicry.report import model_report, write_report
 
     root = tmp_path_factory.mktemp("reports")
