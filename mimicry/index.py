@@ -311,7 +311,7 @@ class StyleIndex:
         s = self.settings
         embed = self._embed_fn(_count(batch_size, s.batch_size, "batch_size"), progress, "indexing",
                                engine, address)
-        with self.store.writer() as w:
+        with self.store.writer(expect=self._embedder) as w:
             report = store_sync.sync(w, works, embed, prune=prune,
                                      checkpoint=_count(checkpoint, s.checkpoint, "checkpoint"))
             report.warnings += self._refresh_calibration(w)
@@ -389,7 +389,7 @@ class StyleIndex:
         ok, vecs, hashes, errors = embed_all(self.embedder, list(images), self.settings.batch_size)
         if errors:
             raise errors[0]
-        with self.store.writer(wait_s) as w:
+        with self.store.writer(wait_s, expect=self.embedder) as w:
             if not w.artist_exists(name):
                 raise NotFoundError(f"no artist {name!r} is registered")
             stored = [store_upload(self.folder, img) for img in images]  # under the lock: see remove_work
@@ -459,7 +459,7 @@ class StyleIndex:
         from mimicry.embedding import embed_all
 
         rate = check_rate("fpr", self.settings.fpr if fpr is None else fpr)
-        with self.store.writer() as w:
+        with self.store.writer(expect=self._embedder) as w:
             if background is not None:
                 sources = expand_inputs(background)
                 ok, bg, _, errors = embed_all(self.embedder, sources,

@@ -23,7 +23,7 @@ from mimicry.images import expand_inputs, sha256_file
 from mimicry.results import IndexReport, Skipped
 from mimicry.store.pin import Pin
 from mimicry.store.catalogue import FOLDER
-from mimicry.store.store import NewWork, Writer
+from mimicry.store.writer import NewWork, Writer
 
 #: Embeds files: yields (embedded paths, their vectors as rows, the sha256 of
 #: the bytes each was embedded from, skipped files).
