@@ -64,14 +64,13 @@ def upgrade(cat: Catalogue, folder: Path) -> bool:
     transaction with the pin's new ``schema_version`` and a new revision;
     whether it did. Does nothing for a current or newer index, or one without
     a way (its readers get the re-index error)."""
+    text = cat.get_meta("pin")  # the writer holds the lock: nobody else moves it meanwhile
+    pin = pin_io.Pin.from_json(text, folder) if text is not None else None
+    todo = steps(pin.schema_version, pin_io.SCHEMA_VERSION) if pin is not None else None
+    if not todo:
+        return False
     cat.begin()
     try:
-        text = cat.get_meta("pin")
-        pin = pin_io.Pin.from_json(text, folder) if text is not None else None
-        todo = steps(pin.schema_version, pin_io.SCHEMA_VERSION) if pin is not None else None
-        if not todo:
-            cat.rollback()
-            return False
         for step in todo:
             log.warning("%s: upgrading the index from schema %d (%s)", folder, step.from_schema, step.what)
             step.run(cat)
