@@ -285,7 +285,7 @@ class StyleIndex:
         ``progress(stage, done, total)`` is called as images are embedded."""
         s = self.settings
         eng = self._engine(engine, address)
-        with self.store.writer() as w:
+        with self.store.writer(expect=self._embedder) as w:
             report = ingestion.sync(w, works, eng, prune=prune,
                                      checkpoint=_count(checkpoint, s.checkpoint, "checkpoint"),
                                      batch_size=_count(batch_size, s.batch_size, "batch_size"), progress=progress)
@@ -366,7 +366,7 @@ class StyleIndex:
         if got.failed:
             raise got.failed[0][1]
         vecs = got.vectors
-        with self.store.writer(wait_s) as w:
+        with self.store.writer(wait_s, expect=self.embedder) as w:
             if not w.artist_exists(name):
                 raise NotFoundError(f"no artist {name!r} is registered")
             stored = [store_upload(self.folder, img) for img in images]  # under the lock: see remove_work
@@ -436,7 +436,7 @@ class StyleIndex:
         from mimicry.embedding import Embedded
 
         rate = check_rate("fpr", self.settings.fpr if fpr is None else fpr)
-        with self.store.writer() as w:
+        with self.store.writer(expect=self._embedder) as w:
             if background is not None:
                 sources = expand_inputs(background)
                 got = Embedded.gather(self._engine().embed(

@@ -23,7 +23,7 @@ from mimicry.images import expand_inputs, sha256_file
 from mimicry.results import IndexReport, Skipped
 from mimicry.store.pin import Pin
 from mimicry.store.catalogue import FOLDER
-from mimicry.store.store import NewWork, Writer
+from mimicry.store.writer import NewWork, Writer
 
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.embedding import ProgressFn

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mimicry.store import ann
+from mimicry.store import ann, ann_faiss
 from mimicry.store.search import exact_search
 
 DIM = 1568
@@ -145,9 +145,8 @@ def measure(kind: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray) ->
         ids = np.arange(len(x), dtype=np.int64)
         folder = Path(f"/tmp/mimicry-bench-{kind}-{len(x)}")
         folder.mkdir(exist_ok=True)
-        info = ann.create(folder, x, ids, kind, 1)
-        ann.install(folder, info)
-        view = ann.load(folder, ids)
+        info = ann_faiss.create(folder, x, ids, kind, 1)
+        view = ann_faiss.load(folder, info, ids)
         index_mb, setting = info.memory_bytes / 2**20, info.search
 
         def search(q: np.ndarray) -> np.ndarray:
@@ -195,10 +194,10 @@ def scan_and_calibration(shape: Shape, n: int, seed: int) -> None:
     snap = Snapshot.from_labelled(x, names, background=bg).with_calibration(cal)
     folder = Path(f"/tmp/mimicry-bench-scan-{n}")
     folder.mkdir(exist_ok=True)
-    ann.install(folder, ann.create(folder, x, snap.work_ids, "ivf", 1))
+    info = ann_faiss.create(folder, x, snap.work_ids, "ivf", 1)
     from dataclasses import replace
 
-    with_ann = replace(snap, ann=ann.load(folder, snap.work_ids))
+    with_ann = replace(snap, ann=ann_faiss.load(folder, info, snap.work_ids))
     aligned = Calibrated.align(snap)
     for label, s, need in (("dense exact (before)", snap, None), ("neighbours, exact", snap, 3),
                            ("neighbours, ivf", with_ann, 3)):
@@ -221,7 +220,7 @@ def registry_folder(shape: Shape, n: int, seed: int, folder: Path, index_type: s
     import shutil
 
     from mimicry.store import Pin, Store
-    from mimicry.store.store import NewWork
+    from mimicry.store.writer import NewWork
 
     x, labels, _ = registry(shape, n, 1, seed)
     shutil.rmtree(folder, ignore_errors=True)
@@ -253,7 +252,11 @@ def write_during_build(shape: Shape, n: int, seed: int) -> None:
     store, works = registry_folder(shape, n, seed, folder, "hnsw")
     ids = store.snapshot().work_ids
     store.ann_in_background = True
-    built = ann.current_file(folder)
+    def in_use() -> str | None:  # the readable copy of what the catalogue names
+        info = ann.read_info(folder)
+        return info.file if info is not None else None
+
+    built = in_use()
     t0 = time.perf_counter()
     with store.writer() as w:
         w.commit([], ids[: n // 4].tolist())
@@ -263,7 +266,7 @@ def write_during_build(shape: Shape, n: int, seed: int) -> None:
     with Store.open(folder).writer() as w:
         w.commit(works(range(n, n + 10), "b"), [])
     second = time.perf_counter() - t1
-    while ann.current_file(folder) == built:
+    while in_use() == built:
         time.sleep(0.2)
     build = time.perf_counter() - t0
     print(json.dumps({"write_during_build": {"works": n, "index": "hnsw", "removing_writer_s": round(first, 2),

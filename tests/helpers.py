@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sqlite3
 from pathlib import Path
@@ -44,21 +43,16 @@ def golden_images() -> list[Image.Image]:
     return [paint(scene(11), STYLES[0], 11), paint(scene(12), STYLES[3], 12), noise, grad]
 
 
-def make_schema1(folder: Path) -> None:
-    """Turns a current index into one as the releases before the recipe pin wrote it:
-    manifest.json without a recipe at schema 1, no pin row, a pickled calibration."""
-    man = json.loads((folder / "manifest.json").read_text())
-    man = {k: man[k] for k in ("backbone_id", "model_spec", "weights_sha256", "dim",
-                               "package_version", "created_at")}
-    man["schema_version"] = 1
-    (folder / "manifest.json").write_text(json.dumps(man))
-    buf = io.BytesIO()
-    np.savez(buf, artists=np.array(["a", "b"], dtype=object), mu=np.zeros(2))
+def pin_older_recipe(folder: Path) -> None:
+    """Turns a current index into one its model embedded with the previous
+    recipe version (what ``mimicry index`` rebuilds): the pin row and its copy."""
     db = sqlite3.connect(folder / "catalogue.sqlite")
-    db.execute("DELETE FROM meta WHERE key='pin'")
-    db.execute("INSERT OR REPLACE INTO blobs(name, data) VALUES('calibration', ?)", (buf.getvalue(),))
+    pin = json.loads(db.execute("SELECT value FROM meta WHERE key='pin'").fetchone()[0])
+    pin["recipe"] = {**pin["recipe"], "version": pin["recipe"]["version"] - 1}
+    db.execute("UPDATE meta SET value=? WHERE key='pin'", (json.dumps(pin),))
     db.commit()
     db.close()
+    (folder / "manifest.json").write_text(json.dumps(pin))
 
 
 def consistent(folder: Path) -> tuple[int, int]:

@@ -7,6 +7,11 @@ Promises:
   that changed vectors; both change in the same transaction as the rows.
 - ``meta['pin']`` is the authoritative pin; ``meta['revision']`` grows with every
   committed write, so readers know when their snapshot is out of date.
+- ``meta['ann']`` names the approximate index in use (:mod:`mimicry.store.ann`),
+  committed with the rows it was built from, so one read transaction reads
+  the rows, the vectors' segments and the index that go together.
+- The tables are those of the pinned schema version; a change of format goes
+  through :mod:`mimicry.store.migrations`, never a patch on open.
 - Arrays (calibration, background vectors) are stored as ``.npz`` blobs of plain
   numeric or fixed-width text arrays and always loaded with pickling off: a blob
   holding a pickled object is refused (:class:`CorruptIndexError`), never run.
@@ -30,7 +35,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS artists (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
-    added_at REAL NOT NULL
+    added_at REAL NOT NULL,
+    token_sha256 TEXT,
+    registered INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS works (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -40,6 +47,7 @@ CREATE TABLE IF NOT EXISTS works (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     added_at REAL NOT NULL,
+    origin TEXT NOT NULL DEFAULT 'folder',
     UNIQUE (artist_id, path)
 );
 CREATE INDEX IF NOT EXISTS works_sha ON works(sha256);
@@ -55,13 +63,6 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL DEFAULT ''
 );
 """
-
-#: Columns added since the first catalogue: (table, column, declaration).
-COLUMNS = (
-    ("artists", "token_sha256", "TEXT"),
-    ("artists", "registered", "INTEGER NOT NULL DEFAULT 0"),
-    ("works", "origin", "TEXT NOT NULL DEFAULT 'folder'"),
-)
 
 #: Where a work came from: a portfolio folder (``mimicry index``) or an upload
 #: to the service (stored inside the index, named by hash).
@@ -98,8 +99,9 @@ class AuditEntry:
 
 
 class Catalogue:
-    """Thin typed access to the catalogue database. Writes happen only inside
-    :meth:`transaction`, so rows and the vector generation commit together."""
+    """Thin typed access to the catalogue database. Writes happen only between
+    :meth:`begin` and :meth:`commit` (a writer's transactions,
+    :mod:`mimicry.store.writer`), so rows and the vector generation commit together."""
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
         """Opens the catalogue; ``create`` makes the file and tables where they are
@@ -113,10 +115,6 @@ class Catalogue:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.executescript(SCHEMA)
-                for table, column, decl in COLUMNS:
-                    have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
-                    if column not in have:
-                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             else:
                 self.db = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=30.0,
                                           isolation_level=None, check_same_thread=False)
@@ -221,9 +219,8 @@ class Catalogue:
 
     def works(self, artist: str | None = None, ids: Sequence[int] | None = None) -> list[Work]:
         """Works by id: all, one ``artist``'s, or those of ``ids``."""
-        origin = "w.origin" if self._has_column("works", "origin") else "'folder'"
         sql = (
-            f"SELECT w.id, a.name, w.path, w.sha256, w.size, w.mtime_ns, w.added_at, {origin} "
+            "SELECT w.id, a.name, w.path, w.sha256, w.size, w.mtime_ns, w.added_at, w.origin "
             "FROM works w JOIN artists a ON a.id=w.artist_id"
         )
         args: tuple = ()
@@ -251,9 +248,6 @@ class Catalogue:
         )
         return int(cur.lastrowid)
 
-    def _has_column(self, table: str, column: str) -> bool:
-        return any(r[1] == column for r in self.db.execute(f"PRAGMA table_info({table})"))
-
     # -- registered artists, tokens, audit ------------------------------------------
     def register_artist(self, name: str, token_sha256: str) -> None:
         """A registered artist (kept with no works), with the hash of their token."""
@@ -264,8 +258,6 @@ class Catalogue:
         self.db.execute("UPDATE artists SET token_sha256=?, registered=1 WHERE name=?", (token_sha256, name))
 
     def token_sha256(self, name: str) -> str | None:
-        if not self._has_column("artists", "token_sha256"):
-            return None
         row = self.db.execute("SELECT token_sha256 FROM artists WHERE name=?", (name,)).fetchone()
         return row[0] if row else None
 

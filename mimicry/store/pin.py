@@ -9,9 +9,13 @@ catalogue, committed in the same transaction as the vectors it describes;
 Promises:
 - Another model (backbone id, weights, dimension) is :class:`PinMismatchError`
   saying which model built the index: use that model or build a new index.
-- The same model with another recipe, or an index from before recipes were
-  pinned (schema 1), is :class:`PinMismatchError` saying to re-index:
-  ``mimicry index`` on the same folders rebuilds it.
+- The same model with another recipe is :class:`PinMismatchError` saying to
+  re-index: ``mimicry index`` on the same folders rebuilds it (an older recipe
+  version of the same model: :meth:`Pin.upgradable_to`).
+- Only the current schema version is read. An older one is
+  :class:`PinMismatchError` saying to re-index, unless
+  :mod:`mimicry.store.migrations` has the steps to it (then the next writer
+  upgrades it in place); a newer one says to upgrade mimicry.
 """
 
 from __future__ import annotations
@@ -23,13 +27,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mimicry.errors import CorruptIndexError, NotAnIndexError, PinMismatchError
+from mimicry.errors import CorruptIndexError, PinMismatchError
 
-#: 3: vectors in segments (:mod:`mimicry.store.segments`). 2: one FAISS file per
-#: generation, still read as it is; its first write moves it to 3, so an older
-#: mimicry refuses it as newer instead of looking for a file that is gone.
+#: The format this mimicry reads and writes: 3, the baseline (vectors in
+#: segments, :mod:`mimicry.store.segments`). Later versions come with their
+#: step in :data:`mimicry.store.migrations.STEPS`.
 SCHEMA_VERSION = 3
-READABLE_SCHEMAS = (2, 3)
 FILENAME = "manifest.json"
 
 REINDEX = "re-index it: `mimicry index PORTFOLIOS --index {folder}` rebuilds it from its works"
@@ -70,8 +73,8 @@ class Pin:
 
     @property
     def current(self) -> bool:
-        """Whether this mimicry reads the index as it is (schema and recipe pinned)."""
-        return self.schema_version in READABLE_SCHEMAS and bool(self.recipe)
+        """Whether this mimicry reads the index as it is (its schema version)."""
+        return self.schema_version == SCHEMA_VERSION
 
     def same_model(self, embedder: Any) -> bool:
         return (self.backbone_id, self.weights_sha256, self.dim) == (
@@ -79,24 +82,28 @@ class Pin:
 
     def upgradable_to(self, embedder: Any) -> bool:
         """Whether rebuilding with ``embedder`` moves this index forward: the same
-        model, and an older schema or an older recipe version (never a newer one,
-        so two installed releases do not rebuild each other's index)."""
-        if not self.same_model(embedder) or self.schema_version > SCHEMA_VERSION:
-            return False
-        return (self.schema_version < min(READABLE_SCHEMAS) or not self.recipe
-                or int(self.recipe.get("version", 0)) < embedder.recipe.version)
+        model, the current schema, and an older recipe version (never a newer
+        one, so two installed releases do not rebuild each other's index)."""
+        return (self.same_model(embedder) and self.current
+                and int(self.recipe.get("version", 0)) < embedder.recipe.version)
 
     def check_current(self, folder: Path) -> None:
         """Raises :class:`PinMismatchError` (re-index) unless :attr:`current`."""
         if self.current:
             return
+        from mimicry.store import migrations
+
         if self.schema_version > SCHEMA_VERSION:
             raise PinMismatchError(
                 f"{folder}: index schema version {self.schema_version} was written by a newer "
                 f"mimicry (this one reads {SCHEMA_VERSION}); upgrade mimicry to use it")
+        if migrations.steps(self.schema_version, SCHEMA_VERSION) is not None:
+            raise PinMismatchError(
+                f"{folder}: index schema version {self.schema_version} is older than this "
+                f"mimicry's ({SCHEMA_VERSION}); the next write (`mimicry index`) upgrades it in place")
         raise PinMismatchError(
-            f"{folder}: index schema version {self.schema_version} was built before this "
-            f"mimicry pinned how images become vectors (schema {SCHEMA_VERSION}); "
+            f"{folder}: index schema version {self.schema_version} was written by an older "
+            f"mimicry, which this one does not read (schema {SCHEMA_VERSION}); "
             + REINDEX.format(folder=folder))
 
     def check(self, embedder: Any, folder: Path) -> None:
@@ -117,18 +124,6 @@ class Pin:
                 f"v{self.recipe.get('version')}, this model embeds with recipe v{theirs.get('version')} "
                 f"(differs in {', '.join(moved)}): its vectors would not be comparable; "
                 + REINDEX.format(folder=folder))
-
-
-def read_file(folder: Path) -> Pin:
-    """The readable copy, ``manifest.json`` (:class:`NotAnIndexError` when absent)."""
-    path = folder / FILENAME
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise NotAnIndexError(f"{folder}: not a mimicry index (no {FILENAME})") from None
-    except OSError as exc:
-        raise CorruptIndexError(f"{path}: unreadable ({exc})") from None
-    return Pin.from_json(text, path)
 
 
 def write_file(folder: Path, pin: Pin) -> None:

@@ -56,10 +56,10 @@ def encode(refs: Sequence[SegmentRef]) -> str:
     return json.dumps([[r.n, r.rows] for r in refs])
 
 
-def decode(text: str | None) -> list[SegmentRef] | None:
-    """The committed list (None: an index from before segments, one FAISS file)."""
-    if text is None:
-        return None
+def decode(text: str | None) -> list[SegmentRef]:
+    """The committed list (none before the first commit)."""
+    if not text:
+        return []
     return [SegmentRef(int(n), int(rows)) for n, rows in json.loads(text)]
 
 

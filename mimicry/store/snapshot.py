@@ -47,7 +47,7 @@ class Snapshot:
     folder: Path | None = None
     columns: tuple[np.ndarray, ...] = field(default=(), repr=False)
     artist_counts: Mapping[str, int] = field(default_factory=dict)  # every artist row, with no works too
-    ann: Any = field(default=None, repr=False)  # an approximate index (:class:`mimicry.store.ann.AnnView`)
+    ann: Any = field(default=None, repr=False)  # an approximate index (:class:`mimicry.store.ann_faiss.AnnView`)
     #: What the domain derives from this state (its parsed calibration), made
     #: once per snapshot; storage never reads or writes it.
     memo: dict = field(default_factory=dict, repr=False, compare=False)
@@ -86,8 +86,8 @@ class Snapshot:
         Python pass over every row (a writer's commit at a million works)."""
         new_ids = np.fromiter((w.id for w in new_works), np.int64, len(new_works))
         ids = np.concatenate([self.work_ids[keep], new_ids])
-        kept = set(self.work_ids[~keep].tolist())
-        works = {i: w for i, w in self.works.items() if i not in kept}
+        removed = set(self.work_ids[~keep].tolist())
+        works = {i: w for i, w in self.works.items() if i not in removed}
         works.update((w.id, w) for w in new_works)
         kept_rows = self.row_artist[keep]
         present = np.flatnonzero(np.bincount(kept_rows, minlength=len(self.artists)))
@@ -156,3 +156,35 @@ class Snapshot:
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of ``rows``."""
         return self.vectors[np.asarray(rows, dtype=np.int64)]
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` runs of True in ``mask``."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], mask, [False]]).astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def grow(growth: tuple[np.ndarray, int] | None, vectors: np.ndarray, keep: np.ndarray,
+         new: np.ndarray) -> tuple[np.ndarray, int]:
+    """The growth buffer after a commit: (buffer, rows used), whose used rows
+    are ``vectors[keep]`` followed by ``new``, for a writer's next snapshot
+    (:meth:`Snapshot.advance`).
+
+    When nothing is removed and ``vectors`` is the used part of ``growth``'s
+    buffer, the new rows go into its spare tail and the next snapshot's rows
+    are a longer view of it: earlier snapshots keep their shorter views, whose
+    rows never change, so a commit of k works costs k rows, not a copy of the
+    registry. Otherwise a new buffer, with an eighth spare, takes the rows."""
+    n = int(keep.sum()) + len(new)
+    buf, used = growth if growth is not None else (None, -1)
+    if (buf is not None and keep.all() and used == len(vectors) and n <= len(buf)
+            and vectors.__array_interface__["data"][0] == buf.__array_interface__["data"][0]):
+        buf[used:n] = new
+    else:
+        buf = np.empty((n + n // 8 + 1024, vectors.shape[1]), np.float32)
+        k = 0
+        for a, b in _runs(keep):  # kept rows in contiguous runs: block copies
+            buf[k:k + b - a] = vectors[a:b]
+            k += b - a
+        buf[k:n] = new
+    return buf, n

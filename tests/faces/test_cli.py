@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from helpers import make_schema1, write_portfolio
+from helpers import pin_older_recipe, write_portfolio
 from mimicry.faces.cli import app
 from mimicry.synthetic import STYLES, paint, scene
 
@@ -133,11 +133,11 @@ def test_calibrated_scan_and_scan_model_exit_1_on_findings(calibrated_copy, demo
     assert "(fpr 0.03 per image, 100 background images, certified)" in cli("info", "--index", ix).stdout
 
 
-def test_index_rebuilds_an_index_from_before_the_recipe_pin(tmp_path, cli):
+def test_index_rebuilds_an_index_of_an_older_recipe(tmp_path, cli):
     portfolio = write_portfolio(tmp_path / "p", artists=2, works=2)
     ix = str(tmp_path / "ix")
     assert cli("index", str(portfolio), "--index", ix, "-q").exit_code == 0
-    make_schema1(tmp_path / "ix")
+    pin_older_recipe(tmp_path / "ix")
     r = cli("scan", str(portfolio), "--index", ix)
     assert r.exit_code == 2 and "re-index" in r.stderr
     r = cli("index", str(portfolio), "--index", ix, "-q")

@@ -6,6 +6,7 @@ concurrent searches agree, and ``auto`` stays exact for small registries."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -16,8 +17,9 @@ from helpers import unit
 from mimicry.scoring import score
 from mimicry.store import Pin, Store
 from mimicry.store import ann as ann_io
+from mimicry.store import ann_faiss
 from mimicry.store.search import exact_search
-from mimicry.store.store import NewWork
+from mimicry.store.writer import NewWork
 
 DIM = 24
 
@@ -40,7 +42,19 @@ def add(store: Store, vecs: np.ndarray, owner: np.ndarray, tag: int = 0) -> list
              for i, (v, a) in enumerate(zip(vecs, owner))]
     with store.writer() as w:
         w.commit(works, [])
-        return list(w.last_added)
+        by_path = {x.path: x.id for x in w.works()}
+    return [by_path[nw.path] for nw, _ in works]
+
+
+def in_use(folder: Path) -> str | None:
+    """The file of the approximate index the catalogue names (None: none)."""
+    db = sqlite3.connect(folder / "catalogue.sqlite")
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key='ann'").fetchone()
+    finally:
+        db.close()
+    info = ann_io.decode(row[0] if row else None, folder)
+    return info.file if info is not None else None
 
 
 def recall(snap, queries: np.ndarray) -> float:
@@ -91,8 +105,12 @@ def test_removed_works_are_masked_added_ones_found_until_a_rebuild(tmp_path, kin
         w.commit([], snap.work_ids[:700].tolist())
     infos = json.loads((folder / "index_infos.json").read_text())
     assert infos["file"] != first and infos["vectors"] == 3000 - 100 + 50 - 700
-    assert [p.name for p in (folder / "ann").iterdir() if p.name.startswith(first)] == []
     assert store.snapshot().ann.dead == 0
+    # The replaced index's files stay (a reader of the state before may load them) until the next commit.
+    assert len(list((folder / "ann").glob(first + "*"))) == 2
+    with store.writer() as w:
+        w.commit([], store.snapshot().work_ids[:1].tolist())
+    assert not list((folder / "ann").glob(first + "*"))
 
 
 def test_a_kill_while_building_leaves_results_intact(tmp_path, monkeypatch):
@@ -120,7 +138,8 @@ def test_a_kill_while_building_leaves_results_intact(tmp_path, monkeypatch):
     queries, _ = clustered(50, 150, seed=5)
     _, rows = snap.search(queries, 10)
     assert (rows >= 0).all() and recall(snap, queries) >= 0.9
-    (folder / "index_infos.json").unlink()  # no index at all: exact
+    for f in ann_io.files(folder, before["file"]):  # its files gone: exact
+        f.unlink()
     assert Store.open(folder).snapshot().ann is None
 
 
@@ -161,8 +180,8 @@ def test_one_writer_builds_once_at_its_end(tmp_path, monkeypatch):
     store = Store.create(tmp_path / "ix", Pin("test-model", "test", "0" * 64, DIM, {"version": 1},
                                               index_type="ivf"))
     calls = []
-    real = ann_io.create
-    monkeypatch.setattr(ann_io, "create", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    real = ann_faiss.create
+    monkeypatch.setattr(ann_faiss, "create", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
     with store.writer() as w:
         for part in range(3):
             vecs, owner = clustered(1000, 50, seed=part)
@@ -193,7 +212,7 @@ def test_wide_vectors_reach_the_recall_with_or_without_pca_and_stay_masked(tmp_p
         w.commit(works, [])
     snap = store.snapshot()
     assert snap.ann.info.recall_at_10 >= 0.95
-    assert snap.ann.info.params["pca"] == (ann_io.PCA_DIM if spectrum == "decaying" else None)
+    assert snap.ann.info.params["pca"] == (ann_faiss.PCA_DIM if spectrum == "decaying" else None)
     gone = snap.work_ids[::10].tolist()  # 10%: masked, not rebuilt
     with store.writer() as w:
         w.commit([], gone)
@@ -215,12 +234,12 @@ def test_readers_see_a_rebuilt_index_and_failed_builds_are_retried(tmp_path, mon
     assert reader.snapshot().ann is not None  # the build moved the revision
     # A build that fails is logged, the commits stand, and the next writer retries it.
     snap = store.snapshot()
-    real = ann_io.create
-    monkeypatch.setattr(ann_io, "create", lambda *a, **k: (_ for _ in ()).throw(MemoryError("no room")))
+    real = ann_faiss.create
+    monkeypatch.setattr(ann_faiss, "create", lambda *a, **k: (_ for _ in ()).throw(MemoryError("no room")))
     with store.writer() as w:
         w.commit([], snap.work_ids[:900].tolist())  # past the dead share
     assert len(store.snapshot().work_ids) == 2100 and store.snapshot().ann.dead == 900
-    monkeypatch.setattr(ann_io, "create", real)
+    monkeypatch.setattr(ann_faiss, "create", real)
     (folder / "ann" / "stray.faiss.tmp").write_bytes(b"x" * 10)  # an interrupted build's leftover
     with store.writer():
         pass
@@ -279,7 +298,7 @@ def test_a_build_runs_outside_the_write_lock(tmp_path, monkeypatch):
     changed during the build is masked or searched exactly once it is in."""
     folder = tmp_path / "ix"
     store = store_of(folder, "ivf")
-    old = ann_io.current_file(folder)
+    old = in_use(folder)
     written, release, builds = _held_build(monkeypatch)
     store.ann_in_background = True  # as the service runs it
     snap = store.snapshot()
@@ -291,11 +310,11 @@ def test_a_build_runs_outside_the_write_lock(tmp_path, monkeypatch):
     added = add(other, new_vecs, owner, tag=7)  # takes the write lock at once, cleans leftovers
     assert len(builds) == 1  # its own build was skipped: one is running
     during = other.snapshot()
-    assert ann_io.current_file(folder) == old and during.ann.dead == 800
+    assert in_use(folder) == old and during.ann.dead == 800
     assert len(during.work_ids) == 2250 and list(Path(folder, "ann").glob(builds[0] + "*"))
     release.set()
     for _ in range(600):
-        if ann_io.current_file(folder) != old:
+        if in_use(folder) != old:
             break
         threading.Event().wait(0.1)
     after = Store.open(folder).snapshot()
@@ -303,6 +322,13 @@ def test_a_build_runs_outside_the_write_lock(tmp_path, monkeypatch):
     assert after.ann.dead == 0 and len(after.ann.delta_rows) == 50
     _, rows = after.search(new_vecs, 1)
     assert after.work_ids[rows[:, 0]].tolist() == added  # added during the build: found exactly
+    assert list(Path(folder, "ann").glob(old + "*"))  # replaced: kept for readers until the next commit
+    for _ in range(600):  # the builder lets go of the build lock
+        with ann_io.building(folder) as idle:
+            if idle:
+                break
+        threading.Event().wait(0.1)
+    add(Store.open(folder), *clustered(5, 150, seed=8), tag=8)
     assert not list(Path(folder, "ann").glob(old + "*"))
 
 
@@ -323,7 +349,7 @@ def test_a_build_from_before_a_repin_is_never_installed(tmp_path, monkeypatch):
         with ann_io.building(folder) as idle:
             if idle:
                 break
-    assert builds and ann_io.current_file(folder) is None
+    assert builds and in_use(folder) is None
     assert Store.open(folder).snapshot().ann is None
 
 
@@ -349,3 +375,35 @@ def test_writes_during_a_build_that_call_for_another_get_it(tmp_path, monkeypatc
     after = Store.open(folder).snapshot()
     assert len(builds) == 2 and after.ann.info.vectors == 3700 and len(after.ann.delta_rows) == 0
     assert not ann_io.needs_rebuild(after.ann, after.pin.index_type, len(after.work_ids))
+
+
+def test_a_reader_loads_the_index_of_the_state_it_read(tmp_path, monkeypatch):
+    """A reader reads the committed state in one transaction; an install that
+    lands before it has loaded the files that state names must neither hand it
+    the new index (of other vectors) nor take the old one's files away."""
+    from mimicry.store import segments as segment_io
+
+    folder = tmp_path / "ix"
+    store = store_of(folder, "ivf", n=1500, artists=60)
+    first = in_use(folder)
+    reader = Store.open(folder)
+    real, fired = segment_io.live, []
+
+    def live_then_install(*a, **k):
+        out = real(*a, **k)
+        if not fired:  # once: the reader has read the state, now a rebuild is installed
+            fired.append(1)
+            snap = store.snapshot()
+            with store.writer() as w:
+                w.commit([], snap.work_ids[:400].tolist())  # past the dead share: rebuilt inline
+            assert in_use(folder) != first
+        return out
+
+    monkeypatch.setattr(segment_io, "live", live_then_install)
+    snap = reader.snapshot()
+    assert fired and len(snap.work_ids) == 1500  # the state before the removal...
+    assert snap.ann is not None and snap.ann.info.file == first  # ...with its own index, not exact
+    assert snap.ann.dead == 0 and len(snap.ann.delta_rows) == 0
+    monkeypatch.setattr(segment_io, "live", real)
+    after = reader.snapshot()
+    assert len(after.work_ids) == 1100 and after.ann.info.file == in_use(folder) != first

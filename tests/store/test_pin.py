@@ -1,6 +1,6 @@
-"""The pin: an index opens only with its own model and recipe; indexes from
-before the recipe pin (schema 1) get the clear re-index error, and
-``mimicry index`` on the same folders rebuilds them."""
+"""The pin: an index opens only with its own model and recipe; another recipe
+gets the clear re-index error, and ``mimicry index`` on the same folders
+rebuilds an index of an older recipe version (never a newer one)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import pytest
 
-from helpers import make_schema1
 from mimicry import StyleIndex
 from mimicry.errors import PinMismatchError
 from mimicry.store import pin as pin_io
@@ -75,24 +74,6 @@ def test_another_recipe_says_reindex_and_index_rebuilds(tmp_path, portfolio, def
         StyleIndex.open(tmp_path / "ix", embedder=default_embedder)
 
 
-def test_index_from_before_the_recipe_pin(tmp_path, portfolio, default_embedder):
-    StyleIndex.create(tmp_path / "ix", embedder=default_embedder).add_folder(portfolio)
-    make_schema1(tmp_path / "ix")
-    with pytest.raises(PinMismatchError, match="schema version 1") as err:
-        StyleIndex.open(tmp_path / "ix")
-    assert f"mimicry index PORTFOLIOS --index {tmp_path / 'ix'}" in str(err.value)
-    with pytest.raises(PinMismatchError):
-        StyleIndex.create(tmp_path / "ix", embedder=default_embedder)  # without rebuild: refused
-
-    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder, rebuild=True)
-    report = ix.add_folder(portfolio)
-    assert report.rebuilt and report.works == 9 and report.embedded == 0
-    assert any("calibration" in w for w in report.warnings)
-    info = StyleIndex.open(tmp_path / "ix").info()
-    assert info.schema_version == pin_io.SCHEMA_VERSION and info.recipe == default_embedder.recipe.to_dict()
-    assert info.calibration == "uncalibrated" and info.works == 9
-
-
 def test_rebuild_moves_forward_only_and_stops_on_unreadable_files(tmp_path, portfolio, default_embedder):
     from mimicry.errors import InputError
 
@@ -103,15 +84,17 @@ def test_rebuild_moves_forward_only_and_stops_on_unreadable_files(tmp_path, port
     pin = json.loads((tmp_path / "ix" / "manifest.json").read_text())
     assert pin["recipe"]["version"] == default_embedder.recipe.version + 1
 
-    make_schema1(tmp_path / "ix")
+    # From an older recipe version forward: a file that cannot be read stops it, and nothing changes.
+    StyleIndex.create(tmp_path / "old", embedder=default_embedder).add_folder(portfolio)
+    moved = NewRecipe(default_embedder)
     gone = sorted((portfolio / "inkhatch-ivan").iterdir())[0]
     gone.unlink()
     with pytest.raises(InputError, match="rebuild stopped, 1 indexed file"):
-        StyleIndex.create(tmp_path / "ix", embedder=default_embedder, rebuild=True)
-    with pytest.raises(PinMismatchError, match="schema version 1"):  # nothing changed
-        StyleIndex.open(tmp_path / "ix")
-    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder, rebuild=True, drop_unreadable=True)
-    assert ix.info().works == 8 and ix.info().schema_version == pin_io.SCHEMA_VERSION
+        StyleIndex.create(tmp_path / "old", embedder=moved, rebuild=True)
+    with pytest.raises(PinMismatchError, match="re-index"):  # nothing changed
+        StyleIndex.open(tmp_path / "old", embedder=moved)
+    ix = StyleIndex.create(tmp_path / "old", embedder=moved, rebuild=True, drop_unreadable=True)
+    assert ix.info().works == 8 and ix.info().recipe == moved.recipe.to_dict()
 
 
 def test_newer_schema_says_upgrade(tmp_path, portfolio, default_embedder):

@@ -1,11 +1,9 @@
 """Vectors as immutable segments: a write adds a file and never rewrites the
 base; dead rows are masked until a merge; merges keep the count bounded;
-readers map the files read-only; indexes from before segments still open and
-move into a segment on their first write."""
+readers map the files read-only."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 
@@ -15,8 +13,7 @@ import pytest
 from helpers import unit
 from mimicry.store import Pin, Store
 from mimicry.store import segments as segment_io
-from mimicry.store import vectors as vector_io
-from mimicry.store.store import NewWork
+from mimicry.store.writer import NewWork
 
 DIM = 8
 
@@ -31,7 +28,8 @@ def add(store: Store, artist: str, n: int, seed: int) -> list[int]:
              for i, v in enumerate(vecs)]
     with store.writer() as w:
         w.commit(works, [])
-        return list(w.last_added)
+        by_path = {x.path: x.id for x in w.works(artist)}
+    return [by_path[nw.path] for nw, _ in works]
 
 
 def committed(folder: Path) -> list[segment_io.SegmentRef]:
@@ -94,38 +92,6 @@ def test_readers_map_the_vectors_read_only(tmp_path):
     assert isinstance(snap.vectors, np.memmap) or isinstance(snap.vectors.base, np.memmap)
     with pytest.raises(ValueError):
         snap.vectors[0, 0] = 1.0
-
-
-def test_an_index_from_before_segments_opens_and_moves_on_its_first_write(tmp_path):
-    folder = tmp_path / "ix"
-    store = new_store(folder)
-    ids = add(store, "a", 20, 0) + add(store, "b", 20, 1)
-    old = store.snapshot()
-    # Rewrite it as the releases before segments stored it: one FAISS file per generation.
-    index = vector_io.new_index(DIM)
-    vector_io.add(index, np.asarray(old.vectors), old.work_ids.tolist())
-    vector_io.write(folder, old.generation, index)
-    db = sqlite3.connect(folder / "catalogue.sqlite")
-    db.execute("DELETE FROM meta WHERE key IN ('segments', 'segment_seq')")
-    pin = json.loads(db.execute("SELECT value FROM meta WHERE key='pin'").fetchone()[0])
-    db.execute("UPDATE meta SET value=? WHERE key='pin'", (json.dumps({**pin, "schema_version": 2}),))
-    db.commit()
-    db.close()
-    for p in (folder / "segments").iterdir():
-        p.unlink()
-    legacy = Store.open(folder).snapshot()
-    assert sorted(legacy.work_ids.tolist()) == sorted(ids) and legacy.pin.schema_version == 2
-    store = Store.open(folder)
-    add(store, "c", 2, 2)
-    refs = committed(folder)
-    assert len(refs) == 1 and refs[0].rows == 42 and not list(folder.glob("vectors.*.faiss"))
-    # Now in segments: schema 3, so a release that only reads FAISS files refuses it as newer.
-    assert store.read_pin().schema_version == 3
-    assert json.loads((folder / "manifest.json").read_text())["schema_version"] == 3
-    snap = store.snapshot()
-    by_id = dict(zip(snap.work_ids.tolist(), snap.vectors))
-    for work_id, vec in zip(old.work_ids.tolist(), old.vectors):
-        np.testing.assert_array_equal(by_id[work_id], vec)
 
 
 def test_small_writes_never_rewrite_the_large_base_segment(tmp_path):

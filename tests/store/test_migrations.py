@@ -1,0 +1,110 @@
+"""Format changes go through numbered steps, run once, atomically, under the
+write lock; an index no step reaches, older or newer, is refused with the
+re-index or upgrade error and never changed."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import unit
+from mimicry.errors import PinMismatchError
+from mimicry.store import Pin, Store, migrations
+from mimicry.store import pin as pin_io
+from mimicry.store.writer import NewWork
+
+DIM = 8
+
+
+def indexed(folder: Path) -> Store:
+    store = Store.create(folder, Pin("test-model", "test", "0" * 64, DIM, {"version": 1}))
+    vecs = unit(np.random.default_rng(0).normal(size=(5, DIM)))
+    with store.writer() as w:
+        w.commit([(NewWork("a", f"/a/{i}.png", f"{i:064x}", 1, 1), v) for i, v in enumerate(vecs)], [])
+    return store
+
+
+def meta(folder: Path, key: str) -> str | None:
+    db = sqlite3.connect(folder / "catalogue.sqlite")
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    finally:
+        db.close()
+    return row[0] if row else None
+
+
+def schema(folder: Path) -> int:
+    return json.loads(meta(folder, "pin"))["schema_version"]
+
+
+def test_every_schema_since_the_baseline_has_its_step():
+    assert pin_io.SCHEMA_VERSION == migrations.BASELINE + len(migrations.STEPS)
+
+
+def test_a_step_is_applied_once_atomically_under_the_write_lock(tmp_path, monkeypatch):
+    folder = tmp_path / "ix"
+    indexed(folder)
+    calls = []
+
+    def broken(cat) -> None:
+        cat.set_meta("migrated", "half")
+        raise RuntimeError("step failed")
+
+    def step(cat) -> None:
+        calls.append(1)
+        cat.set_meta("migrated", "yes")
+
+    monkeypatch.setattr(pin_io, "SCHEMA_VERSION", 4)
+    monkeypatch.setattr(migrations, "STEPS", [migrations.Step(3, broken, "a test step")])
+    with pytest.raises(PinMismatchError, match="next write"):  # readers never migrate
+        Store.open(folder).snapshot()
+    with pytest.raises(RuntimeError, match="step failed"):
+        with Store.open(folder).writer():
+            pass
+    assert schema(folder) == 3 and meta(folder, "migrated") is None  # all or nothing
+    monkeypatch.setattr(migrations, "STEPS", [migrations.Step(3, step, "a test step")])
+    revision = int(meta(folder, "revision"))
+    with Store.open(folder).writer() as w:
+        assert w.pin.schema_version == 4
+    assert calls == [1] and meta(folder, "migrated") == "yes" and schema(folder) == 4
+    assert int(meta(folder, "revision")) == revision + 1
+    assert json.loads((folder / "manifest.json").read_text())["schema_version"] == 4
+    with Store.open(folder).writer():
+        pass
+    assert calls == [1]  # once
+    assert len(Store.open(folder).snapshot().work_ids) == 5
+
+
+def test_a_missing_step_is_the_reindex_error(tmp_path, monkeypatch):
+    folder = tmp_path / "ix"
+    indexed(folder)
+    calls = []
+    monkeypatch.setattr(pin_io, "SCHEMA_VERSION", 5)
+    monkeypatch.setattr(migrations, "STEPS", [migrations.Step(3, lambda cat: calls.append(1), "3 to 4")])
+    for open_it in (lambda: Store.open(folder).snapshot(), lambda: Store.open(folder).writer().__enter__()):
+        with pytest.raises(PinMismatchError, match="re-index") as err:
+            open_it()
+        assert f"mimicry index PORTFOLIOS --index {folder}" in str(err.value)
+    assert calls == [] and schema(folder) == 3
+
+
+def test_an_older_schema_says_reindex_a_newer_upgrade_and_neither_is_touched(tmp_path):
+    folder = tmp_path / "ix"
+    indexed(folder)
+    files = sorted(p.name for p in (folder / "segments").iterdir())
+    for version, message in ((2, "re-index"), (pin_io.SCHEMA_VERSION + 1, "upgrade mimicry")):
+        db = sqlite3.connect(folder / "catalogue.sqlite")
+        pin = json.loads(db.execute("SELECT value FROM meta WHERE key='pin'").fetchone()[0])
+        db.execute("UPDATE meta SET value=? WHERE key='pin'", (json.dumps({**pin, "schema_version": version}),))
+        db.commit()
+        db.close()
+        with pytest.raises(PinMismatchError, match=message):
+            Store.open(folder).snapshot()
+        with pytest.raises(PinMismatchError, match=message):
+            with Store.open(folder).writer():
+                pass
+        assert schema(folder) == version and sorted(p.name for p in (folder / "segments").iterdir()) == files
