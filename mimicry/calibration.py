@@ -14,13 +14,12 @@ Words used here and everywhere inside the package:
   statistic is at least the image's, ``(k + 1) / (n + 1)``: a conformal p-value
   for "this image is by nobody registered", whatever the registry's size.
 
-How a flag is decided (:meth:`Calibration.image_statistic`): the image's best
-artist is the one with the highest raw score (the first evidence shown); its
-*statistic* is that artist's hubness-corrected score
-(:mod:`mimicry.hubness`). The image is flagged as that artist when the
-statistic exceeds ``flag_threshold``, set on the *null images* so that at most
-``floor(A (n + 1)) - 1`` of the ``n`` lie above it: for a new image exchangeable
-with them, the chance of a flag is at most ``A``.
+How a flag is decided lives in :mod:`mimicry.flagging`; this module only
+fits what it rests on: the artists' hubness neighbourhoods ``r(a)``, per-artist
+negatives (to normalise scores and rank evidence), and the sorted image
+statistics of the *null images* (:func:`mimicry.flagging.null_statistic`, the
+function scans are judged on) with the flag threshold set on them
+(:func:`mimicry.flagging.flag_threshold`).
 
 The null images are the background (``calibrate --background``: art by
 nobody registered, a hub's ordinary uploads), each scored with its own group
@@ -40,8 +39,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from mimicry import hubness
-from mimicry.scoring import artist_best, artist_max, columns_of
+from mimicry import flagging, hubness
+from mimicry.scoring import artist_max, columns_of
 from mimicry.settings import check_rate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -165,52 +164,16 @@ class Calibration:
                        sigma=self.sigma[columns], negatives=[self.negatives[j] for j in columns],
                        artist_r=self.artist_r[columns])
 
-    def correct(self, raw: np.ndarray, query_r: np.ndarray) -> np.ndarray:
-        """Hubness-corrected ``(n, n_artists)`` scores (columns in ``artists`` order)."""
-        return hubness.correct(raw, query_r, self.artist_r, self.weight)
-
     def normalise(self, corrected: np.ndarray) -> np.ndarray:
         """Corrected scores to standard deviations above each artist's negatives."""
         return (corrected - self.mu[None, :]) / self.sigma[None, :]
 
-    def p_values(self, corrected: np.ndarray) -> np.ndarray:
-        """Per artist, the share of its negatives scoring at least as high, ``(k + 1) / (n + 1)``."""
-        out = np.empty(corrected.shape, dtype=np.float64)
-        for j, neg in enumerate(self.negatives):
-            k = len(neg) - np.searchsorted(neg, corrected[:, j], side="left")
-            out[:, j] = (k + 1) / (len(neg) + 1)
-        return out
-
     def p_value(self, artist: int, corrected: float) -> float:
-        """:meth:`p_values` of one corrected score for the artist at column ``artist``."""
+        """The share of the negatives of the artist at column ``artist`` scoring
+        at least ``corrected`` (a hubness-corrected score), ``(k + 1) / (n + 1)``."""
         neg = self.negatives[artist]
         k = len(neg) - int(np.searchsorted(neg, corrected, side="left"))
         return (k + 1) / (len(neg) + 1)
-
-    def image_statistic(self, raw: np.ndarray, corrected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(statistic, best artist) per image: the raw-best artist and its corrected score."""
-        best = raw.argmax(axis=1)
-        return corrected[np.arange(len(raw)), best], best
-
-    def image_p_values(self, statistic: np.ndarray) -> np.ndarray:
-        """The share of null images whose statistic is at least each one's, ``(k + 1) / (n + 1)``."""
-        k = len(self.null) - np.searchsorted(self.null, statistic, side="left")
-        return (k + 1) / (len(self.null) + 1)
-
-    def flagged(self, statistic: np.ndarray) -> np.ndarray:
-        """Whether each image statistic passes the flag threshold."""
-        return statistic > self.flag_threshold
-
-
-def _flag_threshold(null: np.ndarray, target_rate: float) -> float:
-    """The statistic a new image must exceed: at most ``floor(A (n + 1)) - 1`` of
-    the ``n`` sorted null statistics lie above it, so a new exchangeable image is
-    flagged with probability at most ``A``. With fewer than ``1/A - 1`` null
-    images no threshold keeps that promise, and nothing is flagged (infinity)."""
-    rank = int(math.floor(target_rate * (len(null) + 1) + 1e-9))
-    if rank < 1:
-        return float("inf")
-    return float(null[len(null) - rank])
 
 
 #: Per-artist negatives are drawn from at most this many rows (other artists'
@@ -256,8 +219,27 @@ def calibrate(
     counts = np.bincount(own, minlength=len(artists))
     artist_r = (np.bincount(own, weights=work_r, minlength=len(artists)) / np.maximum(counts, 1)).astype(np.float32)
     bg_r = hubness.neighbourhood(bg, bg, ref_k, groups, groups) if bg is not None else np.zeros(0, np.float32)
+    negs = _negatives(work_vecs, own, cols, work_r, bg, bg_r, artist_r, weight, negative_sample)
+    mu = np.array([n.mean() if len(n) else 0.0 for n in negs], dtype=np.float32)
+    sigma = np.array([max(float(n.std()), 1e-3) if len(n) > 1 else 1.0 for n in negs], dtype=np.float32)
 
-    # Per-artist negatives: one seeded sample of works and background rows.
+    if bg is not None:  # the background, each image with its own group left out of r(q)
+        null = flagging.null_statistic(bg, work_vecs, cols, bg_r, artist_r, weight)
+        source = BACKGROUND
+    else:  # each work against the other artists only
+        null = flagging.null_statistic(work_vecs, work_vecs, cols, work_r, artist_r, weight, exclude=own)
+        source = PORTFOLIO
+    null = np.sort(null).astype(np.float32)
+    return Calibration(artists, mu, sigma, negs, artist_r, null, flagging.flag_threshold(null, target_rate),
+                       target_rate, generation, 0 if bg is None else len(bg), source, ref_k, weight,
+                       time.time())
+
+
+def _negatives(work_vecs: np.ndarray, own: np.ndarray, cols: list[np.ndarray], work_r: np.ndarray,
+               bg: np.ndarray | None, bg_r: np.ndarray, artist_r: np.ndarray, weight: float,
+               negative_sample: int) -> list[np.ndarray]:
+    """Per artist, the sorted corrected scores of one seeded sample of works
+    and background rows (:data:`NEGATIVE_SAMPLE`), the artist's own works left out."""
     n_bg = 0 if bg is None else len(bg)
     pool = len(work_vecs) + n_bg
     rows = np.arange(pool) if pool <= negative_sample else \
@@ -268,21 +250,7 @@ def calibrate(
     sample_r = np.concatenate([work_r[w_rows], bg_r[b_rows] if bg is not None else np.zeros(0, np.float32)])
     sample_own = np.concatenate([own[w_rows], np.full(len(b_rows), -1)])
     corr_s = hubness.correct(artist_max(sample, work_vecs, cols), sample_r, artist_r, weight)
-    negs = [np.sort(corr_s[sample_own != j, j]).astype(np.float32) for j in range(len(artists))]
-    mu = np.array([n.mean() if len(n) else 0.0 for n in negs], dtype=np.float32)
-    sigma = np.array([max(float(n.std()), 1e-3) if len(n) > 1 else 1.0 for n in negs], dtype=np.float32)
-
-    if bg is not None:
-        best, raw_best = artist_best(bg, work_vecs, cols)
-        null = raw_best - weight * (bg_r + artist_r[best]) / 2
-        source = BACKGROUND
-    else:  # each work against the other artists only
-        best, raw_best = artist_best(work_vecs, work_vecs, cols, exclude=own)
-        null = raw_best - weight * (work_r + artist_r[best]) / 2
-        source = PORTFOLIO
-    null = np.sort(null).astype(np.float32)
-    return Calibration(artists, mu, sigma, negs, artist_r, null, _flag_threshold(null, target_rate),
-                       target_rate, generation, n_bg, source, ref_k, weight, time.time())
+    return [np.sort(corr_s[sample_own != j, j]).astype(np.float32) for j in range(len(cols))]
 
 
 def calibrate_snapshot(snapshot: Snapshot, target_rate: float) -> Calibration:

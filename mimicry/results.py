@@ -68,9 +68,14 @@ class Match:
     ``score`` is the cosine similarity of the query to the artist's nearest work
     (higher is closer, at most 1); ``evidence`` lists the artist's nearest works.
     On a calibrated index, ``normalised`` is the score in standard deviations
-    above the artist's negatives, ``flagged`` says whether it passes the artist's
-    threshold, and ``p_value`` is the share of the artist's negatives scoring at
-    least as high (printed as ``fpr`` too, its older name); otherwise all three are None.
+    above the artist's negatives; ``flagged`` says whether the image is flagged
+    as this artist: the image-level rule (:mod:`mimicry.flagging`), true for at
+    most one match, the image's raw-best artist, when its hubness-corrected
+    score exceeds the image-level flag threshold (so ``flagged`` is true exactly
+    when this match is the image's verdict ``artist``); and ``p_value`` is the
+    share of the artist's negatives scoring at least as high (printed as ``fpr``
+    too, its older name), which ranks evidence but decides no flag; otherwise
+    all three are None.
     ``flag_at`` is the flag line on the raw scale: the similarity at which this
     image would be flagged as this artist, were the artist its nearest (the
     image-level threshold plus this image's and artist's hubness correction;

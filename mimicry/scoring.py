@@ -15,7 +15,7 @@ artist exactly, in chunks, so memory never holds a query x registry matrix.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -58,39 +58,24 @@ def max_per_artist(sims: np.ndarray, columns: Sequence[np.ndarray]) -> np.ndarra
 CHUNK_FLOATS = 1 << 25
 
 
+def artist_max_chunks(queries: np.ndarray, works: np.ndarray, columns: Sequence[np.ndarray]
+                      ) -> Iterator[tuple[slice, np.ndarray]]:
+    """(rows, their exact ``(rows, n_artists)`` max similarity to each artist's
+    works) for successive chunks of the queries, so memory stays
+    ``O(chunk x works)`` however many queries; each chunk a fresh array."""
+    q = np.asarray(queries, dtype=np.float32)
+    step = max(1, CHUNK_FLOATS // max(1, len(works)))
+    for i in range(0, len(q), step):
+        rows = slice(i, min(i + step, len(q)))
+        yield rows, max_per_artist(q[rows] @ works.T, columns)
+
+
 def artist_max(queries: np.ndarray, works: np.ndarray, columns: Sequence[np.ndarray]) -> np.ndarray:
-    """Exact ``(n_queries, n_artists)`` max similarity to each artist's works,
-    in query chunks, so memory stays ``O(chunk x works)`` however many queries."""
-    q = np.asarray(queries, dtype=np.float32)
-    out = np.full((len(q), len(columns)), -np.inf, dtype=np.float32)
-    step = max(1, CHUNK_FLOATS // max(1, len(works)))
-    for i in range(0, len(q), step):
-        out[i:i + step] = max_per_artist(q[i:i + step] @ works.T, columns)
+    """Exact ``(n_queries, n_artists)`` max similarity to each artist's works (chunked)."""
+    out = np.full((len(queries), len(columns)), -np.inf, dtype=np.float32)
+    for rows, raw in artist_max_chunks(queries, works, columns):
+        out[rows] = raw
     return out
-
-
-def artist_best(queries: np.ndarray, works: np.ndarray, columns: Sequence[np.ndarray],
-                exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(best artist, its score) per query: the artist with the highest max
-    similarity, never ``exclude[i]`` for query ``i`` (its own artist); chunked."""
-    q = np.asarray(queries, dtype=np.float32)
-    best = np.zeros(len(q), dtype=np.int64)
-    top = np.full(len(q), -np.inf, dtype=np.float32)
-    step = max(1, CHUNK_FLOATS // max(1, len(works)))
-    for i in range(0, len(q), step):
-        raw = max_per_artist(q[i:i + step] @ works.T, columns)
-        if exclude is not None:
-            raw[np.arange(len(raw)), exclude[i:i + step]] = -np.inf
-        best[i:i + step] = raw.argmax(axis=1)
-        top[i:i + step] = raw[np.arange(len(raw)), best[i:i + step]]
-    return best, top
-
-
-def artist_score_matrix(
-    queries: np.ndarray, works: np.ndarray, work_artists: Sequence[str], artists: Sequence[str]
-) -> np.ndarray:
-    """Exact ``(n_queries, n_artists)`` matrix of max similarity to each artist's works."""
-    return artist_max(queries, works, artist_columns(work_artists, artists))
 
 
 #: Neighbours fetched first per query when scoring from the index; doubled

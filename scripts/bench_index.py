@@ -172,10 +172,10 @@ def measure(kind: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray) ->
 
 def scan_and_calibration(shape: Shape, n: int, seed: int) -> None:
     """A calibrated scan against an ``n``-work registry, dense against neighbour scoring, and its calibration."""
-    from mimicry.calibration import calibrate
+    from mimicry.calibration import calibrate, with_calibration
     from mimicry.scoring import score
     from mimicry.store.snapshot import Snapshot
-    from mimicry.verdict import Calibrated, judge_aligned
+    from mimicry.flagging import Calibrated, judge_aligned
 
     x, labels, queries = registry(shape, n, 100, seed)
     clustered = labels[labels >= 0]
@@ -191,7 +191,7 @@ def scan_and_calibration(shape: Shape, n: int, seed: int) -> None:
                                       "seconds": round(time.perf_counter() - t0, 1),
                                       "rss_growth_mb": round(rss_mb() - m0, 1),
                                       "quadratic_matrix_gb_before": round(n * n * 4 / 2**30, 1)}}))
-    snap = Snapshot.from_labelled(x, names, background=bg).with_calibration(cal)
+    snap = with_calibration(Snapshot.from_labelled(x, names, background=bg), cal)
     folder = Path(f"/tmp/mimicry-bench-scan-{n}")
     folder.mkdir(exist_ok=True)
     info = ann_faiss.create(folder, x, snap.work_ids, "ivf", 1)

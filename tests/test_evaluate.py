@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mimicry.evaluate import evaluate
+from mimicry.metrics import tpr_at_fpr
 from mimicry.synthetic import STYLES, make_dataset, paint, scene
 
 
@@ -58,7 +59,7 @@ def test_perturbation_path_decodes_like_the_clean_scan(tmp_path, default_embedde
 
     from mimicry.embedding import Embedded
     from mimicry.engines.local import LocalEngine
-    from mimicry.evaluate import _embed_perturbed
+    from mimicry.perturbations import embed_perturbed
 
     paths = []
     for i, style in enumerate(STYLES):
@@ -66,7 +67,7 @@ def test_perturbation_path_decodes_like_the_clean_scan(tmp_path, default_embedde
         paint(scene(i), style, i).resize((900, 700), Image.BICUBIC).save(p, quality=90)
         paths.append(p)
     clean = Embedded.gather(LocalEngine(default_embedder).embed(paths), default_embedder.dim)
-    same = _embed_perturbed(default_embedder, paths, lambda im: im)
+    same = embed_perturbed(default_embedder, paths, lambda im: im)
     assert clean.keys == paths
     assert np.allclose(np.stack([same[p] for p in clean.keys]), clean.vectors, atol=1e-5)
 
@@ -78,7 +79,12 @@ def test_evaluate_measures_what_scan_gives(tmp_path, default_embedder, labelled)
 
     data, manifest, cache = labelled
     imitations = sorted(data.imitations.glob("*.png"))
-    m = evaluate(manifest, embedder=default_embedder, fpr=0.2, sets=20, cache=cache).metrics
+    result = evaluate(manifest, embedder=default_embedder, fpr=0.2, sets=20, cache=cache)
+    m = result.metrics
+    imi, neg = result.scores["imitation"], result.scores["negative"]
+    labels, stat = np.r_[np.ones(len(imi)), np.zeros(len(neg))], np.r_[imi, neg]
+    assert m["tpr_at_fpr"] == tpr_at_fpr(labels, stat, 0.2)  # at the calibrated rate given
+    assert m["tpr_at_1pct_fpr"] == tpr_at_fpr(labels, stat, 0.01)  # still at 1%, whatever the rate
 
     ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
     ix.add_folder(data.portfolios)
@@ -137,15 +143,83 @@ def test_evaluate_with_a_background_reports_image_level_rates(tmp_path, default_
 
 def test_a_detector_that_never_flags_scores_zero():
     from mimicry.calibration import calibrate
-    from mimicry.evaluate import _metrics
-    from mimicry.verdict import Judged
+    from mimicry.flagging import Judged
+    from mimicry.metrics import scan_metrics
 
     rng = np.random.default_rng(0)
     works = rng.normal(size=(6, 4))
     cal = calibrate(works / np.linalg.norm(works, axis=1, keepdims=True), ["a", "a", "a", "b", "b", "b"])
     raw = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.4]])
     never = Judged(raw, raw, raw.max(axis=1), raw.argmax(axis=1), np.ones(3), np.zeros(3, dtype=bool))
-    m, _ = _metrics(never, cal, np.array(["imitation", "imitation", "negative"]), np.array(["a", "b", ""]),
-                    0, held=never)
+    m, _ = scan_metrics(never, cal, np.array(["imitation", "imitation", "negative"]), np.array(["a", "b", ""]),
+                        0, held=never, alpha=0.001, fpr=0.01)
     assert m["imitations_flagged"] == 0 and m["negatives_flagged"] == 0 and m["background_flagged"] == 0
     assert m["top1"] == 1.0
+
+
+def synthetic_scan(rng, n_imi: int = 40, n_neg: int = 60):
+    """A calibration of two artists whose null images are standard normal, and
+    judged images: imitations of ``a`` (statistic about 1) and negatives (about 0)."""
+    from dataclasses import replace
+
+    from mimicry.calibration import calibrate
+    from mimicry.flagging import Judged, flag_threshold, flagged, image_p_values
+
+    works = rng.normal(size=(6, 4))
+    cal = calibrate(works / np.linalg.norm(works, axis=1, keepdims=True), ["a", "a", "a", "b", "b", "b"])
+    null = np.sort(rng.normal(size=400)).astype(np.float32)
+    cal = replace(cal, null=null, flag_threshold=flag_threshold(null, cal.target_rate))
+    stat = np.r_[rng.normal(1.0, 1.0, n_imi), rng.normal(0.0, 1.0, n_neg)]
+    best = np.r_[np.zeros(n_imi, dtype=int), rng.integers(2, size=n_neg)]
+    raw = np.zeros((len(stat), 2))
+    raw[np.arange(len(stat)), best] = stat
+    j = Judged(raw, raw, stat, best, image_p_values(cal, stat), flagged(cal, stat))
+    roles = np.array(["imitation"] * n_imi + ["negative"] * n_neg)
+    truth = np.array(["a"] * n_imi + [""] * n_neg)
+    return cal, j, roles, truth
+
+
+def test_tpr_at_fpr_is_measured_at_the_rate_given():
+    from mimicry.metrics import scan_metrics
+
+    cal, j, roles, truth = synthetic_scan(np.random.default_rng(1))
+    imi = roles == "imitation"
+    labels = np.r_[np.ones(imi.sum()), np.zeros((~imi).sum())]
+    stat = np.r_[j.statistic[imi], j.statistic[~imi]]
+    for fpr in (0.05, 0.2):
+        m, _ = scan_metrics(j, cal, roles, truth, 0, None, sets=5, alpha=0.001, fpr=fpr)
+        assert m["tpr_at_fpr"] == tpr_at_fpr(labels, stat, fpr)
+        assert m["tpr_at_1pct_fpr"] == tpr_at_fpr(labels, stat, 0.01)
+    assert tpr_at_fpr(labels, stat, 0.2) > tpr_at_fpr(labels, stat, 0.05) > tpr_at_fpr(labels, stat, 0.01)
+
+
+def test_set_verdicts_are_taken_at_alpha():
+    """Model verdicts on sets follow the significance level they are given."""
+    from mimicry.metrics import scan_metrics
+
+    cal, j, roles, truth = synthetic_scan(np.random.default_rng(2))
+    strict, _ = scan_metrics(j, cal, roles, truth, 0, None, sets=100, alpha=0.001, fpr=0.01)
+    loose, _ = scan_metrics(j, cal, roles, truth, 0, None, sets=100, alpha=0.5, fpr=0.01)
+    assert loose["negative_sets_flagged"] > strict["negative_sets_flagged"]
+    assert loose["imitation_sets_detected"] > strict["imitation_sets_detected"]
+    assert loose["set_auc"] == strict["set_auc"]  # the statistic itself does not depend on alpha
+
+
+def test_evaluate_takes_alpha_from_the_settings(monkeypatch, default_embedder, labelled):
+    """``MIMICRY_ALPHA`` sets the level of the set verdicts, as it does for
+    ``scan-model``; an explicit ``alpha`` wins; the level used is reported."""
+    import mimicry.metrics as metrics
+
+    _, manifest, cache = labelled
+    used: list[float] = []
+    real = metrics.imitated
+    monkeypatch.setattr(metrics, "imitated", lambda tests, alpha: used.append(alpha) or real(tests, alpha))
+    default = evaluate(manifest, embedder=default_embedder, sets=5, cache=cache)
+    assert default.alpha == 0.001 and set(used) == {0.001}
+    used.clear()
+    monkeypatch.setenv("MIMICRY_ALPHA", "0.5")
+    loose = evaluate(manifest, embedder=default_embedder, sets=5, cache=cache)
+    assert loose.alpha == 0.5 and loose.to_dict()["alpha"] == 0.5 and set(used) == {0.5}
+    used.clear()
+    assert evaluate(manifest, embedder=default_embedder, sets=5, cache=cache, alpha=0.01).alpha == 0.01
+    assert set(used) == {0.01}

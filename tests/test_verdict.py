@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from mimicry.calibration import Calibration, _flag_threshold
-from mimicry.verdict import ArtistTest, Judged, artist_tests, imitated
+from mimicry.calibration import Calibration
+from mimicry.flagging import Judged, flag_threshold, flagged, image_p_values
+from mimicry.model_test import ArtistTest, artist_tests, imitated
 
 
 def null_calibration(null: np.ndarray, n_artists: int, rate: float = 0.01) -> Calibration:
     null = np.sort(null).astype(np.float32)
     z = np.zeros(n_artists, dtype=np.float32)
     return Calibration([f"a{i}" for i in range(n_artists)], z, z + 1, [null] * n_artists, z, null,
-                       _flag_threshold(null, rate), rate, 0, len(null), "background")
+                       flag_threshold(null, rate), rate, 0, len(null), "background")
 
 
 def judged(statistic: np.ndarray, best: np.ndarray, cal: Calibration) -> Judged:
     raw = np.zeros((len(statistic), len(cal.artists)))
-    return Judged(raw, raw, statistic, best, cal.image_p_values(statistic), cal.flagged(statistic))
+    return Judged(raw, raw, statistic, best, image_p_values(cal, statistic), flagged(cal, statistic))
 
 
 def test_model_level_test_is_valid_under_the_null_at_any_registry_size():

@@ -227,7 +227,7 @@ def scan(
 def calibrate(
     index: Optional[Path] = INDEX_OPT,
     background: Optional[List[Path]] = typer.Option(None, help="Folder(s) of unrelated images used as extra negatives."),
-    fpr: Optional[float] = typer.Option(None, help=f"Target false-positive rate per artist (default {DEFAULTS.fpr}, $MIMICRY_FPR)."),
+    fpr: Optional[float] = typer.Option(None, help=f"Target image-level false-flag rate: the share of images by nobody registered flagged as anyone, whatever the number of artists (default {DEFAULTS.fpr}, $MIMICRY_FPR)."),
     device: Optional[str] = DEVICE_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
@@ -344,7 +344,7 @@ def evaluate(
     perturb: bool = typer.Option(False, help="Repeat the scan under JPEG, downscale, noise, crop and flip."),
     background: Optional[List[Path]] = typer.Option(None, help="Folder(s) of art by nobody registered: calibrate with half (by sub-folder, seeded), measure background_flagged on the other half."),
     heldout_background: Optional[List[Path]] = typer.Option(None, help="Folder(s) to measure background_flagged on instead of half of --background."),
-    fpr: Optional[float] = typer.Option(None, help=f"Target image-level false-flag rate (default {DEFAULTS.fpr})."),
+    fpr: Optional[float] = typer.Option(None, help=f"Target image-level false-flag rate of the calibration; tpr_at_fpr is measured at it (default {DEFAULTS.fpr}, $MIMICRY_FPR)."),
     cache: bool = typer.Option(True, help="Keep embedded vectors in $MIMICRY_HOME/cache, so reruns embed only new files."),
     device: Optional[str] = DEVICE_OPT,
     as_json: bool = JSON_OPT,

@@ -1,9 +1,11 @@
-"""The evaluation report's plots, drawn with matplotlib as SVG data URIs."""
+"""The evaluation's plots, drawn with matplotlib: SVG data URIs for the
+report, and the ROC curve as ``roc.png`` beside ``metrics.json``."""
 
 from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -28,22 +30,51 @@ def _figure(width: float = 5.0, height: float = 3.6):
     return plt.subplots(figsize=(width, height))
 
 
-def roc_svg(imitation: Sequence[float], negative: Sequence[float], auc: float | None) -> str | None:
-    """The ROC curve of imitations against negatives (None without both)."""
+def _rate(fpr: float) -> str:
+    """A rate as a short percentage: 0.01 -> "1%", 0.005 -> "0.5%"."""
+    return f"{fpr * 100:g}%"
+
+
+def _draw_roc(ax, imitation: Sequence[float], negative: Sequence[float], auc: float | None, fpr: float) -> None:
+    """The ROC curve of imitations against negatives (when both exist), the
+    chance diagonal, and a vertical line at the calibrated rate ``fpr``."""
     from sklearn.metrics import roc_curve
 
-    if not len(imitation) or not len(negative):
-        return None
-    labels = np.r_[np.ones(len(imitation)), np.zeros(len(negative))]
-    f, t, _ = roc_curve(labels, np.r_[imitation, negative])
-    fig, ax = _figure(4.2, 4.0)
-    ax.plot(f, t, lw=2, label="ROC" + (f" (AUC {auc:.3f})" if auc is not None else ""))
+    if len(imitation) and len(negative):
+        labels = np.r_[np.ones(len(imitation)), np.zeros(len(negative))]
+        f, t, _ = roc_curve(labels, np.r_[imitation, negative])
+        ax.plot(f, t, lw=2, label="ROC" + (f" (AUC {auc:.3f})" if auc is not None and auc == auc else ""))
     ax.plot([0, 1], [0, 1], ls=":", c="grey")
-    ax.axvline(0.01, ls="--", c="#b00020", lw=1, label="1% false positives")
+    ax.axvline(fpr, ls="--", c="#b00020", lw=1, label=f"{_rate(fpr)} false positives (calibrated)")
     ax.set_xlabel("false-positive rate (negatives)")
     ax.set_ylabel("true-positive rate (imitations)")
     ax.legend(loc="lower right", fontsize=8)
+
+
+def roc_svg(imitation: Sequence[float], negative: Sequence[float], auc: float | None,
+            fpr: float = 0.01) -> str | None:
+    """The ROC curve of imitations against negatives, marked at the calibrated
+    rate ``fpr`` (None without both)."""
+    if not len(imitation) or not len(negative):
+        return None
+    fig, ax = _figure(4.2, 4.0)
+    _draw_roc(ax, imitation, negative, auc, fpr)
     return _svg_uri(fig)
+
+
+def roc_png(imitation: Sequence[float], negative: Sequence[float], auc: float | None, fpr: float,
+            path: str | Path) -> Path:
+    """Writes the ROC curve (:func:`roc_svg`'s, titled; axes alone without
+    both kinds of score) as a PNG at ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = _figure(5.0, 5.0)
+    _draw_roc(ax, imitation, negative, auc, fpr)
+    ax.set_title("imitation vs negative, image statistic")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
 
 
 def distribution_svg(imitation: Sequence[float], negative: Sequence[float],

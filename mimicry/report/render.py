@@ -185,7 +185,8 @@ def evaluation_report(evaluation: "Evaluation", command: str = "", paths: bool =
     ctx = _header("mimicry evaluation report", None, command)
     ctx.update(rows=rows, perturbations=list(e.perturbations), e=e, misses=misses,
                threshold=e.threshold,
-               roc=roc_svg(e.scores.get("imitation", []), e.scores.get("negative", []), e.metrics.get("auc")),
+               roc=roc_svg(e.scores.get("imitation", []), e.scores.get("negative", []), e.metrics.get("auc"),
+                           e.fpr_target),
                dist=distribution_svg(e.scores.get("imitation", []), e.scores.get("negative", []), e.threshold))
     return _env().get_template("evaluation.html.j2").render(**ctx)
 

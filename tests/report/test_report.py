@@ -115,6 +115,12 @@ def test_evaluation_report(demo, default_embedder, tmp_path):
         assert f"<th scope=\"row\">{key}</th><td>{'n/a' if value != value else format(value, '.3f')}</td>" in html
     assert html.count('src="data:image/svg+xml;base64,') == 2
     assert f"flag threshold {result.threshold:.3f}" in html
+    import base64
+
+    svgs = [base64.b64decode(u).decode() for u in re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html)]
+    assert result.fpr_target == 0.05 and sum("5% false positives (calibrated)" in s for s in svgs) == 1
+    assert not any("1% false positives" in s for s in svgs)  # the ROC is marked at the calibrated rate
+    assert (path.parent / "roc.png").stat().st_size > 1000 and (path.parent / "metrics.json").exists()
     wrong = [m for m in result.misses]
     assert 0 < len(wrong) <= 10 and html.count('<li class="miss">') == len(wrong)
     for m in wrong:  # a miss is a wrong verdict, never a right one
