@@ -148,6 +148,16 @@ class StyleIndex:
             calibration_of(store.snapshot())
         return cls(store, embedder, device)
 
+    def view(self, ann_in_background: bool = False) -> StyleIndex:
+        """Another handle on this index (same folder, settings, device, and model
+        once loaded) over a store of its own; this object is left as it is.
+        With ``ann_in_background``, a write through the handle that makes the
+        approximate index due returns at once and the index builds on a thread
+        of its own (what the service wants: an upload never waits minutes)."""
+        store = Store(self.folder, self.store.settings)
+        store.ann_in_background = ann_in_background
+        return StyleIndex(store, self._embedder, self._device, self.settings)
+
     @property
     def embedder(self) -> Embedder:
         """The pinned model, built on first use."""

@@ -379,12 +379,15 @@ def serve(
     device: Optional[str] = DEVICE_OPT,
 ) -> None:
     """Serve the HTTP API over an index (OpenAPI at /docs): scans, model verdicts, artists, health."""
+    from dataclasses import replace
+
     import uvicorn
 
-    from mimicry.faces.service import create_app
+    from mimicry.faces.http import create_app
 
     _setup_logging(False)
-    with _opened(index, device) as ix, _errors() as s:
+    with _errors() as s:
+        folder = _index_dir(index, s)
         if insecure_no_auth and host not in ("127.0.0.1", "localhost", "::1"):
             raise InputError(f"--insecure-no-auth serves loopback only, not {host}")
         # One core per model call, as many calls at once as cores: measured 28.4
@@ -393,7 +396,9 @@ def serve(
         import torch
 
         torch.set_num_threads(1)
-        app_ = create_app(ix, s, writes=not read_only, insecure_no_auth=insecure_no_auth)
+        # The app opens the folder itself: one handle, one copy of the vectors in memory.
+        app_ = create_app(folder, replace(s, device=device or s.device), writes=not read_only,
+                          insecure_no_auth=insecure_no_auth)
         uvicorn.run(app_, host=host, port=port, log_level="info")
 
 

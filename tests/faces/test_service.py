@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from mimicry import StyleIndex  # noqa: E402
-from mimicry.faces.service import create_app  # noqa: E402
+from mimicry.faces.http import create_app  # noqa: E402
 from mimicry.settings import get_settings  # noqa: E402
 
 

@@ -1,0 +1,155 @@
+"""The routes' dependencies (FastAPI ``Depends``), in the order a request meets
+them: the read-only check, who is asking (scan token; admin, artist or
+anonymous writer), then an in-flight slot, then the uploads. Authorisation
+always comes before the body is read, so nobody without a token makes the
+server parse one."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import uuid
+from pathlib import Path
+from typing import Annotated, AsyncIterator
+
+from fastapi import Depends, Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from mimicry.errors import (
+    BusyError,
+    ForbiddenError,
+    InputError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    UnsupportedMediaError,
+)
+from mimicry.faces.http.context import Service
+from mimicry.images import ImageBytes, check_header, sniff_type
+from mimicry.registry import Actor
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+async def service(request: Request) -> Service:
+    """The app's :class:`Service`."""
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(service)]
+
+
+def _bearer(request: Request) -> str | None:
+    """The ``Authorization: Bearer`` token, or None when there is none."""
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
+
+
+async def authorise_scan(request: Request, svc: ServiceDep) -> None:
+    """With a scan token set, scans and reads need it (or the admin token):
+    none is 401, another is 403."""
+    s = svc.settings
+    if s.scan_token is None:
+        return
+    given = _bearer(request)
+    if given is None:
+        raise UnauthorizedError("this service needs a token: Authorization: Bearer <token>")
+    ok = [t for t in (s.scan_token, s.admin_token) if t]
+    if not any(hmac.compare_digest(given.encode(), t.encode()) for t in ok):
+        raise ForbiddenError("this token may not scan here")
+
+
+async def writable(svc: ServiceDep) -> None:
+    """403 on a read-only service."""
+    if not svc.writes:
+        raise ForbiddenError("this service is read-only")
+
+
+def identify(svc: Service, request: Request, artist: str | None) -> Actor:
+    """Who is writing: the admin, or (for their own ``artist``) that artist;
+    anyone on an ``insecure_no_auth`` service. Authorisation comes before
+    existence: a token that may not act on an artist gets 403 whether or not
+    the artist exists. The request id is the client's ``X-Request-ID`` when
+    well formed, else a new one."""
+    rid = request.headers.get("x-request-id", "")
+    rid = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+    if svc.insecure_no_auth:
+        return Actor("anonymous", None, rid)
+    given = _bearer(request)
+    if given is None:
+        raise UnauthorizedError("this write needs a token: Authorization: Bearer <token>")
+    admin_token = svc.settings.admin_token
+    if admin_token and hmac.compare_digest(given.encode(), admin_token.encode()):
+        return Actor("admin", None, rid)
+    if artist is not None and svc.index.artist_token_matches(artist, given):
+        return Actor("artist", artist, rid)
+    raise ForbiddenError("this token may not do this" + ("" if artist is None else f" for {artist!r}"))
+
+
+def artist_writer(name: str, request: Request, svc: ServiceDep) -> Actor:
+    """The writer acting on artist ``name`` (the path's): that artist or the
+    admin. A plain ``def``: the token check reads the index, on a worker thread."""
+    return identify(svc, request, name)
+
+
+async def admin(request: Request, svc: ServiceDep) -> Actor:
+    """The admin (or anyone on an ``insecure_no_auth`` service); else 401/403."""
+    actor = identify(svc, request, None)
+    if actor.kind not in ("admin", "anonymous"):
+        raise ForbiddenError("this needs the admin token")
+    return actor
+
+
+async def inflight_slot(svc: ServiceDep) -> AsyncIterator[None]:
+    """One of the ``MIMICRY_INFLIGHT`` slots for a request holding images (none
+    free: 503 with ``Retry-After``), held until the response is sent and given
+    back however the request ends, errors included."""
+    if not svc.inflight.acquire(blocking=False):
+        raise BusyError(f"{svc.settings.inflight} requests with images are in flight; try again shortly",
+                        retry_after=svc.settings.retry_after_s)
+    try:
+        yield
+    finally:
+        svc.inflight.release()
+
+
+async def uploads(request: Request, svc: ServiceDep, _slot: Annotated[None, Depends(inflight_slot)]
+                  ) -> list[ImageBytes]:
+    """The request's files (multipart field ``files``) as :class:`ImageBytes`,
+    after every limit but the decode, in this order: while the body is parsed,
+    bytes per request (413, the app's middleware) and non-file fields, their
+    number and size (400); then files per request (413), bytes per file (413),
+    type sniffed from the bytes (415), pixels from the image header (422).
+    Routes list it after their authorisation."""
+    s = svc.settings
+    try:
+        form = await request.form(max_files=s.request_files + 1, max_fields=s.form_fields,
+                                  max_part_size=s.form_field_bytes)
+    except MultiPartException as exc:
+        raise InputError("unreadable multipart body (" + exc.message + ")") from None
+    files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+    if not files:
+        raise InputError("no files: send images in the multipart field 'files'")
+    if len(files) > s.request_files:
+        raise PayloadTooLargeError(f"{len(files)} files, above the {s.request_files}-file limit")
+    out = []
+    for i, f in enumerate(files):
+        name = Path(f.filename or f"upload-{i}").name or f"upload-{i}"  # a label, never a path
+        data = await f.read(s.upload_bytes + 1)
+        if len(data) > s.upload_bytes:
+            raise PayloadTooLargeError(f"{name}: above the {s.upload_bytes}-byte limit per file")
+        out.append(ImageBytes(name, data))
+    for item in out:
+        if sniff_type(item.data) is None:
+            raise UnsupportedMediaError(f"{item.name}: not an image type mimicry reads "
+                                        f"(JPEG, PNG, GIF, WebP, BMP, TIFF)")
+    for item in out:
+        check_header(item, s.max_pixels)
+    return out
+
+
+ScanAllowed = Depends(authorise_scan)
+Writable = Depends(writable)
+Admin = Annotated[Actor, Depends(admin)]
+ArtistWriter = Annotated[Actor, Depends(artist_writer)]
+Uploads = Annotated[list[ImageBytes], Depends(uploads)]

@@ -1,0 +1,56 @@
+"""Scans: ``POST /v1/scan`` (per image) and ``POST /v1/scan-model`` (one model's
+samples). Model calls run on a worker thread, off the event loop, at most
+``inference_slots`` at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
+
+from mimicry.errors import InputError
+from mimicry.faces.http.context import HTML_TOO, wants_html
+from mimicry.faces.http.deps import ScanAllowed, ServiceDep, Uploads
+
+router = APIRouter()
+
+
+@router.post("/v1/scan", response_model=None, responses=HTML_TOO, dependencies=[ScanAllowed])
+async def scan(request: Request, svc: ServiceDep, images: Uploads) -> dict[str, Any] | HTMLResponse:
+    """Scans one or more images (multipart field ``files``, repeatable):
+    per image what ``mimicry scan --json`` prints, evidence without paths;
+    with ``Accept: text/html``, the HTML report instead (work thumbnails
+    only when the service shows thumbnails)."""
+    ix = svc.index
+    results = await run_in_threadpool(svc.infer, ix.scan, images)
+    svc.metrics.scanned.inc(len(results))
+    svc.metrics.flags.inc(sum(r.artist is not None for r in results))
+    if wants_html(request):
+        from mimicry.report import scan_report
+
+        return HTMLResponse(await run_in_threadpool(
+            scan_report, results, ix.info(), f"POST /v1/scan ({len(images)} images)", images,
+            svc.settings.thumbnails, False))
+    return {"results": [r.to_dict(paths=False) for r in results]}
+
+
+@router.post("/v1/scan-model", response_model=None, responses=HTML_TOO, dependencies=[ScanAllowed])
+async def scan_model(request: Request, svc: ServiceDep, images: Uploads) -> dict[str, Any] | HTMLResponse:
+    """The model-level verdict on 8-200 samples of one model, as ``mimicry scan-model --json``;
+    with ``Accept: text/html``, the HTML report instead."""
+    ix, s = svc.index, svc.settings
+    if not s.min_samples <= len(images) <= s.max_samples:
+        raise InputError(f"{len(images)} samples: send {s.min_samples} to "
+                         f"{s.max_samples} samples of one model")
+    verdict = await run_in_threadpool(svc.infer, ix.scan_model, images)
+    svc.metrics.scanned.inc(verdict.n_samples)
+    svc.metrics.flags.inc(bool(verdict.artists))
+    if wants_html(request):
+        from mimicry.report import model_report
+
+        return HTMLResponse(await run_in_threadpool(
+            model_report, verdict, ix.info(), f"POST /v1/scan-model ({len(images)} samples)", images,
+            s.thumbnails, False))
+    return verdict.to_dict(paths=False)
