@@ -20,7 +20,6 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "StyleIndex": "mimicry.index",
-    "IndexMismatchError": "mimicry.index",
     "IndexInfo": "mimicry.results",
     "IndexReport": "mimicry.results",
     "Evidence": "mimicry.results",

@@ -1,4 +1,8 @@
-"""Ingestion: bringing an index in line with folders, incremental by content hash.
+"""Ingestion: what enters an index. Portfolios from folders, incremental by
+content hash (:func:`sync`, :func:`index_works`); a re-embedding under the
+current recipe (:func:`rebuild`, :func:`rebuild_index`); a background and the
+calibration fitted on it (:func:`calibrate_index`), refreshed after every
+portfolio change (:func:`refresh_calibration`).
 
 Promises:
 - Unchanged files (same size and mtime, or same sha256) embed nothing.
@@ -8,17 +12,20 @@ Promises:
 - A changed file that can no longer be read loses its old vector.
 - Long runs commit every ``checkpoint`` images, so a killed run resumes there.
 - One unreadable file is reported (path and reason) and skipped; the rest go on.
+- Vectors are committed only while the index is pinned to the model that made
+  them: a re-pin meanwhile is :class:`~mimicry.errors.PinMismatchError`.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from mimicry.errors import InputError
+from mimicry.errors import InputError, PinMismatchError
 from mimicry.images import expand_inputs, sha256_file
 from mimicry.results import IndexReport, Skipped
 from mimicry.store.pin import Pin
@@ -26,8 +33,13 @@ from mimicry.store.catalogue import FOLDER
 from mimicry.store.writer import NewWork, Writer
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mimicry.calibration import Calibration
     from mimicry.embedding import ProgressFn
     from mimicry.engines import Engine
+    from mimicry.images import ImageSource
+    from mimicry.index import StyleIndex
+
+log = logging.getLogger(__name__)
 
 
 def plan(writer: Writer, works: Mapping[str, Sequence[Path]], prune: bool,
@@ -189,3 +201,79 @@ def rebuild(writer: Writer, pin: Pin, engine: Engine, drop_unreadable: bool = Fa
         report.warnings.append("calibration and background were embedded the old way and were "
                                "dropped: run `mimicry calibrate --background DIR` again")
     return report
+
+
+# -- over an index: one writer each, the calibration kept in step ---------------------
+def index_works(ix: StyleIndex, works: Mapping[str, Sequence[Path]], *, prune: bool, batch_size: int,
+                checkpoint: int, progress: ProgressFn | None, engine: Engine) -> IndexReport:
+    """:func:`sync` in one writer of ``ix``, recalibrating a calibrated index and
+    auditing the change; a rebuild ``ix`` made on opening is reported with it."""
+    from mimicry.registry import CLI
+
+    with ix.store.writer(expect=ix.loaded_embedder) as w:
+        report = sync(w, works, engine, prune=prune, checkpoint=checkpoint, batch_size=batch_size,
+                      progress=progress)
+        report.warnings += refresh_calibration(w)
+        if report.embedded or report.removed:
+            w.record(CLI.kind, None, "index", ",".join(sorted(works))[:1000],
+                     detail=f"embedded {report.embedded}, removed {report.removed}")
+    return report
+
+
+def rebuild_index(ix: StyleIndex, engine: Engine, *, drop_unreadable: bool, batch_size: int,
+                  progress: ProgressFn | None) -> IndexReport:
+    """:func:`rebuild` of ``ix`` with its model as it embeds today, unless another
+    process did it meanwhile (then an empty report)."""
+    emb = ix.embedder_unchecked()
+    with ix.store.writer() as w:
+        if not w.pin.same_model(emb):
+            raise PinMismatchError(f"{ix.folder}: rebuild needs the pinned model {w.pin.backbone_id}")
+        if w.pin.current and w.pin.recipe == emb.recipe.to_dict():
+            return IndexReport()  # another process rebuilt it meanwhile
+        log.warning("%s: re-embedding every work with recipe v%s", ix.folder, emb.recipe.version)
+        report = rebuild(w, Pin.for_embedder(emb, w.pin.model_spec, w.pin.index_type), engine,
+                         drop_unreadable=drop_unreadable, progress=progress, batch_size=batch_size)
+    for line in report.warnings + [f"{s.path}: {s.reason}" for s in report.skipped]:
+        log.warning("rebuild: %s", line)
+    return report
+
+
+def refresh_calibration(w: Writer) -> list[str]:
+    """After a portfolio change, in the same writer: recalibrates a calibrated
+    index (same target rate, stored background), or drops a calibration that
+    no longer applies; the sentences to tell the user."""
+    from mimicry.calibration import STALE, calibrate_snapshot, calibration_of, calibration_state
+
+    snap = w.snapshot()
+    cal = calibration_of(snap, strict=False)
+    if cal is None or calibration_state(snap, strict=False) != STALE:
+        return []
+    if len(snap.artists) < 2:
+        w.set_calibration(None)
+        return ["calibration dropped: fewer than two artists remain"]
+    w.set_calibration(calibrate_snapshot(snap, cal.target_rate).to_arrays())
+    return []
+
+
+def calibrate_index(ix: StyleIndex, background: Sequence[ImageSource] | None, rate: float,
+                    batch_size: int, progress: ProgressFn | None) -> Calibration:
+    """Fits and stores the calibration of ``ix`` at ``rate``, after embedding and
+    storing ``background`` when given (else the stored one, if any, is used);
+    skipped background files are logged."""
+    from mimicry.calibration import calibrate_snapshot
+    from mimicry.embedding import Embedded
+    from mimicry.portfolio import background_groups
+    from mimicry.registry import CLI
+
+    with ix.store.writer(expect=ix.loaded_embedder) as w:
+        if background is not None:
+            got = Embedded.gather(ix.engine().embed(expand_inputs(background), batch_size=batch_size,
+                                                    progress=progress, stage="background"), ix.embedder.dim)
+            for err in got.errors:
+                log.warning("background image skipped: %s", err)
+            w.set_background(got.vectors, background_groups(got.keys, background))
+        cal = calibrate_snapshot(w.snapshot(), rate)
+        w.set_calibration(cal.to_arrays())
+        w.record(CLI.kind, None, "calibrate", str(ix.folder),
+                 detail=f"fpr {rate}, {cal.n_null} {cal.null_source} images")
+    return cal

@@ -179,3 +179,8 @@ def check_rate(name: str, value: float) -> float:
     if not 0 < value < 1:
         raise InputError(f"{name} must be between 0 and 1, got {value}")
     return value
+
+
+def positive_or(value: int | None, default: int, name: str) -> int:
+    """``value`` (at least 1, else :class:`InputError` naming ``name``), or ``default`` when None."""
+    return default if value is None else int(check_positive(name, value))  # type: ignore[arg-type]

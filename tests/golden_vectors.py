@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 from helpers import golden_images
+from mimicry.embedding import Embedded
+from mimicry.engines.local import LocalEngine
 from mimicry.images import ImageBytes
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -40,9 +42,6 @@ def golden_sources() -> list[ImageBytes]:
 
 
 def check_golden(name: str, embedder) -> None:
-    from mimicry.embedding import Embedded
-    from mimicry.engines.local import LocalEngine
-
     got = Embedded.gather(LocalEngine(embedder).embed(golden_sources(), batch_size=2), embedder.dim)
     vectors = got.vectors
     assert not got.failed

@@ -20,7 +20,7 @@ from mimicry.flagging import (
 )
 from mimicry.scoring import artist_columns, artist_max, score
 from mimicry.store import Snapshot
-from mimicry.verdict import image_matches
+from mimicry.scanning import image_matches
 
 
 def registry(rng, n_artists: int = 12, works: int = 6, dim: int = 24):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import golden_vectors
-import mimicry.embedding
+from mimicry.embedding import Embedded
 
 VECTORS = np.array([[0.6, 0.8], [1.0, 0.0]], dtype=np.float32)
 
@@ -21,10 +21,20 @@ def fake(monkeypatch, tmp_path):
     """A golden folder of its own and an embedder whose vectors the test sets."""
     monkeypatch.setattr(golden_vectors, "GOLDEN", tmp_path)
     state = {"vectors": VECTORS}
-    monkeypatch.setattr(mimicry.embedding, "embed_all",
-                        lambda embedder, sources, batch_size: (None, state["vectors"], None, []))
+
+    class FakeEngine:
+        """Yields the vectors the test sets, whatever the sources."""
+
+        def __init__(self, embedder) -> None:
+            pass
+
+        def embed(self, sources, **kwargs):
+            n = len(state["vectors"])
+            yield Embedded(list(range(n)), state["vectors"], ["0" * 64] * n, [])
+
+    monkeypatch.setattr(golden_vectors, "LocalEngine", FakeEngine)
     recipe = SimpleNamespace(to_dict=lambda: {"version": 7})
-    return tmp_path, state, SimpleNamespace(recipe=recipe)
+    return tmp_path, state, SimpleNamespace(recipe=recipe, dim=VECTORS.shape[1])
 
 
 def test_update_writes_then_fails(fake, monkeypatch):

@@ -8,7 +8,7 @@ import numpy as np
 from helpers import unit
 from mimicry import StyleIndex
 from mimicry.scoring import score
-from mimicry.verdict import image_matches
+from mimicry.scanning import image_matches
 from mimicry.store import Snapshot
 from mimicry.synthetic import STYLES, make_dataset
 

@@ -1,27 +1,42 @@
-"""Results of a scan, assembled: each image's matches and verdict
-(:func:`image_matches`, the rule in :mod:`mimicry.flagging`), and the
-model-level verdict on a set of samples (:func:`judge_model`, the test in
-:mod:`mimicry.model_test`), each with its evidence.
+"""Scanning: images and model samples to results, with their evidence.
+
+:func:`iter_scan` embeds images and yields each one's :class:`ScanResult` in
+input order: its matches and verdict (:func:`image_matches`, the rule in
+:mod:`mimicry.flagging`). :func:`scan_model` gives the model-level verdict on a
+set of samples (:func:`judge_model`, the test in :mod:`mimicry.model_test`).
+
+Promises:
+- Reads only: a scan answers from one committed snapshot and never takes the
+  write lock; any number of scans run at once.
+- Every input gets exactly one result, in input order (the same upload twice
+  gets two); an unreadable one gets its reason and no matches.
+- The model in hand must be the index's: a scan after another process re-pinned
+  the index is :class:`~mimicry.errors.PinMismatchError`, never a mix of vector spaces.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from mimicry.calibration import Calibration, state_warnings
-from mimicry.errors import NotCalibratedError
+from mimicry.calibration import Calibration, calibration_of, state_warnings
+from mimicry.errors import InputError, NotCalibratedError
 from mimicry.flagging import Calibrated, Judged, flag_at, image_verdicts, judge_aligned
-from mimicry.model_test import ArtistTest, artist_tests, imitated
-from mimicry.results import ArtistFinding, Match, ModelVerdict, Skipped, SupportingSample
+from mimicry.images import ImageBytes, expand_inputs, source_name
+from mimicry.results import ArtistFinding, Match, ModelVerdict, ScanResult, Skipped, SupportingSample
 from mimicry.scoring import artist_sims, evidence_of, nearest, score
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mimicry.embedding import ProgressFn
+    from mimicry.engines import Engine
+    from mimicry.images import ImageSource
+    from mimicry.index import StyleIndex
+    from mimicry.model_test import ArtistTest
     from mimicry.store.snapshot import Snapshot
 
-__all__ = ["image_matches", "judge_model"]
+__all__ = ["image_matches", "iter_scan", "judge_model", "scan_model"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,56 @@ class _Lines:
     column: np.ndarray  # per snapshot artist, its calibration column (-1: none)
     verdict: np.ndarray  # per query, its verdict artist (snapshot column), or -1
     image_p: np.ndarray | None  # per query, its image-level p-value
+
+
+def iter_scan(ix: StyleIndex, images: Sequence[ImageSource], top: int, evidence: int, batch_size: int,
+              progress: ProgressFn | None, engine: Engine) -> Iterator[ScanResult]:
+    """Each image's result in input order, as soon as its stretch is embedded
+    (see :meth:`mimicry.index.StyleIndex.scan`)."""
+    snap = ix.snapshot()
+    ix.check_pin(snap)
+    warnings = state_warnings(snap)
+    cal = calibration_of(snap)
+    promise = cal.promise() if cal is not None else None
+    sources = expand_inputs(images)
+    if engine.name != "local" and any(isinstance(x, ImageBytes) for x in sources):
+        raise InputError(f"--engine {engine.name} scans files; uploads are scanned locally")
+    pending: dict[int, ScanResult] = {}  # by input position: the same upload twice gets two results
+    nxt = 0
+    for stretch in engine.embed(sources, keys=range(len(sources)), progress=progress, stage="scanning",
+                                batch_size=batch_size):
+        for pos, err in stretch.failed:
+            pending[pos] = ScanResult(source_name(sources[pos]), [], err.reason)
+        for pos, sha, (matches, artist, image_p) in zip(stretch.keys, stretch.sha256,
+                                                        image_matches(snap, stretch.vectors, top, evidence)):
+            pending[pos] = ScanResult(source_name(sources[pos]), matches, None, artist, sha, warnings,
+                                      image_p, promise)
+        while nxt in pending:
+            yield pending.pop(nxt)
+            nxt += 1
+    if nxt != len(sources):  # every input gets a result; anything else is a bug, said loudly
+        raise RuntimeError(f"scan lost inputs from position {nxt} of {len(sources)}")
+
+
+def scan_model(ix: StyleIndex, samples: Sequence[ImageSource], alpha: float, batch_size: int, evidence: int,
+               progress: ProgressFn | None) -> ModelVerdict:
+    """The model-level verdict on ``samples`` (see :meth:`mimicry.index.StyleIndex.scan_model`)."""
+    from mimicry.embedding import Embedded
+
+    snap = ix.snapshot()
+    if calibration_of(snap) is None:
+        raise NotCalibratedError(f"{ix.folder}: scan-model needs a calibrated index; run `mimicry calibrate`")
+    ix.check_pin(snap)
+    inputs = expand_inputs(samples)
+    got = Embedded.gather(ix.engine().embed(inputs, keys=range(len(inputs)), batch_size=batch_size,
+                                            progress=progress, stage="samples"), ix.embedder.dim)
+    if not got.keys:
+        raise InputError("no readable samples in " + ", ".join(source_name(x) for x in samples))
+    s = ix.settings
+    verdict = judge_model(snap, got.vectors, [source_name(inputs[i]) for i in got.keys], alpha, evidence,
+                          got.skipped(), (s.min_samples, s.max_samples))
+    verdict.inputs[:] = got.keys
+    return verdict
 
 
 def _lines(snapshot: Snapshot, raw: np.ndarray, queries: np.ndarray) -> _Lines:
@@ -108,6 +173,8 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
     any evidence (p < 1) by p-value; each pairs its supporting samples with their
     nearest work of the artist. ``warnings`` say when the sample count lies
     outside ``sample_range`` or the calibration is stale."""
+    from mimicry.model_test import artist_tests, imitated
+
     aligned = Calibrated.align(snapshot)
     if aligned is None:
         raise NotCalibratedError(f"{snapshot.folder}: a model verdict needs a calibrated index; "
