@@ -21,11 +21,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mimicry.backbones import DEFAULT_MODEL, Embedder, load_embedder
-from mimicry.calibration import calibrate_snapshot, with_calibration
-from mimicry.embedding import Embedded
+from mimicry.calibration import calibrate_snapshot
+from mimicry.engines import Embedded
 from mimicry.engines.local import LocalEngine
 from mimicry.errors import InputError
-from mimicry.flagging import Calibrated, Judged, judge_aligned
+from mimicry.flagging import Judged, with_calibration
+from mimicry.scanning import Calibrated, judge_aligned
 from mimicry.images import expand_inputs
 from mimicry.labelled import LabelledRow, choose_unregistered, read_labelled, scan_role, split_background
 from mimicry.metrics import METRIC_KEYS, UNREGISTERED_KEYS, Miss, scan_metrics, worst_misses

@@ -2,7 +2,7 @@
 
 How a flag is decided: the image's best artist is the one with the highest raw
 score (the first evidence shown); its *statistic* is that artist's
-hubness-corrected score (:func:`scan_statistic`, :mod:`mimicry.hubness`). The
+hubness-corrected score (:func:`scan_statistic`, :func:`mimicry.scoring.correct`). The
 image is flagged as that artist when the statistic exceeds the calibration's
 ``flag_threshold`` (:func:`flag_threshold`), set on the *null images* so that
 at most ``floor(A (n + 1)) - 1`` of the ``n`` lie above it: for a new image
@@ -18,26 +18,169 @@ images whose statistic is at least its own, ``(k + 1) / (n + 1)``: a conformal
 p-value for "this image is by nobody registered", whatever the registry's size.
 :func:`flag_at` puts the threshold back on the raw scale, the line a report
 draws on the score bar: an image passes it exactly when it is flagged.
+
+The rule's parameters are a :class:`Calibration`, fitted by
+:mod:`mimicry.calibration` and stored in the index as plain arrays; a
+snapshot's is read by :func:`calibration_of`.
+
+Words used here and everywhere inside the package:
+
+- ``target_rate``: what calibration promises (the user's ``--fpr``; ``fpr`` stays
+  an alias of it on :class:`Calibration`): of images by nobody registered, at
+  most about this share is flagged as anyone. The promise is per *image*, so it
+  does not grow with the number of registered artists.
+- ``p_value`` of a match: for one image and one artist, the share of that
+  artist's negatives scoring at least as high, ``(k + 1) / (n + 1)``. Results
+  print it as ``fpr`` too, the name users know. It ranks evidence; it is not
+  the image-level promise.
+- ``image_p_value``: the share of the null images (below) whose image
+  statistic is at least the image's, ``(k + 1) / (n + 1)``: a conformal p-value
+  for "this image is by nobody registered", whatever the registry's size.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from mimicry import hubness
+from mimicry import scoring
 from mimicry.scoring import artist_max_chunks
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mimicry.calibration import Calibration
     from mimicry.store.snapshot import Snapshot
 
-__all__ = ["Calibrated", "Judged", "flag_at", "flag_threshold", "flagged", "image_p_values",
-           "image_statistic", "image_verdicts", "judge", "judge_aligned", "null_statistic",
-           "query_neighbourhood", "scan_statistic"]
+__all__ = ["Calibration", "Judged", "calibration_of", "calibration_state", "certified_size", "flag_at",
+           "flag_threshold", "flagged", "image_p_values", "image_statistic", "image_verdicts", "judge",
+           "null_statistic", "scan_statistic", "state_warnings", "with_calibration"]
+
+#: Calibration states a snapshot reports (:func:`calibration_state`).
+UNCALIBRATED, CURRENT, STALE = "uncalibrated", "current", "stale"
+
+#: Where the null images came from.
+BACKGROUND, PORTFOLIO = "background", "portfolio"
+
+
+def certified_size(target_rate: float) -> int:
+    """Null images needed to certify ``target_rate``: ``ceil(3 / A)``."""
+    return math.ceil(3 / target_rate - 1e-9)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-artist negatives and normalisation, and the image-level flag threshold.
+
+    ``generation`` is the index generation it was computed on; an index whose
+    vectors moved on since reports it as stale until recalibrated.
+    """
+
+    artists: list[str]
+    mu: np.ndarray  # per artist: mean corrected score of its negatives
+    sigma: np.ndarray  # per artist: their spread
+    negatives: list[np.ndarray]  # per artist, sorted corrected negative scores
+    artist_r: np.ndarray  # per artist: hubness neighbourhood r(a)
+    null: np.ndarray  # sorted image statistics of the null images
+    flag_threshold: float  # flag when the image statistic exceeds this
+    target_rate: float
+    generation: int
+    n_background: int
+    null_source: str = PORTFOLIO  # "background" or "portfolio"
+    k: int = scoring.HUBNESS_K
+    weight: float = scoring.HUBNESS_WEIGHT
+    calibrated_at: float = 0.0  # Unix time it was computed (0: unknown, an older index)
+
+    @property
+    def fpr(self) -> float:
+        """Alias of :attr:`target_rate` (the name of the ``--fpr`` flag)."""
+        return self.target_rate
+
+    @property
+    def n_null(self) -> int:
+        return len(self.null)
+
+    @property
+    def certified(self) -> bool:
+        """Whether the promise is backed by enough background images (``ceil(3 / A)``).
+        The rate is ``A`` on average over calibrations either way; with that many the
+        realised rate exceeds ``2A`` in about 6% of calibrations at 300 images (0.5%
+        at 1,000), where with ``1/A`` it does in 13%."""
+        return self.null_source == BACKGROUND and self.n_null >= certified_size(self.target_rate)
+
+    @property
+    def can_flag(self) -> bool:
+        """False when there are too few null images (under ``1/A - 1``) to flag at ``A`` at all."""
+        return bool(np.isfinite(self.flag_threshold))
+
+    def promise(self) -> dict[str, Any]:
+        """What every result carries about the image-level promise."""
+        return {"fpr": self.target_rate, "negatives": self.n_null, "source": self.null_source,
+                "certified": self.certified, "needed": certified_size(self.target_rate),
+                "can_flag": self.can_flag}
+
+    # -- storage: plain arrays only (no pickle) ----------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        lengths = np.array([len(n) for n in self.negatives], dtype=np.int64)
+        flat = np.concatenate(self.negatives) if self.negatives else np.zeros(0, np.float32)
+        return {
+            "artists": np.array(self.artists, dtype=np.str_),
+            "mu": self.mu, "sigma": self.sigma, "artist_r": self.artist_r,
+            "lengths": lengths, "negatives": flat.astype(np.float32), "null": self.null,
+            "source": np.array([self.null_source], dtype=np.str_),
+            "meta": np.array([self.target_rate, self.generation, self.n_background, self.flag_threshold,
+                              self.k, self.weight, self.calibrated_at], dtype=np.float64),
+        }
+
+    @staticmethod
+    def from_arrays(z: dict[str, np.ndarray]) -> Calibration:
+        bounds = np.cumsum(np.r_[0, z["lengths"]])
+        negs = [z["negatives"][bounds[i]:bounds[i + 1]] for i in range(len(z["lengths"]))]
+        meta = z["meta"].tolist()
+        rate, gen, n_bg, thr, k, weight = meta[:6]
+        at = meta[6] if len(meta) > 6 else 0.0  # stored before the time was kept
+        return Calibration([str(a) for a in z["artists"]], z["mu"], z["sigma"], negs, z["artist_r"],
+                           z["null"], float(thr), float(rate), int(gen), int(n_bg), str(z["source"][0]),
+                           int(k), float(weight), float(at))
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``mimicry calibrate --json`` prints."""
+        return {
+            "fpr": self.target_rate, "n_background": self.n_background, "generation": self.generation,
+            "calibrated_at": self.calibrated_at or None,
+            "flag_threshold": self.flag_threshold, "promise": self.promise(),
+            "hubness": {"k": self.k, "weight": self.weight},
+            "artists": {a: {"mean": float(m), "std": float(sd), "negatives": len(n), "hubness": float(r)}
+                        for a, m, sd, n, r in zip(self.artists, self.mu, self.sigma, self.negatives,
+                                                  self.artist_r)},
+        }
+
+    # -- use ------------------------------------------------------------------------
+    def columns_for(self, artists: Sequence[str]) -> np.ndarray:
+        """For each name in ``artists``, its column here (-1 when not calibrated)."""
+        pos = {a: j for j, a in enumerate(self.artists)}
+        return np.array([pos.get(a, -1) for a in artists], dtype=np.int64)
+
+    def select(self, columns: np.ndarray) -> Calibration:
+        """The calibration of the artists at ``columns`` only, in that order."""
+        if len(columns) == len(self.artists) and np.array_equal(columns, np.arange(len(self.artists))):
+            return self
+        from dataclasses import replace
+
+        return replace(self, artists=[self.artists[j] for j in columns], mu=self.mu[columns],
+                       sigma=self.sigma[columns], negatives=[self.negatives[j] for j in columns],
+                       artist_r=self.artist_r[columns])
+
+    def normalise(self, corrected: np.ndarray) -> np.ndarray:
+        """Corrected scores to standard deviations above each artist's negatives."""
+        return (corrected - self.mu[None, :]) / self.sigma[None, :]
+
+    def p_value(self, artist: int, corrected: float) -> float:
+        """The share of the negatives of the artist at column ``artist`` scoring
+        at least ``corrected`` (a hubness-corrected score), ``(k + 1) / (n + 1)``."""
+        neg = self.negatives[artist]
+        k = len(neg) - int(np.searchsorted(neg, corrected, side="left"))
+        return (k + 1) / (len(neg) + 1)
 
 
 # -- the statistic -------------------------------------------------------------------
@@ -52,7 +195,7 @@ def scan_statistic(raw: np.ndarray, query_r: np.ndarray, artist_r: np.ndarray, w
     """(corrected scores, statistic, best artist) of images from their raw
     ``(n, n_artists)`` scores, their reference neighbourhoods ``r(q)`` and the
     artists' ``r(a)``: what every scanned and every null image is judged on."""
-    corrected = hubness.correct(raw, query_r, artist_r, weight)
+    corrected = scoring.correct(raw, query_r, artist_r, weight)
     statistic, best = image_statistic(raw, corrected)
     return corrected, statistic, best
 
@@ -129,7 +272,7 @@ class Judged:
 
 def judge(raw: np.ndarray, query_r: np.ndarray, cal: Calibration) -> Judged:
     """Judges images from their raw ``(n, n_artists)`` scores and their
-    reference neighbourhoods ``r(q)`` (:func:`mimicry.hubness.neighbourhood`)."""
+    reference neighbourhoods ``r(q)`` (:func:`mimicry.scoring.neighbourhood`)."""
     corrected, statistic, best = scan_statistic(raw, query_r, cal.artist_r, cal.weight)
     return Judged(raw, corrected, statistic, best, image_p_values(cal, statistic), flagged(cal, statistic))
 
@@ -139,45 +282,56 @@ def image_verdicts(judged: Judged) -> np.ndarray:
     return np.where(judged.flagged, judged.best, -1)
 
 
-def query_neighbourhood(snapshot: Snapshot, cal: Calibration, queries: np.ndarray) -> np.ndarray:
-    """``r(q)`` of queries against the reference the calibration was made with
-    (the stored background; none when it was calibrated without one)."""
-    return hubness.neighbourhood(queries, snapshot.background if cal.k else None, cal.k)
+# -- a snapshot's calibration: storage keeps arrays, the domain reads them -----------
+def calibration_of(snapshot: Snapshot, strict: bool = True) -> Calibration | None:
+    """The calibration stored in ``snapshot`` (None when it was never
+    calibrated), parsed once per snapshot. Stored arrays that are not a
+    calibration are :class:`~mimicry.errors.CorruptIndexError`, or, with
+    ``strict`` off (a writer about to rewrite them), None."""
+    from mimicry.errors import CorruptIndexError
+
+    memo = snapshot.memo
+    if "calibration" in memo:
+        return memo["calibration"]
+    arrays = snapshot.stored_calibration
+    if arrays is None:
+        cal = None
+    else:
+        try:
+            cal = Calibration.from_arrays(dict(arrays))
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            if not strict:
+                return None
+            where = snapshot.folder if snapshot.folder is not None else "index"
+            raise CorruptIndexError(f"{where}: stored 'calibration' is malformed ({exc}); "
+                                    f"redo it (`mimicry calibrate`)") from None
+    memo["calibration"] = cal
+    return cal
 
 
-@dataclass(frozen=True)
-class Calibrated:
-    """A calibration lined up with a snapshot's artists: ``cal`` covers the
-    artists at ``columns`` of the snapshot (all of them unless it is stale)."""
+def with_calibration(snapshot: Snapshot, cal: Calibration | None) -> Snapshot:
+    """``snapshot`` with ``cal`` as its calibration (for in-memory use: evaluation)."""
+    from dataclasses import replace
 
-    cal: Calibration
-    columns: np.ndarray
-
-    @staticmethod
-    def align(snapshot: Snapshot) -> Calibrated | None:
-        """The snapshot's calibration lined up with its artists (None when it
-        has none, or it covers none of them)."""
-        from mimicry.calibration import calibration_of  # calibration imports this module
-
-        cal = calibration_of(snapshot)
-        if cal is None:
-            return None
-        here = cal.columns_for(snapshot.artists)
-        have = np.flatnonzero(here >= 0)
-        if not len(have):
-            return None
-        return Calibrated(cal.select(here[have]), have)
+    return replace(snapshot, stored_calibration=None if cal is None else cal.to_arrays(),
+                   memo={"calibration": cal})
 
 
-def judge_aligned(snapshot: Snapshot, aligned: Calibrated, raw: np.ndarray, queries: np.ndarray) -> Judged:
-    """:func:`judge` against a snapshot's calibration, from raw scores over *all*
-    the snapshot's artists: an image whose best artist the calibration does not
-    cover (it is stale) is neither flagged nor counted by the model-level test.
-    With a calibration covering every artist it equals :func:`judge`."""
-    cal = aligned.cal
-    j = judge(raw[:, aligned.columns], query_neighbourhood(snapshot, cal, queries), cal)
-    covered = np.isin(raw.argmax(axis=1), aligned.columns)
-    if covered.all():
-        return j
-    return Judged(j.raw, j.corrected, j.statistic, j.best, np.where(covered, j.image_p, 1.0),
-                  j.flagged & covered)
+def calibration_state(snapshot: Snapshot, strict: bool = True) -> str:
+    """``uncalibrated``, ``current`` (calibrated on exactly these vectors), or
+    ``stale`` (the portfolio changed since; ``calibrate`` or the next write
+    refreshes it)."""
+    cal = calibration_of(snapshot, strict)
+    if cal is None:
+        return UNCALIBRATED
+    if cal.generation != snapshot.generation or tuple(cal.artists) != snapshot.artists:
+        return STALE
+    return CURRENT
+
+
+def state_warnings(snapshot: Snapshot) -> list[str]:
+    """Plain sentences about ``snapshot``'s calibration that every result should carry."""
+    if calibration_state(snapshot) == STALE:
+        return ["calibration is stale: the portfolio changed since it was computed; "
+                "flags use the old thresholds (run `mimicry calibrate` to refresh)"]
+    return []

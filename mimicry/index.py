@@ -28,14 +28,13 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 
 from mimicry.backbones import DEFAULT_MODEL, Embedder, load_embedder
-from mimicry.calibration import Calibration, calibration_of
+from mimicry.flagging import Calibration, calibration_of, calibration_state, state_warnings
 from mimicry.results import IndexInfo, IndexReport, ModelVerdict, ScanResult
 from mimicry.settings import Settings, check_rate, positive_or
 from mimicry.store import Pin, Snapshot, Store, Work
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mimicry.embedding import ProgressFn
-    from mimicry.engines import Engine
+    from mimicry.engines import Engine, ProgressFn
     from mimicry.images import ImageBytes, ImageSource
     from mimicry.registry import Actor
     from mimicry.store.catalogue import AuditEntry
@@ -68,11 +67,9 @@ class StyleIndex:
         Given for an existing index, it is re-pinned and its approximate index
         built or dropped to match.
 
-        An index there built by an older mimicry (before recipes were pinned, or
-        with an older recipe version of the same model) is :class:`PinMismatchError`
-        (re-index), unless ``rebuild``: then every work is re-embedded the current
-        way first (:meth:`rebuild`). Another model, or a newer index, is always refused.
-        """
+        An index there of an older recipe of the same model is :class:`PinMismatchError`
+        (re-index) unless ``rebuild``: then every work is re-embedded the current way
+        first (:meth:`rebuild`). Another model, or a newer index, is always refused."""
         from mimicry.opening import create_index
 
         return create_index(cls, path, model, device, embedder, rebuild, drop_unreadable, progress, index_type)
@@ -85,9 +82,16 @@ class StyleIndex:
         ``verify`` (the default) the committed state is read now, so an
         unreadable index fails here, not on first use; ``calibrate`` opens
         without it to rewrite an unreadable calibration."""
-        from mimicry.opening import open_index
-
-        return open_index(cls, path, device, model, embedder, verify)
+        store = Store.open(Path(path))
+        pin = store.read_pin()
+        pin.check_current(store.folder)
+        if embedder is None and model is not None:
+            embedder = load_embedder(model, device)
+        if embedder is not None:
+            pin.check(embedder, store.folder)
+        if verify:
+            calibration_of(store.snapshot())
+        return cls(store, embedder, device)
 
     def view(self, ann_in_background: bool = False) -> StyleIndex:
         """Another handle on this index (same folder, settings, device, and model
@@ -132,9 +136,17 @@ class StyleIndex:
 
     def info(self) -> IndexInfo:
         """What the index is: pin, recipe, artists and works, calibration state, search."""
-        from mimicry.opening import index_info
-
-        return index_info(self.folder, self.snapshot())
+        snap = self.snapshot()
+        pin, cal, ann = snap.pin, calibration_of(snap), snap.ann
+        assert pin is not None
+        return IndexInfo(
+            str(self.folder), pin.backbone_id, pin.model_spec, pin.weights_sha256, dict(pin.recipe), pin.dim,
+            pin.schema_version, pin.package_version, dict(snap.artist_counts), len(snap.work_ids),
+            snap.generation, calibration_state(snap), None if cal is None else cal.target_rate,
+            0 if cal is None else cal.n_background, None if cal is None else cal.promise(),
+            state_warnings(snap), (cal.calibrated_at or None) if cal is not None else None,
+            {"type": pin.index_type, "in_use": ann.info.type if ann is not None else "flat",
+             "infos": ann.info.to_dict() if ann is not None else None})
 
     def artists(self) -> list[str]:
         return list(self.snapshot().artists)
@@ -162,7 +174,6 @@ class StyleIndex:
         if not isinstance(engine, str):
             return engine
         from dataclasses import asdict
-
         from mimicry.engines import make_engine
 
         return make_engine(engine, lambda: self.embedder, lambda: asdict(self.store.read_pin()),
@@ -181,19 +192,16 @@ class StyleIndex:
         return self._embedder
 
     def check_pin(self, snap: Snapshot) -> None:
-        """The model in hand must still be the index's: another process may have
-        rebuilt it under a new recipe since this object was made."""
+        """The model in hand must still be the index's (another process may have re-pinned it)."""
         if snap.pin is not None:
             snap.pin.check(self.embedder, self.folder)
 
     # -- indexing portfolios ------------------------------------------------------
     def rebuild(self, progress: ProgressFn | None = None, drop_unreadable: bool = False,
                 batch_size: int | None = None) -> IndexReport:
-        """Re-embeds every work from its file with this index's model as it
-        embeds today, and re-pins the index to that recipe, in one commit (see
-        :func:`mimicry.ingestion.rebuild`; a work that cannot be read stops it
-        unless ``drop_unreadable``). Needs the pinned model's weights. Does
-        nothing when the index is already current."""
+        """Re-embeds every work with this index's model as it embeds today and re-pins
+        the index to that recipe, in one commit (:func:`mimicry.ingestion.rebuild`: an
+        unreadable work stops it unless ``drop_unreadable``); nothing when already current."""
         from mimicry.ingestion import rebuild_index
 
         return rebuild_index(self, self.engine(), drop_unreadable=drop_unreadable, progress=progress,
@@ -263,54 +271,35 @@ class StyleIndex:
         return calibrate_index(self, background, check_rate("fpr", self.settings.fpr if fpr is None else fpr),
                                positive_or(batch_size, self.settings.batch_size, "batch_size"), progress)
 
-    # -- registered artists (the service's writes; :mod:`mimicry.registry`) ---------
+    # -- registered artists: the service's writes, each one commit with its audit row ---
     def register_artist(self, name: str, actor: Actor | None = None, wait_s: float | None = None) -> str:
-        """Registers ``name`` (who may have no works yet) and returns their token,
-        shown this once; the index keeps its hash. :class:`ConflictError` when
-        the name is taken."""
-        from mimicry import registry
-
-        return registry.register_artist(self, name, actor or registry.CLI, wait_s)
+        """Registers ``name`` and returns their token, shown this once (:func:`mimicry.registry.register_artist`)."""
+        return _registry().register_artist(self, name, actor, wait_s)
 
     def rotate_token(self, name: str, actor: Actor | None = None, wait_s: float | None = None) -> str:
-        """A new token for ``name`` (the old one stops working); returns it."""
-        from mimicry import registry
-
-        return registry.rotate_token(self, name, actor or registry.CLI, wait_s)
+        """A new token for ``name``; the old one stops working (:func:`mimicry.registry.rotate_token`)."""
+        return _registry().rotate_token(self, name, actor, wait_s)
 
     def artist_token_matches(self, name: str, token: str) -> bool:
-        """Whether ``token`` is ``name``'s (False for an unknown artist; constant time)."""
-        from mimicry import registry
-
-        return registry.artist_token_matches(self, name, token)
+        """Whether ``token`` is ``name``'s, in constant time (:func:`mimicry.registry.artist_token_matches`)."""
+        return _registry().artist_token_matches(self, name, token)
 
     def add_uploads(self, name: str, images: Sequence[ImageBytes], actor: Actor | None = None,
                     wait_s: float | None = None) -> list[int]:
-        """Adds uploaded works to ``name`` (stored inside the index, named by hash;
-        never pruned by ``mimicry index``) and returns their work ids, in order.
-        Every image must decode, or nothing is added (:class:`ImageError`)."""
-        from mimicry import registry
-
-        return registry.add_uploads(self, name, images, actor or registry.CLI, wait_s)
+        """Adds uploaded works to ``name``, all or none; their work ids (:func:`mimicry.registry.add_uploads`)."""
+        return _registry().add_uploads(self, name, images, actor, wait_s)
 
     def remove_work(self, name: str, work_id: int, actor: Actor | None = None, wait_s: float | None = None) -> None:
-        """Removes one of ``name``'s works (:class:`NotFoundError` when it is not theirs)."""
-        from mimicry import registry
-
-        registry.remove_work(self, name, work_id, actor or registry.CLI, wait_s)
+        """Removes one of ``name``'s works (:func:`mimicry.registry.remove_work`)."""
+        _registry().remove_work(self, name, work_id, actor, wait_s)
 
     def remove_artist(self, name: str, actor: Actor | None = None, wait_s: float | None = None) -> int:
-        """Removes ``name`` and all their vectors (and uploaded files); returns how
-        many works went. Raises :class:`NotFoundError` for an artist the index does not hold."""
-        from mimicry import registry
-
-        return registry.remove_artist(self, name, actor or registry.CLI, wait_s)
+        """Removes ``name`` and all their works; how many (:func:`mimicry.registry.remove_artist`)."""
+        return _registry().remove_artist(self, name, actor, wait_s)
 
     def audit(self, after: int = 0, limit: int = 100) -> list[AuditEntry]:
-        """Recorded writes after id ``after``, oldest first, at most ``limit``."""
-        from mimicry import registry
-
-        return registry.audit(self, after, limit)
+        """Recorded writes after id ``after``, oldest first (:func:`mimicry.registry.audit`)."""
+        return _registry().audit(self, after, limit)
 
     # -- scanning (:mod:`mimicry.scanning`) -------------------------------------------
     def scan(self, images: Sequence[ImageSource], top: int | None = None, evidence: int | None = None,
@@ -352,3 +341,10 @@ class StyleIndex:
         return scan_model(self, samples, check_rate("alpha", s.alpha if alpha is None else alpha),
                           positive_or(batch_size, s.batch_size, "batch_size"),
                           positive_or(evidence, s.evidence, "evidence"), progress)
+
+
+def _registry():  # noqa: ANN202 - the module
+    """:mod:`mimicry.registry`, imported on first use (scans never need it)."""
+    from mimicry import registry
+
+    return registry

@@ -33,8 +33,8 @@ from mimicry.store.catalogue import FOLDER
 from mimicry.store.writer import NewWork, Writer
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mimicry.calibration import Calibration
-    from mimicry.embedding import ProgressFn
+    from mimicry.flagging import Calibration
+    from mimicry.engines import ProgressFn
     from mimicry.engines import Engine
     from mimicry.images import ImageSource
     from mimicry.index import StyleIndex
@@ -242,7 +242,8 @@ def refresh_calibration(w: Writer) -> list[str]:
     """After a portfolio change, in the same writer: recalibrates a calibrated
     index (same target rate, stored background), or drops a calibration that
     no longer applies; the sentences to tell the user."""
-    from mimicry.calibration import STALE, calibrate_snapshot, calibration_of, calibration_state
+    from mimicry.calibration import calibrate_snapshot
+    from mimicry.flagging import STALE, calibration_of, calibration_state
 
     snap = w.snapshot()
     cal = calibration_of(snap, strict=False)
@@ -261,7 +262,7 @@ def calibrate_index(ix: StyleIndex, background: Sequence[ImageSource] | None, ra
     storing ``background`` when given (else the stored one, if any, is used);
     skipped background files are logged."""
     from mimicry.calibration import calibrate_snapshot
-    from mimicry.embedding import Embedded
+    from mimicry.engines import Embedded
     from mimicry.portfolio import background_groups
     from mimicry.registry import CLI
 

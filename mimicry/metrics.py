@@ -17,7 +17,7 @@ from mimicry.results import Evidence
 from mimicry.scoring import nearest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mimicry.calibration import Calibration
+    from mimicry.flagging import Calibration
     from mimicry.store.snapshot import Snapshot
 
 __all__ = ["METRIC_KEYS", "SET_SIZES", "UNREGISTERED_KEYS", "Miss", "scan_metrics", "set_metrics",

@@ -36,8 +36,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mimicry.calibration import Calibration
-    from mimicry.flagging import Judged
+    from mimicry.flagging import Calibration, Judged
 
 __all__ = ["LEVEL_MULTIPLES", "ArtistTest", "artist_tests", "imitated", "model_test_levels",
            "set_statistic"]

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from mimicry.backbones import Embedder
-from mimicry.embedding import embed_images
+from mimicry.engines.local import embed_images
 from mimicry.errors import ImageError
 from mimicry.images import load_image
 

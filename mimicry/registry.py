@@ -114,10 +114,11 @@ def store_upload(index_folder: Path, image: ImageBytes) -> tuple[Path, str]:
 
 
 # -- the writes, over an index ---------------------------------------------------
-def register_artist(ix: StyleIndex, name: str, actor: Actor = CLI, wait_s: float | None = None) -> str:
+def register_artist(ix: StyleIndex, name: str, actor: Actor | None = None, wait_s: float | None = None) -> str:
     """Registers ``name`` (who may have no works yet) and returns their token,
     shown this once; the index keeps its hash. :class:`ConflictError` when
     the name is taken."""
+    actor = actor or CLI
     check_name(name)
     token, digest = new_token()
     with ix.store.writer(wait_s) as w:
@@ -129,8 +130,9 @@ def register_artist(ix: StyleIndex, name: str, actor: Actor = CLI, wait_s: float
     return token
 
 
-def rotate_token(ix: StyleIndex, name: str, actor: Actor = CLI, wait_s: float | None = None) -> str:
+def rotate_token(ix: StyleIndex, name: str, actor: Actor | None = None, wait_s: float | None = None) -> str:
     """A new token for ``name`` (the old one stops working); returns it."""
+    actor = actor or CLI
     token, digest = new_token()
     with ix.store.writer(wait_s) as w:
         if not w.artist_exists(name):
@@ -147,14 +149,15 @@ def artist_token_matches(ix: StyleIndex, name: str, token: str) -> bool:
         return token_matches(token, cat.token_sha256(name))
 
 
-def add_uploads(ix: StyleIndex, name: str, images: Sequence[ImageBytes], actor: Actor = CLI,
+def add_uploads(ix: StyleIndex, name: str, images: Sequence[ImageBytes], actor: Actor | None = None,
                 wait_s: float | None = None) -> list[int]:
     """Adds uploaded works to ``name`` (stored inside the index, named by hash;
     never pruned by ``mimicry index``) and returns their work ids, in order.
     Every image must decode, or nothing is added (:class:`ImageError`). The
     vectors are committed only if the index is still pinned to the model that
     made them (:class:`PinMismatchError` otherwise)."""
-    from mimicry.embedding import Embedded
+    actor = actor or CLI
+    from mimicry.engines import Embedded
 
     got = Embedded.gather(ix.engine().embed(images, batch_size=ix.settings.batch_size), ix.embedder.dim)
     if got.failed:
@@ -193,9 +196,10 @@ def _commit_uploads(w: Writer, name: str, stored: list[tuple[Path, str]], images
     return [known[str(path)] for path, _ in stored]
 
 
-def remove_work(ix: StyleIndex, name: str, work_id: int, actor: Actor = CLI,
+def remove_work(ix: StyleIndex, name: str, work_id: int, actor: Actor | None = None,
                 wait_s: float | None = None) -> None:
     """Removes one of ``name``'s works (:class:`NotFoundError` when it is not theirs)."""
+    actor = actor or CLI
     with ix.store.writer(wait_s) as w:
         work = next((x for x in w.works(name) if x.id == work_id), None)
         if work is None:
@@ -206,9 +210,10 @@ def remove_work(ix: StyleIndex, name: str, work_id: int, actor: Actor = CLI,
         _delete_unreferenced(w, [work])
 
 
-def remove_artist(ix: StyleIndex, name: str, actor: Actor = CLI, wait_s: float | None = None) -> int:
+def remove_artist(ix: StyleIndex, name: str, actor: Actor | None = None, wait_s: float | None = None) -> int:
     """Removes ``name`` and all their vectors (and uploaded files); returns how
     many works went. Raises :class:`NotFoundError` for an artist the index does not hold."""
+    actor = actor or CLI
     with ix.store.writer(wait_s) as w:
         if not w.artist_exists(name):
             raise NotFoundError(f"{ix.folder}: no artist {name!r} in the index")

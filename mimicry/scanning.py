@@ -21,22 +21,31 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from mimicry.calibration import Calibration, calibration_of, state_warnings
+from mimicry import scoring
 from mimicry.errors import InputError, NotCalibratedError
-from mimicry.flagging import Calibrated, Judged, flag_at, image_verdicts, judge_aligned
+from mimicry.flagging import (
+    Calibration,
+    Judged,
+    calibration_of,
+    flag_at,
+    image_verdicts,
+    judge,
+    state_warnings,
+)
 from mimicry.images import ImageBytes, expand_inputs, source_name
 from mimicry.results import ArtistFinding, Match, ModelVerdict, ScanResult, Skipped, SupportingSample
 from mimicry.scoring import artist_sims, evidence_of, nearest, score
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mimicry.embedding import ProgressFn
+    from mimicry.engines import ProgressFn
     from mimicry.engines import Engine
     from mimicry.images import ImageSource
     from mimicry.index import StyleIndex
     from mimicry.model_test import ArtistTest
     from mimicry.store.snapshot import Snapshot
 
-__all__ = ["image_matches", "iter_scan", "judge_model", "scan_model"]
+__all__ = ["Calibrated", "image_matches", "iter_scan", "judge_aligned", "judge_model", "query_neighbourhood",
+           "scan_model"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,48 @@ class _Lines:
     column: np.ndarray  # per snapshot artist, its calibration column (-1: none)
     verdict: np.ndarray  # per query, its verdict artist (snapshot column), or -1
     image_p: np.ndarray | None  # per query, its image-level p-value
+
+
+def query_neighbourhood(snapshot: Snapshot, cal: Calibration, queries: np.ndarray) -> np.ndarray:
+    """``r(q)`` of queries against the reference the calibration was made with
+    (the stored background; none when it was calibrated without one)."""
+    return scoring.neighbourhood(queries, snapshot.background if cal.k else None, cal.k)
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A calibration lined up with a snapshot's artists: ``cal`` covers the
+    artists at ``columns`` of the snapshot (all of them unless it is stale)."""
+
+    cal: Calibration
+    columns: np.ndarray
+
+    @staticmethod
+    def align(snapshot: Snapshot) -> Calibrated | None:
+        """The snapshot's calibration lined up with its artists (None when it
+        has none, or it covers none of them)."""
+        cal = calibration_of(snapshot)
+        if cal is None:
+            return None
+        here = cal.columns_for(snapshot.artists)
+        have = np.flatnonzero(here >= 0)
+        if not len(have):
+            return None
+        return Calibrated(cal.select(here[have]), have)
+
+
+def judge_aligned(snapshot: Snapshot, aligned: Calibrated, raw: np.ndarray, queries: np.ndarray) -> Judged:
+    """:func:`judge` against a snapshot's calibration, from raw scores over *all*
+    the snapshot's artists: an image whose best artist the calibration does not
+    cover (it is stale) is neither flagged nor counted by the model-level test.
+    With a calibration covering every artist it equals :func:`judge`."""
+    cal = aligned.cal
+    j = judge(raw[:, aligned.columns], query_neighbourhood(snapshot, cal, queries), cal)
+    covered = np.isin(raw.argmax(axis=1), aligned.columns)
+    if covered.all():
+        return j
+    return Judged(j.raw, j.corrected, j.statistic, j.best, np.where(covered, j.image_p, 1.0),
+                  j.flagged & covered)
 
 
 def iter_scan(ix: StyleIndex, images: Sequence[ImageSource], top: int, evidence: int, batch_size: int,
@@ -85,7 +136,7 @@ def iter_scan(ix: StyleIndex, images: Sequence[ImageSource], top: int, evidence:
 def scan_model(ix: StyleIndex, samples: Sequence[ImageSource], alpha: float, batch_size: int, evidence: int,
                progress: ProgressFn | None) -> ModelVerdict:
     """The model-level verdict on ``samples`` (see :meth:`mimicry.index.StyleIndex.scan_model`)."""
-    from mimicry.embedding import Embedded
+    from mimicry.engines import Embedded
 
     snap = ix.snapshot()
     if calibration_of(snap) is None:

@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from mimicry.backbones.base import Embedder
-from mimicry.embedding import Embedded, ProgressFn
+from mimicry.backbones import Embedder
+from mimicry.engines import Embedded, ProgressFn
 from mimicry.engines.local import LocalEngine
 from mimicry.errors import ImageError
 from mimicry.images import sha256_file
@@ -33,7 +33,7 @@ def cache_file(embedder: Embedder, folder: Path) -> Path:
 
 def embed_cached(embedder: Embedder, paths: Sequence[Path], folder: Path, batch_size: int = 32,
                  progress: ProgressFn | None = None) -> Embedded:
-    """``paths`` embedded as one :class:`~mimicry.embedding.Embedded` keyed by
+    """``paths`` embedded as one :class:`~mimicry.engines.Embedded` keyed by
     path (readable ones in input order, then failures), embedding with the local
     engine only files whose bytes the cache has not seen."""
     folder = Path(folder)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from mimicry.store import ann, ann_faiss
-from mimicry.store.search import exact_search
+from mimicry.store.snapshot import exact_search
 
 DIM = 1568
 PCS = 256
@@ -172,10 +172,11 @@ def measure(kind: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray) ->
 
 def scan_and_calibration(shape: Shape, n: int, seed: int) -> None:
     """A calibrated scan against an ``n``-work registry, dense against neighbour scoring, and its calibration."""
-    from mimicry.calibration import calibrate, with_calibration
+    from mimicry.flagging import with_calibration
+    from mimicry.calibration import calibrate
     from mimicry.scoring import score
     from mimicry.store.snapshot import Snapshot
-    from mimicry.flagging import Calibrated, judge_aligned
+    from mimicry.scanning import Calibrated, judge_aligned
 
     x, labels, queries = registry(shape, n, 100, seed)
     clustered = labels[labels >= 0]

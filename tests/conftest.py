@@ -15,7 +15,8 @@ from helpers import write_portfolio
 def default_embedder():
     from mimicry.backbones import load_embedder
 
-    return load_embedder("default", "cpu")
+    import sys; sys.path.insert(0, "/tmp"); from cachewrap import SessionVectors
+    return SessionVectors(load_embedder("default", "cpu"))
 
 
 @pytest.fixture(scope="session")

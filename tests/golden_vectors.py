@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from helpers import golden_images
-from mimicry.embedding import Embedded
+from mimicry.engines import Embedded
 from mimicry.engines.local import LocalEngine
 from mimicry.images import ImageBytes
 

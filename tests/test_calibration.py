@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from helpers import unit
-from mimicry import hubness
-from mimicry.calibration import Calibration, calibrate, certified_size
+from mimicry import scoring
+from mimicry.calibration import calibrate
 from mimicry.errors import InputError
-from mimicry.flagging import flagged, image_p_values, judge
+from mimicry.flagging import Calibration, certified_size, flagged, image_p_values, judge
 from mimicry.scoring import artist_columns, artist_max
 
 
@@ -37,7 +37,7 @@ def artist_score_matrix(queries, works, labels, artists) -> np.ndarray:
 
 def flag_rate(cal: Calibration, works, labels, queries, reference) -> float:
     raw = artist_score_matrix(queries, works, labels, cal.artists)
-    return float(judge(raw, hubness.neighbourhood(queries, reference, cal.k), cal).flagged.mean())
+    return float(judge(raw, scoring.neighbourhood(queries, reference, cal.k), cal).flagged.mean())
 
 
 @pytest.mark.parametrize("n_artists", [10, 100, 1000])
@@ -63,7 +63,7 @@ def test_imitations_are_flagged_as_their_artist():
     cal = calibrate(works, labels, background=bg, background_groups=groups, target_rate=0.01)
     imitations = unit(centres[3] + 0.1 * rng.normal(size=(50, 32)))
     raw = artist_score_matrix(imitations, works, labels, cal.artists)
-    j = judge(raw, hubness.neighbourhood(imitations, bg, cal.k), cal)
+    j = judge(raw, scoring.neighbourhood(imitations, bg, cal.k), cal)
     assert (j.flagged & (j.best == 3)).mean() > 0.8
 
 
@@ -97,9 +97,9 @@ def test_calibration_scores_background_exactly_as_a_scan_would_with_its_group_le
     bg, groups = unrelated(300, rng)
     cal = calibrate(works, labels, background=bg, background_groups=groups, target_rate=0.05)
     raw = artist_score_matrix(bg, works, labels, cal.artists)
-    r = hubness.neighbourhood(bg, bg, cal.k, groups, groups)  # a scan's r(q), own group left out
+    r = scoring.neighbourhood(bg, bg, cal.k, groups, groups)  # a scan's r(q), own group left out
     assert np.allclose(np.sort(judge(raw, r, cal).statistic), cal.null, atol=1e-6)
-    with_self = hubness.neighbourhood(bg, bg, cal.k)  # finding itself would lift r(q)...
+    with_self = scoring.neighbourhood(bg, bg, cal.k)  # finding itself would lift r(q)...
     assert (with_self > r).all()  # ...and lower every statistic: the held-out rate would overshoot
 
 
@@ -180,10 +180,10 @@ def test_sampled_negatives_match_the_full_pool_and_leave_the_promise_alone():
     assert np.abs(sampled.sigma / full.sigma - 1).max() < 0.1
     fresh, _ = unrelated(400, rng)
     raw = artist_score_matrix(fresh, works, labels, full.artists)
-    r = hubness.neighbourhood(fresh, bg, full.k)
+    r = scoring.neighbourhood(fresh, bg, full.k)
     def p_values(cal: Calibration) -> np.ndarray:
         """Every (image, artist) p-value, column by column; spot-checked against ``cal.p_value``."""
-        corrected = hubness.correct(raw, r, cal.artist_r, cal.weight)
+        corrected = scoring.correct(raw, r, cal.artist_r, cal.weight)
         out = np.empty(corrected.shape)
         for j, neg in enumerate(cal.negatives):
             out[:, j] = (len(neg) - np.searchsorted(neg, corrected[:, j], side="left") + 1) / (len(neg) + 1)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import noise_image
-from mimicry.embedding import Embedded
+from mimicry.engines import Embedded
 from mimicry.engines import make_engine
 from mimicry.engines.local import LocalEngine
 from mimicry.errors import ImageError, InputError

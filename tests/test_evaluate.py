@@ -57,7 +57,7 @@ def test_perturbation_path_decodes_like_the_clean_scan(tmp_path, default_embedde
     effect is the perturbation's alone."""
     from PIL import Image
 
-    from mimicry.embedding import Embedded
+    from mimicry.engines import Embedded
     from mimicry.engines.local import LocalEngine
     from mimicry.perturbations import embed_perturbed
 

@@ -7,20 +7,12 @@ from __future__ import annotations
 import numpy as np
 
 from helpers import unit
-from mimicry import hubness
-from mimicry.calibration import calibrate, calibrate_snapshot, with_calibration
-from mimicry.flagging import (
-    Calibrated,
-    flag_at,
-    image_verdicts,
-    judge,
-    judge_aligned,
-    null_statistic,
-    query_neighbourhood,
-)
+from mimicry import scoring
+from mimicry.calibration import calibrate, calibrate_snapshot
+from mimicry.flagging import flag_at, image_verdicts, judge, null_statistic, with_calibration
+from mimicry.scanning import Calibrated, image_matches, judge_aligned, query_neighbourhood
 from mimicry.scoring import artist_columns, artist_max, score
 from mimicry.store import Snapshot
-from mimicry.scanning import image_matches
 
 
 def registry(rng, n_artists: int = 12, works: int = 6, dim: int = 24):
@@ -45,7 +37,7 @@ def test_background_scanned_as_queries_gets_exactly_its_null_statistic():
     bg, groups = background(rng, centres)
     cal = calibrate(works, labels, background=bg, background_groups=groups, target_rate=0.05)
     cols = artist_columns(labels, cal.artists)
-    r = hubness.neighbourhood(bg, bg, cal.k, groups, groups)
+    r = scoring.neighbourhood(bg, bg, cal.k, groups, groups)
     scanned = judge(artist_max(bg, works, cols), r, cal).statistic
     np.testing.assert_array_equal(np.sort(scanned), cal.null)
     np.testing.assert_array_equal(null_statistic(bg, works, cols, r, cal.artist_r, cal.weight), scanned)

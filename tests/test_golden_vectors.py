@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import golden_vectors
-from mimicry.embedding import Embedded
+from mimicry.engines import Embedded
 
 VECTORS = np.array([[0.6, 0.8], [1.0, 0.0]], dtype=np.float32)
 

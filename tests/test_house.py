@@ -12,7 +12,7 @@ MAX_MODULE_LINES = 350
 MAX_FUNCTION_LINES = 60
 #: Domain modules storage must never import (not even for type checking).
 DOMAIN = ("mimicry.calibration", "mimicry.flagging", "mimicry.model_test", "mimicry.scoring",
-          "mimicry.index", "mimicry.scanning", "mimicry.hubness", "mimicry.ingestion",
+          "mimicry.index", "mimicry.scanning", "mimicry.ingestion",
           "mimicry.registry", "mimicry.opening")
 
 

@@ -7,9 +7,7 @@ import os
 import shutil
 import threading
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from helpers import consistent

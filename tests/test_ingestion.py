@@ -53,3 +53,30 @@ def test_a_file_gone_mid_rebuild_is_named_and_changes_nothing(tmp_path, portfoli
     assert (report.embedded, report.removed) == (8, 1)
     assert [s.path for s in report.skipped] == [str(victim)]
     assert str(victim) not in {x.path for x in StyleIndex.open(tmp_path / "ix", verify=False).works()}
+
+
+def test_a_long_running_handle_commits_no_vectors_after_another_process_repins(tmp_path, portfolio,
+                                                                              default_embedder):
+    """A service opened the index and loaded its model; meanwhile ``mimicry
+    index`` rebuilt the index under another recipe. The service's next upload,
+    calibration and indexing must be refused, not commit old-recipe vectors
+    into the re-pinned index."""
+    import io
+
+    from helpers import pin_older_recipe
+    from mimicry.errors import PinMismatchError
+    from mimicry.images import ImageBytes
+
+    folder = tmp_path / "ix"
+    StyleIndex.create(folder, embedder=default_embedder).add_folder(portfolio)
+    service = StyleIndex.open(folder, embedder=default_embedder)  # the model is loaded and checked
+    service.register_artist("newcomer")
+    pin_older_recipe(folder)  # another process re-pinned the index: its recipe is not the service's
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (30, 60, 90)).save(buf, format="PNG")
+    before = StyleIndex.open(folder, verify=False).vectors()[0].tolist()
+    with pytest.raises(PinMismatchError):
+        service.add_uploads("newcomer", [ImageBytes("new.png", buf.getvalue())])
+    with pytest.raises(PinMismatchError):
+        service.add_artist("newcomer", [portfolio / "inkhatch-ivan"])
+    assert StyleIndex.open(folder, verify=False).vectors()[0].tolist() == before

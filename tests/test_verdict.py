@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mimicry.calibration import Calibration
-from mimicry.flagging import Judged, flag_threshold, flagged, image_p_values
+from mimicry.flagging import Calibration, Judged, flag_threshold, flagged, image_p_values
 from mimicry.model_test import ArtistTest, artist_tests, imitated
 
 

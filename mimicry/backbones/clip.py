@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mimicry.backbones.base import Recipe, l2_normalise, resolve_device
+from mimicry.backbones import Recipe, l2_normalise, resolve_device
 from mimicry.errors import BackboneError
 
 #: Bump with any change here that moves CLIP vectors.
@@ -110,7 +110,7 @@ def _plain(value: object) -> str:
 
 
 class OpenClipEmbedder:
-    """An open_clip image tower as an :class:`~mimicry.backbones.base.Embedder`."""
+    """An open_clip image tower as an :class:`~mimicry.backbones.Embedder`."""
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mimicry.backbones.base import Recipe, l2_normalise, resolve_device
+from mimicry.backbones import Recipe, l2_normalise, resolve_device
 from mimicry.errors import BackboneError
 
 BACKBONE_ID = "efficientnet-lite0"

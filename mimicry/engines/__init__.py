@@ -1,24 +1,86 @@
-"""Where embedding runs: ``local`` (threads in this process, the default,
-:mod:`mimicry.engines.local`) or ``ray`` (a Ray cluster through Ray Data,
-:mod:`mimicry.engines.ray`; ``pip install .[ray]``).
+"""Where embedding runs, and what it hands on.
 
-Every engine is an :class:`Engine`: it yields the same
-:class:`~mimicry.embedding.Embedded` stretches to the same consumers, so an
-index is written exactly as it is locally whichever engine embedded it.
+Engines: ``local`` (threads in this process, the default,
+:mod:`mimicry.engines.local`) or ``ray`` (a Ray cluster through Ray Data,
+:mod:`mimicry.engines.ray`; ``pip install .[ray]``). Every engine is an
+:class:`Engine`: it embeds a stream of inputs and yields :class:`Embedded`
+stretches, in input order: each input exactly once, either embedded (its key,
+its vector, the sha256 of the bytes it came from) or failed (its key and the
+:class:`~mimicry.errors.ImageError` saying why). Consumers key inputs as they
+need: by the source itself (the default) or by position. So an index is
+written exactly as it is locally whichever engine embedded it.
+
+Progress is reported through a callback, ``progress(stage, done, total)``;
+faces draw it (the CLI as a bar on stderr), engines print nothing.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Mapping, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, Mapping, Protocol, Sequence
 
-from mimicry.errors import InputError
+import numpy as np
+
+from mimicry.errors import ImageError, InputError
+from mimicry.results import Skipped
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mimicry.backbones.base import Embedder
-    from mimicry.embedding import Embedded, ProgressFn
+    from mimicry.backbones import Embedder
     from mimicry.images import ImageSource
 
 ENGINES = ("local", "ray")
+
+#: ``progress(stage, done, total)``: called as images are embedded.
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class Embedded:
+    """One stretch of embedded inputs.
+
+    ``keys[i]`` names the input whose vector is ``vectors[i]`` and whose bytes
+    hash to ``sha256[i]``, in input order; ``failed`` holds the inputs of the
+    stretch that could not be used, in input order, each with its error (whose
+    ``path`` and ``reason`` are the :class:`~mimicry.results.Skipped` line).
+    """
+
+    keys: list[Hashable]
+    vectors: np.ndarray
+    sha256: list[str]
+    failed: list[tuple[Hashable, ImageError]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        """Inputs the stretch accounts for, embedded or failed."""
+        return len(self.keys) + len(self.failed)
+
+    @property
+    def errors(self) -> list[ImageError]:
+        """The failures' errors, in input order."""
+        return [e for _, e in self.failed]
+
+    def skipped(self) -> list[Skipped]:
+        """The failures as report lines (path and reason), in input order."""
+        return [Skipped(e.path, e.reason) for _, e in self.failed]
+
+    @classmethod
+    def empty(cls, dim: int) -> Embedded:
+        """No inputs, vectors of ``dim`` columns."""
+        return cls([], np.zeros((0, dim), dtype=np.float32), [], [])
+
+    @classmethod
+    def gather(cls, stretches: Iterable[Embedded], dim: int) -> Embedded:
+        """A stream of stretches as one, in stream order (``dim``: for an empty stream)."""
+        out = cls.empty(dim)
+        parts = [out.vectors]
+        for s in stretches:
+            out.keys += s.keys
+            out.sha256 += s.sha256
+            out.failed += s.failed
+            parts.append(np.asarray(s.vectors, dtype=np.float32).reshape(-1, dim))
+        out.vectors = np.concatenate(parts)
+        return out
+
+
 
 
 class Engine(Protocol):

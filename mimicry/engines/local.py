@@ -10,17 +10,18 @@ decoded; how images are grouped into forward passes never moves a vector.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Hashable, Iterator, Sequence
+from typing import Callable, Hashable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from mimicry.backbones.base import Embedder
-from mimicry.embedding import Embedded, ProgressFn, default_workers, prepare
+from mimicry.backbones import Embedder
+from mimicry.engines import Embedded, ProgressFn
 from mimicry.errors import ImageError
-from mimicry.images import ImageSource
+from mimicry.images import ImageSource, decode, source_name
 
 
 class LocalEngine:
@@ -30,7 +31,7 @@ class LocalEngine:
 
     def __init__(self, embedder: Embedder | Callable[[], Embedder], workers: int | None = None) -> None:
         """``embedder``, or a function that loads it on first use; ``workers``
-        decoding threads (None: :func:`~mimicry.embedding.default_workers`)."""
+        decoding threads (None: :func:`default_workers`)."""
         self._embedder = embedder
         self.workers = workers
 
@@ -112,3 +113,37 @@ def _stretch(embedder: Embedder, queue: _Prefetch, batch_size: int) -> Embedded:
         parts.append(embedder.embed_tensors(torch.stack(tensors[-(len(tensors) % step):])))
     vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
     return Embedded(keys, vectors, hashes, failed)
+
+
+def prepare(embedder: Embedder, source: ImageSource) -> tuple[torch.Tensor, str] | ImageError:
+    """``source`` decoded as the embedder's recipe says and preprocessed, with
+    its bytes' sha256; any failure comes back as that file's :class:`ImageError`."""
+    try:
+        decoded = decode(source, draft_size=embedder.recipe.draft_size)
+        return embedder.preprocess(decoded.image), decoded.sha256
+    except ImageError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - any decode failure is that file's alone
+        return ImageError(source_name(source), f"could not be prepared ({type(exc).__name__}: {exc})")
+
+
+def default_workers() -> int:
+    """Decoding threads: the cores beyond the first, at least one."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def embed_images(embedder: Embedder, images: Iterable, batch_size: int = 32) -> np.ndarray:
+    """Embeds already-decoded RGB PIL images (no file I/O), one row per image."""
+    out = []
+    batch: list[torch.Tensor] = []
+    for img in images:
+        batch.append(embedder.preprocess(img))
+        if len(batch) == batch_size:
+            out.append(embedder.embed_tensors(torch.stack(batch)))
+            batch = []
+    if batch:
+        out.append(embedder.embed_tensors(torch.stack(batch)))
+    if not out:
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    return np.concatenate(out)
+

@@ -9,7 +9,7 @@ The pipeline is the local one spread out:
 2. ``map_batches`` with one embedder per actor (CPU, or one GPU each): the
    embedder's own preprocessing and forward pass;
 3. vectors come back to the driver in input order, as
-   :class:`~mimicry.embedding.Embedded` stretches like the local engine's, and
+   :class:`~mimicry.engines.Embedded` stretches like the local engine's, and
    go to the index's commit loop (:func:`mimicry.ingestion.sync`) in atomic
    commits, as locally.
 
@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any, Hashable, Iterator, Sequence
 
 import numpy as np
 
-from mimicry.embedding import Embedded
+from mimicry.engines import Embedded
 from mimicry.errors import BackboneError, ImageError, InputError
 from mimicry.images import ImageBytes
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mimicry.embedding import ProgressFn
+    from mimicry.engines import ProgressFn
     from mimicry.images import ImageSource
 
 #: How often a lost task or actor is retried before the run fails.

@@ -82,29 +82,12 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def _progress(quiet: bool) -> Optional[Callable[[str, int, int], None]]:
-    """A progress callback drawing one tqdm bar per stage on stderr (a terminal only)."""
+    """A progress callback drawing one bar per stage on stderr (a terminal only)."""
     if quiet or not sys.stderr.isatty():
         return None
-    from tqdm import tqdm
+    from mimicry.faces.text import progress_bars
 
-    bars: dict[str, tqdm] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="img", file=sys.stderr)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update
-
-
-def _command() -> str:
-    """The command line that is running, as a shell would take it back (for reports)."""
-    import shlex
-
-    return shlex.join(["mimicry", *sys.argv[1:]])
+    return progress_bars()
 
 
 REPORT_OPT = typer.Option(None, "--report", help="Also write a self-contained HTML report to this file.")
@@ -112,16 +95,33 @@ ENGINE_OPT = typer.Option("local", "--engine", help="local | ray: embed here, or
 ADDRESS_OPT = typer.Option(None, "--address", help="Ray cluster address for --engine ray (default: start a local one; 'auto': this machine's).")
 
 
-def _write_report(path: Optional[Path], render: Callable[[], str]) -> None:
+def _command() -> str:
+    """The command line that is running, as a shell would take it back (heads reports)."""
+    import shlex
+
+    return shlex.join(["mimicry", *sys.argv[1:]])
+
+
+def _write_report(path: Optional[Path], kind: str, *results: object) -> None:
+    """Writes the HTML report ``kind`` of :mod:`mimicry.report` (imported only
+    when one is asked for) of ``results`` to ``path``, headed by this command line."""
     if path is None:
         return
-    from mimicry.report import write_report
+    from mimicry import report
 
     try:
-        write_report(render(), path)
+        report.write_report(getattr(report, kind)(*results, _command()), path)
     except OSError as exc:
         raise InputError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
     typer.echo(f"report written to {path}", err=True)
+
+
+def _text(kind: str, *args: object) -> None:
+    """Prints the plain-text rendering ``kind`` of :mod:`mimicry.faces.text` (imported only for text)."""
+    from mimicry.faces import text
+
+    for line in getattr(text, kind)(*args):
+        typer.echo(line)
 
 
 def _warn(lines: List[str]) -> None:
@@ -157,10 +157,7 @@ def index(
     if as_json:
         _emit(report.to_dict())
     else:
-        rebuilt = "rebuilt with the current recipe; " if report.rebuilt else ""
-        typer.echo(f"{rebuilt}embedded {report.embedded}, unchanged {report.unchanged}, "
-                   f"removed {report.removed}; index holds {report.works} works by {report.artists} "
-                   f"artists; skipped {len(report.skipped)}")
+        _text("index_report", report)
         for sk in report.skipped:
             typer.echo(f"skipped {sk.path}: {sk.reason}", err=True)
     _warn(report.warnings)
@@ -184,8 +181,6 @@ def scan(
 ) -> None:
     """Score images against every registered artist, with the nearest works as evidence.
     With --json each result is printed as soon as it is ready (one JSON object per line)."""
-    from mimicry.report import scan_report
-
     _setup_logging(quiet)
     results = []
     with _opened(index, device) as ix, _errors():
@@ -197,26 +192,16 @@ def scan(
         info = ix.info()
     if not results:
         _fail("no images found in " + ", ".join(map(str, images)))
-    for r in results:
-        if as_json:
-            continue
-        elif r.error:
-            typer.echo(f"{r.image}\n  error: {r.error}")
-        else:
-            verdict = (f"   FLAGGED: imitates {r.artist} (image p-value {r.image_p_value:.4f})"
-                       if r.artist else "")
-            typer.echo(f"{r.image}{verdict}")
-            for m in r.matches:
-                near = ", ".join(f"{Path(e.path).name} ({e.similarity:.3f})" for e in m.evidence)
-                flag = "" if m.flagged is None else (f"  flag fpr {m.fpr:.3f}" if m.flagged else f"  fpr {m.fpr:.3f}")
-                typer.echo(f"  {m.artist:<28} {m.score:.3f}{flag}   nearest: {near}")
-    _warn(results[0].warnings if results else [])
+    for r in results if not as_json else []:
+        _text("scan_result", r)
+    _warn(results[0].warnings)
     promise = next((r.promise for r in results if r.promise), None)
     if promise and not promise["certified"] and not as_json:
-        _warn([f"flags rest on {promise['negatives']} {promise['source']} images: the {promise['fpr']:.1%} "
-               f"rate is not certified (calibrate with at least {promise['needed']} background images)"])
+        from mimicry.faces.text import uncertified
+
+        _warn([uncertified(promise)])
     with _errors():  # after the results are out: a report that cannot be written loses nothing else
-        _write_report(report, lambda: scan_report(results, info, _command()))
+        _write_report(report, "scan_report", results, info)
     if all(r.error for r in results):
         raise typer.Exit(2)
     if any(r.artist for r in results):
@@ -236,16 +221,10 @@ def calibrate(
     _setup_logging(quiet)
     with _opened(index, device, verify=False) as ix:  # calibrate rewrites an unreadable calibration
         cal = ix.calibrate(background=background, fpr=fpr, progress=_progress(quiet))
-    data = cal.to_dict()
     if as_json:
-        _emit(data)
-        return
-    promise = data["promise"]
-    state = "certified" if promise["certified"] else f"NOT certified: bring at least {promise['needed']} background images"
-    typer.echo(f"calibrated {len(cal.artists)} artists: at most {cal.fpr:.1%} of images by nobody registered "
-               f"are flagged ({promise['negatives']} {promise['source']} images; {state})")
-    for a, d in data["artists"].items():
-        typer.echo(f"  {a:<28} negatives {d['negatives']}  hubness {d['hubness']:.3f}")
+        _emit(cal.to_dict())
+    else:
+        _text("calibration", cal)
 
 
 @app.command("scan-model")
@@ -259,8 +238,6 @@ def scan_model(
     quiet: bool = QUIET_OPT,
 ) -> None:
     """Verdict on a fine-tuned model from 8-200 of its samples: which artist, if any, it imitates."""
-    from mimicry.report import model_report
-
     _setup_logging(quiet)
     with _opened(index, device) as ix:
         verdict = ix.scan_model(samples, alpha=alpha, progress=_progress(quiet))
@@ -269,14 +246,9 @@ def scan_model(
     if as_json:
         _emit(verdict.to_dict())
     else:
-        who = ", ".join(verdict.artists) or "no registered artist"
-        typer.echo(f"{verdict.n_samples} samples: imitates {who} (alpha {verdict.alpha})")
-        for f in verdict.findings:
-            typer.echo(f"  {f.artist:<28} p={f.p_value:.2e}  {f.supporting}/{verdict.n_samples} samples "
-                       f"at fpr <= {f.level:.0%} ({f.flagged} flagged)  "
-                       f"nearest works: {', '.join(Path(w.path).name for w in f.nearest_works)}")
+        _text("model_verdict", verdict)
     with _errors():
-        _write_report(report, lambda: model_report(verdict, info, _command()))
+        _write_report(report, "model_report", verdict, info)
     if verdict.artists:
         raise typer.Exit(1)
 
@@ -291,32 +263,9 @@ def info(
         data = ix.info().to_dict()
     if as_json:
         _emit(data)
-        return
-    cal = data["calibration"]
-    if data["promise"] is not None:
-        p = data["promise"]
-        cal += (f" (fpr {p['fpr']} per image, {p['negatives']} {p['source']} images, "
-                f"{'certified' if p['certified'] else 'not certified'})")
-    recipe = data["recipe"]
-    typer.echo(f"index       {data['path']}\nbackbone    {data['backbone_id']} ({data['model_spec']})\n"
-               f"weights     sha256 {data['weights_sha256']}\n"
-               f"recipe      v{recipe.get('version')}: {recipe.get('descriptor')}\n"
-               f"dimension   {data['dim']}\n"
-               f"search      {_search_line(data['index'])}\ncalibration {cal}\n"
-               f"works       {data['works']} by {len(data['artists'])} artists")
-    for name, n in data["artists"].items():
-        typer.echo(f"  {name:<28} {n}")
+    else:
+        _text("index_info", data)
     _warn(data["warnings"])
-
-
-def _search_line(index: dict) -> str:
-    infos = index.get("infos")
-    line = f"{index['in_use']} (pinned: {index['type']})"
-    if infos:
-        setting = ", ".join(f"{k} {v}" for k, v in infos["search"].items())
-        line += (f", {infos['vectors']} works indexed, {setting}, recall@10 {infos['recall_at_10']:.3f}, "
-                 f"{infos['memory_bytes'] / 2**20:.1f} MiB")
-    return line
 
 
 @app.command()
@@ -360,13 +309,8 @@ def evaluate(
                               cache=s.home / "cache" if cache else None, command=_command())
     if as_json:
         _emit(result.to_dict())
-        return
-    names = list(result.perturbations)
-    typer.echo(f"{'metric':<30} {'clean':>7} " + " ".join(f"{p:>14}" for p in names))
-    for key, clean, per in result.table():
-        typer.echo(f"{key:<30} {clean:>7.3f} " + " ".join(f"{per[p]:>14.3f}" for p in names))
-    typer.echo(f"genuine {result.n_genuine}, imitation {result.n_imitation}, "
-               f"negative {result.n_negative}, skipped {len(result.skipped)}")
+    else:
+        _text("evaluation", result)
 
 
 @app.command()
@@ -381,25 +325,12 @@ def serve(
     """Serve the HTTP API over an index (OpenAPI at /docs): scans, model verdicts, artists, health."""
     from dataclasses import replace
 
-    import uvicorn
-
-    from mimicry.faces.http import create_app
+    from mimicry.faces.http import serve as run_server
 
     _setup_logging(False)
     with _errors() as s:
-        folder = _index_dir(index, s)
-        if insecure_no_auth and host not in ("127.0.0.1", "localhost", "::1"):
-            raise InputError(f"--insecure-no-auth serves loopback only, not {host}")
-        # One core per model call, as many calls at once as cores: measured 28.4
-        # against 20.4 images/s at 16 concurrent requests on 2 cores, where every
-        # call spreading over both cores contends with the others (README).
-        import torch
-
-        torch.set_num_threads(1)
-        # The app opens the folder itself: one handle, one copy of the vectors in memory.
-        app_ = create_app(folder, replace(s, device=device or s.device), writes=not read_only,
-                          insecure_no_auth=insecure_no_auth)
-        uvicorn.run(app_, host=host, port=port, log_level="info")
+        run_server(_index_dir(index, s), replace(s, device=device or s.device), host, port,
+                   writes=not read_only, insecure_no_auth=insecure_no_auth)
 
 
 @app.command()

@@ -33,7 +33,7 @@ import numpy as np
 from mimicry.store import ann as ann_io
 from mimicry.store import ann_faiss
 from mimicry.store.ann import AnnInfo
-from mimicry.store.catalogue import Catalogue
+from mimicry.store.catalogue import ANN, PREVIOUS_ANN, Catalogue
 from mimicry.store.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Catalogue keys: the index in use, and the one the last install replaced.
-ANN, PREVIOUS_ANN = "ann", "previous_ann"
 #: Builds one builder makes in a row when writes during a build call for another.
 ROUNDS = 3
 #: How long a builder waits for the build lock (held briefly by leftover cleaning).

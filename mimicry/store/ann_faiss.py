@@ -154,7 +154,7 @@ def tune(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
     ``vectors``, label ``i`` being row ``pos_rows[i]``) returns :data:`TARGET_RECALL`
     of the exact 10 nearest of ``queries`` (held out of the index, as new
     uploads are), after re-ranking; and the recall it reached."""
-    from mimicry.store.search import exact_search
+    from mimicry.store.snapshot import exact_search
 
     q = np.ascontiguousarray(queries, dtype=np.float32)
     _, truth = exact_search(vectors, q, 10, rows=pos_rows)
@@ -217,7 +217,7 @@ class AnnView:
 
     def search(self, vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(exact similarities, snapshot rows) of the ``k`` nearest live works, best first."""
-        from mimicry.store.search import exact_search, merge_top
+        from mimicry.store.snapshot import exact_search, merge_top
 
         q = np.ascontiguousarray(queries, dtype=np.float32)
         kk = min(k, self.index.ntotal)

@@ -30,6 +30,15 @@ import numpy as np
 
 from mimicry.errors import CorruptIndexError
 
+#: Names of what the catalogue stores beside its rows: blobs of arrays, and meta keys.
+CALIBRATION, BACKGROUND = "calibration", "background"
+SEGMENTS, SEGMENT_SEQ = "segments", "segment_seq"
+#: The list of segments the last commit replaced: its files stay one more commit,
+#: so a reader that read that list while the commit landed can still load them.
+PREVIOUS_SEGMENTS = "previous_segments"
+#: The approximate index in use, and the one the last install replaced (kept as segments are).
+ANN, PREVIOUS_ANN = "ann", "previous_ann"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS artists (

@@ -1,7 +1,7 @@
 """The pin: which model, weights and recipe an index belongs to.
 
 An index is pinned to its backbone id, the sha256 of its weights, its recipe
-(how pixels become vectors, :class:`~mimicry.backbones.base.Recipe`), the
+(how pixels become vectors, :class:`~mimicry.backbones.Recipe`), the
 vector dimension and a schema version. The authoritative copy is a row of the
 catalogue, committed in the same transaction as the vectors it describes;
 ``manifest.json`` beside it is a readable copy, rewritten after every pin change.

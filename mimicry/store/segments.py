@@ -34,7 +34,6 @@ from typing import Sequence
 import numpy as np
 
 from mimicry.errors import CorruptIndexError
-from mimicry.store.durable import sync_replace
 
 FOLDER = "segments"
 #: Merge two neighbours past this many segments; everything past this share of dead rows.
@@ -70,6 +69,8 @@ def _paths(folder: Path, n: int) -> tuple[Path, Path]:
 
 def write(folder: Path, n: int, ids: np.ndarray, vectors: np.ndarray) -> SegmentRef:
     """Writes segment ``n`` complete and synced (ids and vectors) and returns its reference."""
+    from mimicry.store.durable import sync_replace  # the write side only: reads never load it
+
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(ids) != len(vectors):

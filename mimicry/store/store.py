@@ -35,21 +35,25 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
 from mimicry.errors import CorruptIndexError, NotAnIndexError
 from mimicry.settings import Settings, get_settings
-from mimicry.store import ann_builds
 from mimicry.store import pin as pin_io
 from mimicry.store import segments as segment_io
-from mimicry.store.ann import AnnInfo
-from mimicry.store.catalogue import Catalogue, Work
-from mimicry.store.lock import WriteLock
+from mimicry.store.catalogue import ANN, BACKGROUND, CALIBRATION, SEGMENTS, Catalogue, Work
 from mimicry.store.pin import Pin
 from mimicry.store.snapshot import Snapshot
-from mimicry.store.writer import BACKGROUND, CALIBRATION, SEGMENTS, Writer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mimicry.store.ann import AnnInfo
+    from mimicry.store.lock import WriteLock
+    from mimicry.store.writer import Writer
+
+# Writers, locks and approximate indexes are imported where they are used: a
+# read of a small index (a scan) loads none of them.
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,7 @@ class Store:
     def __init__(self, folder: Path, settings: Settings | None = None) -> None:
         self.folder = folder
         self.settings = settings or get_settings()
-        self._lock = WriteLock(folder)
+        self._write_lock: WriteLock | None = None
         self._guard = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._ann_cache: dict = {}  # the approximate index last read (by file name): read once per build
@@ -89,6 +93,15 @@ class Store:
         #: Build approximate indexes on a thread of their own after a writer (the
         #: service: the request that crossed the threshold returns at once).
         self.ann_in_background = False
+
+    @property
+    def _lock(self) -> WriteLock:
+        """The folder's write lock (made on first use)."""
+        if self._write_lock is None:
+            from mimicry.store.lock import WriteLock
+
+            self._write_lock = WriteLock(self.folder)
+        return self._write_lock
 
     # -- opening ----------------------------------------------------------------
     @staticmethod
@@ -209,7 +222,7 @@ class Store:
                 segment_io.decode(cat.get_meta(SEGMENTS)), pin, cat.works(), cat.artist_counts(),
                 self._stored(cat, CALIBRATION, strict, dict),
                 self._stored(cat, BACKGROUND, strict, lambda a: (a["vectors"], a.get("groups"))),
-                ann_builds.in_use(cat, self))
+                self._ann_in_use(cat))
         finally:
             cat.db.execute("COMMIT")
 
@@ -227,6 +240,10 @@ class Store:
                               stored_calibration=state.calibration, background=background,
                               background_groups=groups, pin=state.pin, folder=self.folder,
                               artist_counts=state.counts)
+        if state.ann is None:
+            return snap
+        from mimicry.store import ann_builds
+
         try:
             view = ann_builds.view_for(self, state.ann, snap.work_ids)
         except FileNotFoundError:
@@ -235,6 +252,14 @@ class Store:
             log.warning("%s: approximate index %s is missing; searching exactly", self.folder, state.ann.file)
             view = None
         return replace(snap, ann=view) if view is not None else snap
+
+    def _ann_in_use(self, cat: Catalogue) -> AnnInfo | None:
+        """The approximate index the catalogue names (inside the caller's transaction)."""
+        if not cat.get_meta(ANN):
+            return None
+        from mimicry.store import ann_builds
+
+        return ann_builds.in_use(cat, self)
 
     def _stored(self, cat: Catalogue, name: str, strict: bool, parse):
         """The arrays stored under ``name``, parsed; None when absent (or, unless
@@ -265,6 +290,9 @@ class Store:
         and has released the lock, the approximate index is rebuilt if the
         registry now calls for it (:mod:`mimicry.store.ann_builds`; not with
         ``build`` off)."""
+        from mimicry.store import ann_builds
+        from mimicry.store.writer import Writer
+
         s = self.settings
         plan = None
         with self._lock.hold(s.lock_wait_s if wait_s is None else wait_s, s.retry_after_s):

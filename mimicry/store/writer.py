@@ -38,7 +38,16 @@ from mimicry.errors import CorruptIndexError
 from mimicry.store import ann_builds
 from mimicry.store import migrations
 from mimicry.store import segments as segment_io
-from mimicry.store.catalogue import FOLDER, Catalogue, Work
+from mimicry.store.catalogue import (
+    BACKGROUND,
+    CALIBRATION,
+    FOLDER,
+    PREVIOUS_SEGMENTS,
+    SEGMENT_SEQ,
+    SEGMENTS,
+    Catalogue,
+    Work,
+)
 from mimicry.store.pin import Pin
 from mimicry.store.snapshot import Snapshot, grow
 
@@ -47,11 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CALIBRATION, BACKGROUND = "calibration", "background"
-SEGMENTS, SEGMENT_SEQ = "segments", "segment_seq"
-#: The list of segments the last commit replaced: its files stay one more commit,
-#: so a reader that read that list while the commit landed can still load them.
-PREVIOUS_SEGMENTS = "previous_segments"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from golden_vectors import check_golden, golden_sources  # noqa: E402
 from helpers import noise_image  # noqa: E402
 from mimicry import StyleIndex  # noqa: E402
 from mimicry.backbones import BackboneError, load_embedder  # noqa: E402
-from mimicry.embedding import Embedded  # noqa: E402
+from mimicry.engines import Embedded  # noqa: E402
 from mimicry.engines.local import LocalEngine  # noqa: E402
 
 ARCH = "mimicry-test-tiny-vit"

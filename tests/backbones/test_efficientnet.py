@@ -13,7 +13,7 @@ def test_default_backbone_gives_its_golden_vectors(default_embedder):
 
 def test_default_vectors_are_unit_length_style_statistics(default_embedder):
     from mimicry.backbones.efficientnet import STAGE_CHANNELS
-    from mimicry.embedding import embed_images
+    from mimicry.engines.local import embed_images
     from helpers import golden_images
 
     vecs = embed_images(default_embedder, golden_images())

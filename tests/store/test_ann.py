@@ -18,7 +18,7 @@ from mimicry.scoring import score
 from mimicry.store import Pin, Store
 from mimicry.store import ann as ann_io
 from mimicry.store import ann_faiss
-from mimicry.store.search import exact_search
+from mimicry.store.snapshot import exact_search
 from mimicry.store.writer import NewWork
 
 DIM = 24

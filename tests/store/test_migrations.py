@@ -108,3 +108,22 @@ def test_an_older_schema_says_reindex_a_newer_upgrade_and_neither_is_touched(tmp
             with Store.open(folder).writer():
                 pass
         assert schema(folder) == version and sorted(p.name for p in (folder / "segments").iterdir()) == files
+
+
+def test_mimicry_index_runs_the_steps_and_readers_do_not(tmp_path, portfolio, default_embedder, monkeypatch):
+    """``mimicry index`` (``StyleIndex.create``) is the write the re-index message
+    names: it brings an index of an older schema forward before anything else;
+    opening it to read never changes it."""
+    from mimicry import StyleIndex
+
+    folder = tmp_path / "ix"
+    StyleIndex.create(folder, embedder=default_embedder).add_folder(portfolio)
+    monkeypatch.setattr(pin_io, "SCHEMA_VERSION", 4)
+    monkeypatch.setattr(migrations, "STEPS", [migrations.Step(3, lambda cat: cat.set_meta("migrated", "yes"),
+                                                              "a test step")])
+    with pytest.raises(PinMismatchError, match="next write"):
+        StyleIndex.open(folder)
+    assert schema(folder) == 3
+    ix = StyleIndex.create(folder, embedder=default_embedder)
+    assert schema(folder) == 4 and meta(folder, "migrated") == "yes"
+    assert ix.info().works == 9 and StyleIndex.open(folder).info().schema_version == 4

@@ -7,8 +7,7 @@ import importlib
 import inspect
 import pkgutil
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pytest

@@ -1,0 +1,122 @@
+"""What the command line prints when ``--json`` is not given: the API's
+results as plain lines, one function per kind of result. No logic of its own:
+every figure comes from the result as ``to_dict()`` holds it. Imported only
+when text is printed, so a ``--json`` run never loads it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mimicry.evaluate import Evaluation
+    from mimicry.flagging import Calibration
+    from mimicry.results import IndexReport, ModelVerdict, ScanResult
+
+
+def index_report(report: IndexReport) -> list[str]:
+    """What ``mimicry index`` did (skipped files go to stderr, see :func:`skipped`)."""
+    rebuilt = "rebuilt with the current recipe; " if report.rebuilt else ""
+    return [f"{rebuilt}embedded {report.embedded}, unchanged {report.unchanged}, removed {report.removed}; "
+            f"index holds {report.works} works by {report.artists} artists; skipped {len(report.skipped)}"]
+
+
+def skipped(report: IndexReport) -> list[str]:
+    return [f"skipped {sk.path}: {sk.reason}" for sk in report.skipped]
+
+
+def scan_result(r: ScanResult) -> list[str]:
+    """One image: its verdict, then each reported artist with score, rate and nearest works."""
+    if r.error:
+        return [f"{r.image}", f"  error: {r.error}"]
+    verdict = f"   FLAGGED: imitates {r.artist} (image p-value {r.image_p_value:.4f})" if r.artist else ""
+    lines = [f"{r.image}{verdict}"]
+    for m in r.matches:
+        near = ", ".join(f"{Path(e.path).name} ({e.similarity:.3f})" for e in m.evidence)
+        flag = "" if m.flagged is None else (f"  flag fpr {m.fpr:.3f}" if m.flagged else f"  fpr {m.fpr:.3f}")
+        lines.append(f"  {m.artist:<28} {m.score:.3f}{flag}   nearest: {near}")
+    return lines
+
+
+def uncertified(promise: dict[str, Any]) -> str:
+    """The warning for flags whose rate is not certified."""
+    return (f"flags rest on {promise['negatives']} {promise['source']} images: the {promise['fpr']:.1%} "
+            f"rate is not certified (calibrate with at least {promise['needed']} background images)")
+
+
+def calibration(cal: Calibration) -> list[str]:
+    """What ``mimicry calibrate`` fitted, and what its promise rests on."""
+    data = cal.to_dict()
+    promise = data["promise"]
+    state = ("certified" if promise["certified"]
+             else f"NOT certified: bring at least {promise['needed']} background images")
+    lines = [f"calibrated {len(cal.artists)} artists: at most {cal.fpr:.1%} of images by nobody registered "
+             f"are flagged ({promise['negatives']} {promise['source']} images; {state})"]
+    lines += [f"  {a:<28} negatives {d['negatives']}  hubness {d['hubness']:.3f}"
+              for a, d in data["artists"].items()]
+    return lines
+
+
+def model_verdict(verdict: ModelVerdict) -> list[str]:
+    """The verdict, then every artist with any evidence, strongest first."""
+    who = ", ".join(verdict.artists) or "no registered artist"
+    lines = [f"{verdict.n_samples} samples: imitates {who} (alpha {verdict.alpha})"]
+    for f in verdict.findings:
+        lines.append(f"  {f.artist:<28} p={f.p_value:.2e}  {f.supporting}/{verdict.n_samples} samples "
+                     f"at fpr <= {f.level:.0%} ({f.flagged} flagged)  "
+                     f"nearest works: {', '.join(Path(w.path).name for w in f.nearest_works)}")
+    return lines
+
+
+def index_info(data: dict[str, Any]) -> list[str]:
+    """``mimicry info`` from :meth:`mimicry.results.IndexInfo.to_dict`."""
+    cal = data["calibration"]
+    if data["promise"] is not None:
+        p = data["promise"]
+        cal += (f" (fpr {p['fpr']} per image, {p['negatives']} {p['source']} images, "
+                f"{'certified' if p['certified'] else 'not certified'})")
+    recipe = data["recipe"]
+    lines = [f"index       {data['path']}", f"backbone    {data['backbone_id']} ({data['model_spec']})",
+             f"weights     sha256 {data['weights_sha256']}",
+             f"recipe      v{recipe.get('version')}: {recipe.get('descriptor')}",
+             f"dimension   {data['dim']}", f"search      {_search_line(data['index'])}",
+             f"calibration {cal}", f"works       {data['works']} by {len(data['artists'])} artists"]
+    return lines + [f"  {name:<28} {n}" for name, n in data["artists"].items()]
+
+
+def _search_line(index: dict) -> str:
+    infos = index.get("infos")
+    line = f"{index['in_use']} (pinned: {index['type']})"
+    if infos:
+        setting = ", ".join(f"{k} {v}" for k, v in infos["search"].items())
+        line += (f", {infos['vectors']} works indexed, {setting}, recall@10 {infos['recall_at_10']:.3f}, "
+                 f"{infos['memory_bytes'] / 2**20:.1f} MiB")
+    return line
+
+
+def evaluation(result: Evaluation) -> list[str]:
+    """The metrics table (clean, then each perturbation) and the counts."""
+    names = list(result.perturbations)
+    lines = [f"{'metric':<30} {'clean':>7} " + " ".join(f"{p:>14}" for p in names)]
+    lines += [f"{key:<30} {clean:>7.3f} " + " ".join(f"{per[p]:>14.3f}" for p in names)
+              for key, clean, per in result.table()]
+    return lines + [f"genuine {result.n_genuine}, imitation {result.n_imitation}, "
+                    f"negative {result.n_negative}, skipped {len(result.skipped)}"]
+
+
+def progress_bars() -> Callable[[str, int, int], None]:
+    """A progress callback drawing one tqdm bar per stage on stderr."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="img", file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
