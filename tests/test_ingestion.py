@@ -80,3 +80,23 @@ def test_a_long_running_handle_commits_no_vectors_after_another_process_repins(t
     with pytest.raises(PinMismatchError):
         service.add_artist("newcomer", [portfolio / "inkhatch-ivan"])
     assert StyleIndex.open(folder, verify=False).vectors()[0].tolist() == before
+
+
+def test_a_removal_that_drops_the_calibration_says_so(tmp_path, portfolio, default_embedder, caplog):
+    """Uploads and removals return ids or nothing, so a calibration they drop
+    (fewer than two artists left) is logged, never silently lost."""
+    import logging
+    import shutil
+
+    for extra in sorted(portfolio.iterdir())[2:]:
+        shutil.rmtree(extra)  # two artists
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
+    ix.add_folder(portfolio)
+    ix.calibrate()
+    name = sorted(ix.artists())[0]
+    works = ix.works(name)
+    with caplog.at_level(logging.WARNING, logger="mimicry"):
+        for w in works:
+            ix.remove_work(name, w.id)
+    assert any("calibration dropped" in r.getMessage() for r in caplog.records)
+    assert ix.info().calibration == "uncalibrated"
