@@ -7,6 +7,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "mimicry"
 MAX_MODULE_LINES = 350
 MAX_FUNCTION_LINES = 60
@@ -59,3 +61,17 @@ def test_only_the_settings_read_the_environment():
     readers = [str(p.relative_to(PACKAGE)) for p in sources() if p.name != "settings.py"
                and re.search(r"os\.environ|os\.getenv|getenv\(", p.read_text())]
     assert not readers, f"modules reading the environment outside settings.py: {readers}"
+
+
+@pytest.mark.slow
+def test_a_cli_scan_enters_at_most_twenty_package_files():
+    """``scripts/trace_scan.py`` runs ``mimicry scan ONE.png --index IDX --json``
+    in a fresh process: a scan loads what it needs, not the write side, the
+    approximate indexes, reports or plain-text output."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(PACKAGE.parent / "scripts" / "trace_scan.py")],
+                         capture_output=True, text=True, check=True, cwd=PACKAGE.parent).stdout
+    files = int(re.search(r"files=(\d+)", out).group(1))
+    assert files <= 20, out
