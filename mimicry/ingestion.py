@@ -210,7 +210,11 @@ def index_works(ix: StyleIndex, works: Mapping[str, Sequence[Path]], *, prune: b
     auditing the change; a rebuild ``ix`` made on opening is reported with it."""
     from mimicry.registry import CLI
 
-    with ix.store.writer(expect=ix.loaded_embedder) as w:
+    # The vectors' model, checked against the pin at every commit: the model
+    # already loaded here, or the one a Ray engine's workers load (a model the
+    # local engine loads inside the writer is checked against the pin then).
+    made_by = ix.loaded_embedder if engine.name == "local" else getattr(engine, "made_by", None)
+    with ix.store.writer(expect=made_by) as w:
         report = sync(w, works, engine, prune=prune, checkpoint=checkpoint, batch_size=batch_size,
                       progress=progress)
         report.warnings += refresh_calibration(w)

@@ -100,3 +100,27 @@ def test_a_removal_that_drops_the_calibration_says_so(tmp_path, portfolio, defau
             ix.remove_work(name, w.id)
     assert any("calibration dropped" in r.getMessage() for r in caplog.records)
     assert ix.info().calibration == "uncalibrated"
+
+
+def test_a_ray_engine_vouches_for_the_model_its_pin_names(tmp_path, portfolio, default_embedder):
+    """The Ray engine's workers load the model of the pin it was made with; a
+    writer expecting that model commits nothing after a re-pin to another recipe."""
+    from dataclasses import asdict
+
+    from helpers import pin_older_recipe
+    from mimicry.engines.ray import RayEngine
+    from mimicry.errors import PinMismatchError
+    from mimicry.store import NewWork
+
+    folder = tmp_path / "ix"
+    ix = StyleIndex.create(folder, embedder=default_embedder)
+    ix.add_folder(portfolio)
+    engine = RayEngine(asdict(ix.store.read_pin()))  # made before the re-pin; Ray starts only to embed
+    vector = ix.vectors()[1][0]
+    with ix.store.writer(expect=engine.made_by) as w:  # the pin it names is still the index's
+        w.commit([(NewWork("a", "/a/0.png", "0" * 64, 1, 1), vector)], [])
+    pin_older_recipe(folder)
+    with pytest.raises(PinMismatchError):
+        with ix.store.writer(expect=engine.made_by) as w:
+            w.commit([(NewWork("a", "/a/1.png", "1" * 64, 1, 1), vector)], [])
+    assert "/a/1.png" not in {x.path for x in StyleIndex.open(folder, verify=False).works()}

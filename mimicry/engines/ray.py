@@ -150,6 +150,16 @@ class RayEngine:
         self.actors, self.num_cpus, self.gpus_per_actor = actors, num_cpus, gpus_per_actor
         self.actor, self.stats = actor, stats
 
+    @property
+    def made_by(self) -> Any:
+        """The model whose vectors this engine yields (what a writer's ``expect``
+        checks against the pin committed): the one its ``pin`` names."""
+        from types import SimpleNamespace
+
+        recipe = dict(self.pin["recipe"])
+        return SimpleNamespace(backbone_id=self.pin["backbone_id"], weights_sha256=self.pin["weights_sha256"],
+                               dim=int(self.pin["dim"]), recipe=SimpleNamespace(to_dict=lambda: dict(recipe)))
+
     def embed(self, sources: Sequence[ImageSource], *, keys: Sequence[Hashable] | None = None,
               batch_size: int = 32, progress: ProgressFn | None = None,
               stage: str = "embedding") -> Iterator[Embedded]:
