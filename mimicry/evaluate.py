@@ -4,7 +4,7 @@ the same functions a scan uses.
 The portfolio becomes an in-memory :class:`~mimicry.store.Snapshot`, calibrated
 by :func:`mimicry.calibration.calibrate_snapshot`; queries are scored by
 :func:`mimicry.scoring.score` and judged by
-:func:`mimicry.flagging.judge_aligned`, image verdicts come from
+:func:`mimicry.scanning.judge_aligned`, image verdicts come from
 :func:`mimicry.flagging.image_verdicts` and model verdicts from
 :func:`mimicry.model_test.artist_tests` with the
 :func:`mimicry.model_test.imitated` rule at ``Settings.alpha``: exactly what
@@ -86,8 +86,6 @@ def _nulls(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}
 
 
-
-
 @dataclass(frozen=True)
 class _Background:
     """Background vectors: those the calibration rests on (with their groups)
@@ -127,7 +125,7 @@ def evaluate(
     command: str = "",
     alpha: float | None = None,
 ) -> Evaluation:
-    """Runs the evaluation of a labelled set (see README, "Accuracy").
+    """Runs the evaluation of a labelled set (see docs, "Accuracy").
 
     ``fpr``: the calibration's target rate (``tpr_at_fpr`` is measured at it).
     ``background``: folders of art by nobody registered, the calibration's

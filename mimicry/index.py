@@ -321,7 +321,7 @@ class StyleIndex:
         from mimicry.scanning import iter_scan
 
         s = self.settings
-        return iter_scan(self, images, positive_or(top, s.top, "top"), positive_or(evidence, s.evidence, "evidence"),
+        yield from iter_scan(self, images, positive_or(top, s.top, "top"), positive_or(evidence, s.evidence, "evidence"),
                          positive_or(batch_size, s.batch_size, "batch_size"), progress, self.engine(engine, address))
 
     def scan_model(self, samples: Sequence[ImageSource], alpha: float | None = None,

@@ -207,7 +207,7 @@ def rebuild(writer: Writer, pin: Pin, engine: Engine, drop_unreadable: bool = Fa
 def index_works(ix: StyleIndex, works: Mapping[str, Sequence[Path]], *, prune: bool, batch_size: int,
                 checkpoint: int, progress: ProgressFn | None, engine: Engine) -> IndexReport:
     """:func:`sync` in one writer of ``ix``, recalibrating a calibrated index and
-    auditing the change; a rebuild ``ix`` made on opening is reported with it."""
+    auditing the change."""
     from mimicry.registry import CLI
 
     # The vectors' model, checked against the pin at every commit: the model

@@ -1,5 +1,5 @@
 """The evaluation's metrics, measured on images judged exactly as a scan
-judges them (:func:`mimicry.flagging.judge_aligned`), and model verdicts by
+judges them (:func:`mimicry.scanning.judge_aligned`), and model verdicts by
 the rule ``scan-model`` applies (:func:`mimicry.model_test.imitated`)."""
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def scan_metrics(j: Judged, cal: Calibration, roles: np.ndarray, truth: np.ndarr
 
 def _attribution(j: Judged, names: np.ndarray, imi: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """``top1`` and ``top3`` of the imitations, ranked by raw score (top-1
-    measured best that way, README "Accuracy")."""
+    measured best that way, docs, "Accuracy")."""
     if not imi.any():
         return {"top1": NAN, "top3": NAN}
     order = np.argsort(-j.raw, axis=1)

@@ -250,4 +250,4 @@ def _warn(w: Writer) -> None:
     from mimicry.ingestion import refresh_calibration
 
     for line in refresh_calibration(w):
-        log.warning("%s: %s", w.folder, line)
+        log.warning("%s", line)

@@ -196,7 +196,7 @@ def image_matches(snapshot: Snapshot, queries: np.ndarray, top: int, evidence: i
 
 def _matches(snapshot: Snapshot, query: np.ndarray, raw: np.ndarray, q: int, lines: _Lines, top: int,
              evidence: int) -> list[Match]:
-    """Query ``q``'s matches, best raw score first (README, "Accuracy"): the
+    """Query ``q``'s matches, best raw score first (docs, "Accuracy"): the
     ``top`` artists, and its verdict artist whatever its rank."""
     matches: list[Match] = []
     for j in np.argsort(-raw, kind="stable"):

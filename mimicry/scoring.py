@@ -4,7 +4,7 @@ and their hubness correction against a reference population (:func:`correct`).
 An artist's score for a query is the cosine similarity of the query to that
 artist's nearest work (max aggregation). On the development set max and the
 mean of the two nearest works measured within 0.01 of each other on every
-metric (README, "Accuracy"); max keeps the score explainable: it *is* the
+metric (docs, "Accuracy"); max keeps the score explainable: it *is* the
 similarity of the first piece of evidence shown.
 
 A scan scores a query from its nearest works (:meth:`Snapshot.search`: exact,
@@ -82,7 +82,7 @@ def artist_max(queries: np.ndarray, works: np.ndarray, columns: Sequence[np.ndar
 #: Neighbours fetched first per query when scoring from the index; doubled
 #: for a query until its ``need`` best artists are all among them. On the
 #: development sets 64 neighbours held the three best artists of every query
-#: but a handful (README, "Scale").
+#: but a handful (docs, "Scale").
 NEIGHBOURS = 64
 #: Past this many neighbours a query is scored against every work instead
 #: (exact, chunked): an approximate index may never gather ``need`` artists.
@@ -158,7 +158,6 @@ def evidence_of(snapshot: Snapshot, row: int, similarity: float) -> Evidence:
 
 
 # -- hubness correction against a reference population (CSLS-style) -----------------
-# Hubness correction against a reference population (CSLS-style).
 #
 # Some images sit close to everything (a query in a common style), and some
 # artists' works sit close to everything (a hub artist). Raw cosine rewards both.

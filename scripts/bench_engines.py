@@ -32,11 +32,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    from mimicry.engines import ray as ray_engine
+    from mimicry.engines import ray as ray_engines
 
     emb = load_embedder("default", "cpu")
     t = time.perf_counter()
-    ray = ray_engine.start()
+    ray = ray_engines.start()
     print(f"ray start-up {time.perf_counter() - t:.1f} s; cluster {ray.cluster_resources()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = make_images(Path(tmp) / "p", args.images, args.size)
@@ -53,7 +53,7 @@ def main() -> None:
                         pin = asdict(ix.store.read_pin())
                         stats: dict[int, int] = {}
                         paths = sorted(root.rglob("*.jpg"))
-                        for _ in ray_engine.RayEngine(pin, threads=get_settings().ray_threads,
+                        for _ in ray_engines.RayEngine(pin, threads=get_settings().ray_threads,
                                                         stats=stats).embed(paths):
                             pass
                         workers = stats

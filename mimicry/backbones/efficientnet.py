@@ -9,7 +9,7 @@ channel mean and standard deviation of each of the network's seven stages (what
 style transfer matches), signed-square-rooted, each stage scaled to unit length so
 that every stage weighs the same, the whole scaled to unit length. Measured on the
 development set against pooled last-layer features and against mixes of both
-(README, "Accuracy"), it attributed imitations best and rejected photos best.
+(docs, "Accuracy"), it attributed imitations best and rejected photos best.
 """
 
 from __future__ import annotations

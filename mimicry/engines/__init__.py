@@ -81,8 +81,6 @@ class Embedded:
         return out
 
 
-
-
 class Engine(Protocol):
     """Embeds inputs stretch by stretch.
 

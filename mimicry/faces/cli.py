@@ -38,6 +38,9 @@ DEVICE_OPT = typer.Option(None, help="auto | cpu | cuda (default: $MIMICRY_DEVIC
 JSON_OPT = typer.Option(False, "--json", help="Print JSON.")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or info logging.")
 BATCH_OPT = typer.Option(None, min=1, help=f"Images per model batch (default {DEFAULTS.batch_size}).")
+REPORT_OPT = typer.Option(None, "--report", help="Also write a self-contained HTML report to this file.")
+ENGINE_OPT = typer.Option("local", "--engine", help="local | ray: embed here, or on a Ray cluster (pip install 'mimicry[ray]').")
+ADDRESS_OPT = typer.Option(None, "--address", help="Ray cluster address for --engine ray (default: start a local one; 'auto': this machine's).")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -55,7 +58,7 @@ def _errors() -> Iterator[Settings]:
 
 
 def _index_dir(index: Optional[Path], settings: Settings) -> Path:
-    folder = index or settings.index
+    folder = index or settings.index  # the flag wins over MIMICRY_INDEX
     if folder is None:
         raise InputError("no index given: pass --index DIR or set MIMICRY_INDEX")
     return folder
@@ -77,8 +80,9 @@ def _emit(obj: object) -> None:
 
 
 def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader's INFO lines say nothing to users
 
 
 def _progress(quiet: bool) -> Optional[Callable[[str, int, int], None]]:
@@ -88,11 +92,6 @@ def _progress(quiet: bool) -> Optional[Callable[[str, int, int], None]]:
     from mimicry.faces.text import progress_bars
 
     return progress_bars()
-
-
-REPORT_OPT = typer.Option(None, "--report", help="Also write a self-contained HTML report to this file.")
-ENGINE_OPT = typer.Option("local", "--engine", help="local | ray: embed here, or on a Ray cluster (pip install 'mimicry[ray]').")
-ADDRESS_OPT = typer.Option(None, "--address", help="Ray cluster address for --engine ray (default: start a local one; 'auto': this machine's).")
 
 
 def _command() -> str:

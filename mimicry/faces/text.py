@@ -1,7 +1,7 @@
 """What the command line prints when ``--json`` is not given: the API's
 results as plain lines, one function per kind of result. No logic of its own:
 every figure comes from the result as ``to_dict()`` holds it. Imported only
-when text is printed, so a ``--json`` run never loads it."""
+when text or progress bars are printed: a ``--json`` run off a terminal never loads it."""
 
 from __future__ import annotations
 
@@ -16,14 +16,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def index_report(report: IndexReport) -> list[str]:
-    """What ``mimicry index`` did (skipped files go to stderr, see :func:`skipped`)."""
+    """What ``mimicry index`` did (the CLI prints each skipped file on stderr)."""
     rebuilt = "rebuilt with the current recipe; " if report.rebuilt else ""
     return [f"{rebuilt}embedded {report.embedded}, unchanged {report.unchanged}, removed {report.removed}; "
             f"index holds {report.works} works by {report.artists} artists; skipped {len(report.skipped)}"]
-
-
-def skipped(report: IndexReport) -> list[str]:
-    return [f"skipped {sk.path}: {sk.reason}" for sk in report.skipped]
 
 
 def scan_result(r: ScanResult) -> list[str]:

@@ -14,7 +14,7 @@ re-ranked exactly against the full-precision vectors, so similarities a scan
 reports are always exact (:mod:`mimicry.store.ann_faiss`: building, tuning,
 searching).
 
-- ``auto``: ``flat`` below :data:`AUTO_FLAT_MAX` works (README, "Scale": below
+- ``auto``: ``flat`` below :data:`AUTO_FLAT_MAX` works (docs, "Scale": below
   it exact search costs a small share of embedding the query, about 4 ms
   against 30 ms here, and is exact), ``hnsw`` from there: at 100k and 1M works
   it measured faster than IVF at the same recall (1.6 against 3.8 ms a query
@@ -56,7 +56,7 @@ KINDS = (FLAT, IVF, HNSW, AUTO)
 FOLDER = "ann"
 INFOS = "index_infos.json"
 LOCKFILE = "ann.lock"
-#: ``auto`` stays exact below this many works (README, "Scale").
+#: ``auto`` stays exact below this many works (docs, "Scale").
 AUTO_FLAT_MAX = 20_000
 #: An approximate index needs at least this many vectors (smaller registries stay flat).
 MIN_ANN = 1000

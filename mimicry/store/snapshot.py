@@ -5,7 +5,7 @@ artists, the stored calibration arrays and the background as of one committed
 revision. Nothing in it changes afterwards and nothing reads the disk again, so
 any number of threads may score against one snapshot while a writer commits
 the next. Storage knows arrays only: the domain parses the stored calibration
-(:func:`mimicry.calibration.calibration_of`) and keeps what it derives in
+(:func:`mimicry.flagging.calibration_of`) and keeps what it derives in
 :attr:`Snapshot.memo`.
 """
 

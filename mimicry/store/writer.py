@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class NewWork:
     """A work about to be committed; ``replaces`` is the id of the work whose
