@@ -162,6 +162,7 @@ def test_calibration_round_trips_through_plain_arrays():
     assert all(np.array_equal(a, b) for a, b in zip(back.negatives, cal.negatives))
 
 
+@pytest.mark.slow  # a registry of 3,000 artists (12,000 works) scored against every work
 def test_sampled_negatives_match_the_full_pool_and_leave_the_promise_alone():
     """At 12,000 works by 3,000 artists the per-artist negatives are a sample of
     5,000 rows: the flag threshold (every background image) is identical to the

@@ -11,6 +11,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import pytest
+
 from mimicry.settings import Settings, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +68,7 @@ def test_settings_table_lists_every_setting():
         assert f"| `{variable}` |" in table
 
 
+@pytest.mark.slow  # runs `mkdocs build` as a process
 def test_docs_site_builds_strictly(tmp_path):
     run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
                           "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(tmp_path / "site")],

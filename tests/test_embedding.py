@@ -34,27 +34,27 @@ class Recording:
         return self.base.embed_tensors(batch)
 
 
-def test_model_starts_before_a_whole_batch_is_decoded(tmp_path, default_embedder):
+def test_model_starts_before_a_whole_batch_is_decoded(tmp_path, fresh_embedder):
     paths = [noise_image(tmp_path / f"{i:02d}.png", seed=i) for i in range(21)]
     bad = tmp_path / "10-bad.png"
     bad.write_bytes(b"not an image")
     paths.insert(10, bad)
-    rec = Recording(default_embedder, forward_batch=4)
+    rec = Recording(fresh_embedder, forward_batch=4)
     batches = list(LocalEngine(rec, workers=1).embed(paths, batch_size=16))
     # Passes of 4 as images arrive; the batch's remainder in one pass at its end.
     assert rec.calls == [4, 4, 4, 4, 4, 1]
     assert [len(b.keys) for b in batches] == [16, 5]
     assert [(k, e.path) for b in batches for k, e in b.failed] == [(bad, str(bad))]
 
-    whole = Recording(default_embedder, forward_batch=16)
+    whole = Recording(fresh_embedder, forward_batch=16)
     ref = np.concatenate([b.vectors for b in LocalEngine(whole, workers=1).embed(paths, batch_size=16)])
     got = np.concatenate([b.vectors for b in batches])
     assert whole.calls == [16, 5]
-    assert got.shape == (21, default_embedder.dim)
+    assert got.shape == (21, fresh_embedder.dim)
     assert np.allclose(got, ref, atol=1e-5)
 
 
-def test_an_engine_yields_every_input_once_in_order_failures_keyed(tmp_path, default_embedder):
+def test_an_engine_yields_every_input_once_in_order_failures_keyed(tmp_path, fresh_embedder):
     upload = ImageBytes("up.png", noise_image(tmp_path / "up.png", seed=99).read_bytes())
     sources = [noise_image(tmp_path / f"{i}.png", seed=i) for i in range(7)]
     (tmp_path / "bad.png").write_bytes(b"not an image")
@@ -62,7 +62,7 @@ def test_an_engine_yields_every_input_once_in_order_failures_keyed(tmp_path, def
     sources[6:6] = [upload, tmp_path / "missing.png"]  # the same upload twice: two inputs
     bad = {2: str(tmp_path / "bad.png"), 7: str(tmp_path / "missing.png")}
     seen: list[tuple[str, int, int]] = []
-    engine = make_engine("local", lambda: default_embedder, lambda: {})
+    engine = make_engine("local", lambda: fresh_embedder, lambda: {})
     stretches = list(engine.embed(sources, keys=range(len(sources)), batch_size=3,
                                   progress=lambda *a: seen.append(a), stage="testing"))
 
@@ -74,16 +74,16 @@ def test_an_engine_yields_every_input_once_in_order_failures_keyed(tmp_path, def
     assert seen == [("testing", sum(len(s) for s in stretches[:i + 1]), len(sources))
                     for i in range(len(stretches))]
 
-    whole = Embedded.gather(stretches, default_embedder.dim)
+    whole = Embedded.gather(stretches, fresh_embedder.dim)
     assert [s.path for s in whole.skipped()] == list(bad.values())
     np.testing.assert_array_equal(whole.vectors[whole.keys.index(3)], whole.vectors[whole.keys.index(6)])
-    plain = Embedded.gather(LocalEngine(default_embedder).embed(sources, batch_size=4), default_embedder.dim)
+    plain = Embedded.gather(LocalEngine(fresh_embedder).embed(sources, batch_size=4), fresh_embedder.dim)
     assert plain.keys == [s for i, s in enumerate(sources) if i not in bad]  # default key: the source
     assert np.allclose(plain.vectors, whole.vectors, atol=1e-5) and plain.sha256 == whole.sha256
 
 
-def test_an_empty_stream_gathers_to_no_rows_and_an_unknown_engine_is_refused(default_embedder):
-    empty = Embedded.gather(LocalEngine(default_embedder).embed([]), 7)
+def test_an_empty_stream_gathers_to_no_rows_and_an_unknown_engine_is_refused(fresh_embedder):
+    empty = Embedded.gather(LocalEngine(fresh_embedder).embed([]), 7)
     assert (empty.keys, empty.failed, empty.vectors.shape) == ([], [], (0, 7))
     with pytest.raises(InputError, match="--engine 'spark': use one of local, ray"):
-        make_engine("spark", lambda: default_embedder, lambda: {})
+        make_engine("spark", lambda: fresh_embedder, lambda: {})

@@ -15,10 +15,10 @@ def test_registry_lists_every_spec_the_cli_accepts():
     assert REGISTRY[0].matches("defaultx") is None and REGISTRY[2].matches("default") is None
 
 
-def test_default_and_its_alias_build_the_same_backbone(default_embedder):
+def test_default_and_its_alias_build_the_same_backbone(fresh_embedder):
     alias = load_embedder("efficientnet-lite0", "cpu")
     assert (alias.backbone_id, alias.weights_sha256, alias.recipe) == (
-        default_embedder.backbone_id, default_embedder.weights_sha256, default_embedder.recipe)
+        fresh_embedder.backbone_id, fresh_embedder.weights_sha256, fresh_embedder.recipe)
 
 
 def test_unknown_model_names_the_forms_it_accepts():

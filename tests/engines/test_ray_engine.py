@@ -35,7 +35,7 @@ def catalogue(ix: StyleIndex) -> dict:
             for i, v in zip(ids, vecs)}
 
 
-def test_ray_engine_matches_the_local_engine_through_a_worker_crash(tmp_path, local_ray, default_embedder):
+def test_ray_engine_matches_the_local_engine_through_a_worker_crash(tmp_path, local_ray, fresh_embedder):
     from mimicry.engines.ray import EmbedActor, RayEngine
 
     marker = tmp_path / "exited"
@@ -54,10 +54,10 @@ def test_ray_engine_matches_the_local_engine_through_a_worker_crash(tmp_path, lo
 
     portfolio = write_portfolio(tmp_path / "p", artists=3, works=7)
     (portfolio / "flatpop-fiona" / "broken.png").write_bytes(b"not an image at all")
-    with StyleIndex.create(tmp_path / "local", embedder=default_embedder) as ix:
+    with StyleIndex.create(tmp_path / "local", embedder=fresh_embedder) as ix:
         local_report = ix.add_folder(portfolio)
         local = catalogue(ix)
-    with StyleIndex.create(tmp_path / "ray", embedder=default_embedder) as ix:
+    with StyleIndex.create(tmp_path / "ray", embedder=fresh_embedder) as ix:
         engine = RayEngine(asdict(ix.store.read_pin()), actor=ExitsOnce)
         ray_report = ix.add_folder(portfolio, engine=engine, batch_size=4)
         remote = catalogue(ix)
@@ -71,10 +71,10 @@ def test_ray_engine_matches_the_local_engine_through_a_worker_crash(tmp_path, lo
     assert (ray_report.embedded, ray_report.works) == (local_report.embedded, local_report.works) == (21, 21)
 
 
-def test_ray_scan_streams_the_local_results(tmp_path, local_ray, default_embedder):
+def test_ray_scan_streams_the_local_results(tmp_path, local_ray, fresh_embedder):
     portfolio = write_portfolio(tmp_path / "p", artists=3, works=3)
     queries = write_portfolio(tmp_path / "q", artists=3, works=2, seed=5)
-    with StyleIndex.create(tmp_path / "ix", embedder=default_embedder) as ix:
+    with StyleIndex.create(tmp_path / "ix", embedder=fresh_embedder) as ix:
         ix.add_folder(portfolio)
         local = [r.to_dict() for r in ix.scan([queries])]
         streamed = [r.to_dict() for r in ix.iter_scan([queries], engine="ray", batch_size=2)]

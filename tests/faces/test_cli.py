@@ -145,6 +145,7 @@ def test_index_rebuilds_an_index_of_an_older_recipe(tmp_path, cli):
     assert cli("scan", str(portfolio), "--index", ix, "-q").exit_code == 0
 
 
+@pytest.mark.slow  # starts the console script and `python -m mimicry` as processes
 def test_installed_command_runs_in_a_real_process(tmp_path):
     """The console script as a user runs it: help, and the package's entry point."""
     exe = Path(sys.executable).with_name("mimicry")

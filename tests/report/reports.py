@@ -37,11 +37,16 @@ def many_samples(folder: Path, n: int = 200, side: int = 512) -> list[Path]:
     """``n`` textured images (gradients with noise: thumbnails as large as real art's)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
-    y, x = np.mgrid[0:side, 0:side] / side
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    # One noise field twice the side, each image a different window of it: every
+    # image is as noisy as one with its own noise (so its JPEG and thumbnail are
+    # as large), and distinct, for a 20th of the random numbers.
+    noise = rng.normal(0, 18, (2 * side, 2 * side, 3)).astype(np.float32)
     paths = []
     for i in range(n):
         base = np.stack([x * rng.uniform(80, 255), y * rng.uniform(80, 255), (x + y) * 120], -1)
-        img = np.clip(base + rng.normal(0, 18, base.shape), 0, 255).astype(np.uint8)
+        r, c = rng.integers(0, side, 2)
+        img = np.clip(base + noise[r:r + side, c:c + side], 0, 255).astype(np.uint8)
         p = folder / f"sample-with-a-rather-long-file-name-{i:03d}.jpg"
         Image.fromarray(img).save(p, quality=90)
         paths.append(p)
