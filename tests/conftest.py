@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import write_portfolio
+from helpers import copy_portfolio, demo_truth, write_portfolio
 
 
 class KnownVectors:
@@ -92,3 +92,21 @@ def calibrated_copy(demo, tmp_path) -> Path:
     dst = tmp_path / "index"
     shutil.copytree(out / "index", dst, ignore=shutil.ignore_patterns("lock"))
     return dst
+
+
+@pytest.fixture
+def portfolio_of(_portfolio_template):
+    """``portfolio_of(dst, artists, works)``: the files ``write_portfolio(dst,
+    artists, works)`` paints (up to 3 x 3), copied from the session's template."""
+    return lambda dst, artists=3, works=3: copy_portfolio(_portfolio_template, Path(dst), artists, works)
+
+
+@pytest.fixture(scope="session")
+def demo_set(demo):
+    """The demo's generated images as a :class:`mimicry.synthetic.SyntheticSet`
+    (4 artists x 6 works, 3 imitations of each, 6 photos): a labelled set whose
+    vectors the session already has. Read-only."""
+    from mimicry.synthetic import SyntheticSet
+
+    _, _, out = demo
+    return SyntheticSet(out / "portfolios", out / "imitations", out / "unrelated", demo_truth(out))

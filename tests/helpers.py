@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -66,3 +67,43 @@ def consistent(folder: Path) -> tuple[int, int]:
         if len(vecs):
             assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
         return len(works), len(ids)
+
+
+def copy_portfolio(template: Path, dst: Path, artists: int = 3, works: int = 3) -> Path:
+    """``write_portfolio(dst, artists, works)`` for ``works <= 3``, ``artists <= 3``
+    (seed 0), copied from the session's template instead of painted: the same
+    files byte for byte (work-i of artist a is painted with seed ``a * 100 + i``
+    in both), so their vectors are already known."""
+    import shutil
+
+    for style in STYLES[:artists]:
+        (dst / style.name).mkdir(parents=True, exist_ok=True)
+        for i in range(works):
+            shutil.copy2(template / style.name / f"work-{i}.png", dst / style.name / f"work-{i}.png")
+    return dst
+
+
+def demo_truth(out: Path) -> dict[str, str | None]:
+    """The demo's truth (as :func:`mimicry.synthetic.make_dataset` records it):
+    each imitation's artist by its file name, None for each unrelated photo."""
+    truth: dict[str, str | None] = {
+        p.name: p.stem.removeprefix("imitation-of-").rsplit("-", 1)[0] for p in (out / "imitations").glob("*.png")}
+    truth.update({p.name: None for p in (out / "unrelated").glob("*.png")})
+    return truth
+
+
+def write_manifest(path: Path, portfolios: Path, imitations: Path, unrelated: Path,
+                   truth: dict[str, str | None], relative_to: Path | None = None,
+                   extra: tuple[str, ...] = ()) -> Path:
+    """A ``path,role,artist,notes`` manifest: portfolios genuine, imitations with
+    their artist from ``truth``, unrelated photos negative (paths relative to
+    ``relative_to`` if given), then the ``extra`` lines as they are."""
+    def name(f: Path) -> str:
+        return os.path.relpath(f, relative_to) if relative_to else str(f)
+
+    lines = ["path,role,artist,notes"]
+    lines += [f"{name(f)},genuine,{f.parent.name}," for f in sorted(portfolios.rglob("*.png"))]
+    lines += [f"{name(f)},imitation,{truth[f.name]}," for f in sorted(imitations.glob("*.png"))]
+    lines += [f"{name(f)},negative,," for f in sorted(unrelated.glob("*.png"))]
+    path.write_text("\n".join(lines + list(extra)) + "\n")
+    return path

@@ -35,28 +35,31 @@ class Recording:
 
 
 def test_model_starts_before_a_whole_batch_is_decoded(tmp_path, fresh_embedder):
-    paths = [noise_image(tmp_path / f"{i:02d}.png", seed=i) for i in range(21)]
-    bad = tmp_path / "10-bad.png"
+    # Batches of 4 images in passes of 2: the same shape as batches of 16 in
+    # passes of 4 (full passes, then a batch whose remainder is one short pass),
+    # a third of the forward passes.
+    paths = [noise_image(tmp_path / f"{i:02d}.png", seed=i) for i in range(7)]
+    bad = tmp_path / "03-bad.png"
     bad.write_bytes(b"not an image")
-    paths.insert(10, bad)
-    rec = Recording(fresh_embedder, forward_batch=4)
-    batches = list(LocalEngine(rec, workers=1).embed(paths, batch_size=16))
-    # Passes of 4 as images arrive; the batch's remainder in one pass at its end.
-    assert rec.calls == [4, 4, 4, 4, 4, 1]
-    assert [len(b.keys) for b in batches] == [16, 5]
+    paths.insert(3, bad)  # inside the first batch, in the middle of a pass
+    rec = Recording(fresh_embedder, forward_batch=2)
+    batches = list(LocalEngine(rec, workers=1).embed(paths, batch_size=4))
+    # Passes of 2 as images arrive; the batch's remainder in one pass at its end.
+    assert rec.calls == [2, 2, 2, 1]
+    assert [len(b.keys) for b in batches] == [4, 3]
     assert [(k, e.path) for b in batches for k, e in b.failed] == [(bad, str(bad))]
 
-    whole = Recording(fresh_embedder, forward_batch=16)
-    ref = np.concatenate([b.vectors for b in LocalEngine(whole, workers=1).embed(paths, batch_size=16)])
+    whole = Recording(fresh_embedder, forward_batch=4)
+    ref = np.concatenate([b.vectors for b in LocalEngine(whole, workers=1).embed(paths, batch_size=4)])
     got = np.concatenate([b.vectors for b in batches])
-    assert whole.calls == [16, 5]
-    assert got.shape == (21, fresh_embedder.dim)
+    assert whole.calls == [4, 3]
+    assert got.shape == (7, fresh_embedder.dim)
     assert np.allclose(got, ref, atol=1e-5)
 
 
 def test_an_engine_yields_every_input_once_in_order_failures_keyed(tmp_path, fresh_embedder):
     upload = ImageBytes("up.png", noise_image(tmp_path / "up.png", seed=99).read_bytes())
-    sources = [noise_image(tmp_path / f"{i}.png", seed=i) for i in range(7)]
+    sources = [noise_image(tmp_path / f"{i}.png", seed=i) for i in range(4)]
     (tmp_path / "bad.png").write_bytes(b"not an image")
     sources[2:2] = [tmp_path / "bad.png", upload]
     sources[6:6] = [upload, tmp_path / "missing.png"]  # the same upload twice: two inputs

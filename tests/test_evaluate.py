@@ -7,27 +7,21 @@ import json
 import numpy as np
 import pytest
 
+from helpers import write_manifest
 from mimicry.evaluate import evaluate
 from mimicry.metrics import tpr_at_fpr
-from mimicry.synthetic import STYLES, make_dataset, paint, scene
+from mimicry.synthetic import STYLES, paint, scene
 
 
 @pytest.fixture(scope="module")
-def labelled(tmp_path_factory):
-    """A generated labelled set (4 artists x 4 works, 4 imitations each, 8 photos,
-    one missing file), its manifest, and a vector cache the tests share."""
+def labelled(tmp_path_factory, demo_set):
+    """The demo's images as a labelled set (4 artists x 6 works, 3 imitations
+    each, 6 photos), its manifest (paths relative to it, one missing file), and
+    a vector cache the tests share."""
     root = tmp_path_factory.mktemp("labelled")
-    data = make_dataset(root, works_per_artist=4, imitations_per_artist=4, unrelated=8, seed=5)
-    lines = ["path,role,artist,notes"]
-    for f in sorted(data.portfolios.rglob("*.png")):
-        lines.append(f"{f.relative_to(root)},genuine,{f.parent.name},")
-    for f in sorted(data.imitations.glob("*.png")):
-        lines.append(f"{f.relative_to(root)},imitation,{data.truth[f.name]},")
-    for f in sorted(data.unrelated.glob("*.png")):
-        lines.append(f"{f.relative_to(root)},negative,,")
-    lines.append("missing.png,negative,,")
-    manifest = root / "manifest.csv"
-    manifest.write_text("\n".join(lines) + "\n")
+    data = demo_set
+    manifest = write_manifest(root / "manifest.csv", data.portfolios, data.imitations, data.unrelated,
+                              data.truth, relative_to=root, extra=("missing.png,negative,,",))
     return data, manifest, root / "cache"
 
 
@@ -39,8 +33,8 @@ def test_evaluate_on_a_written_manifest(tmp_path, default_embedder, labelled):
     result = evaluate(manifest, embedder=default_embedder, out=out, unregistered=1, seed=0, sets=60,
                       cache=cache)
     m = result.to_dict()
-    assert (m["n_genuine"], m["n_imitation"], m["n_skipped"]) == (12, 12, 1)
-    assert m["n_negative"] == 8 + 4 + 4  # photos + the unregistered artist's works and imitations
+    assert (m["n_genuine"], m["n_imitation"], m["n_skipped"]) == (18, 9, 1)
+    assert m["n_negative"] == 6 + 6 + 3  # photos + the unregistered artist's works and imitations
     assert m["top1"] == 1.0 and m["top3"] == 1.0
     assert m["auc"] > 0.9 and 0 <= m["negatives_flagged"] <= 0.3
     assert 0.5 <= m["set_auc"] <= 1.0 and "auc_unregistered" in m
@@ -97,22 +91,23 @@ def test_evaluate_measures_what_scan_gives(tmp_path, default_embedder, labelled)
     assert verdict.findings[0].artist == data.truth[imitations[0].name]
 
 
-def test_evaluate_with_a_background_reports_image_level_rates(tmp_path, default_embedder, labelled):
+def test_evaluate_with_a_background_reports_image_level_rates(tmp_path, default_embedder, labelled, demo):
     """A background in artists' folders is split in half by folder: one half
     calibrates, the other measures background_flagged; sets of 8, 16 and 32."""
-    from mimicry.synthetic import photo_like
+    import shutil
 
     data, manifest, _ = labelled
+    photos = sorted((demo[2] / "background").glob("*.png"))  # the demo's 100 photo-like images
     background = tmp_path / "background"
     for g in range(10):
         (background / f"unregistered-{g:02d}").mkdir(parents=True)
-        for i in range(4):
-            photo_like(90_000 + 10 * g + i).save(background / f"unregistered-{g:02d}" / f"{i}.png")
+        for i in range(10):
+            shutil.copy(photos[10 * g + i], background / f"unregistered-{g:02d}" / f"{i}.png")
     result = evaluate(manifest, embedder=default_embedder, background=[background], fpr=0.15,
                       cache=tmp_path / "cache", sets=60)
     m = result.metrics
-    assert result.promise == {"fpr": 0.15, "negatives": 20, "source": "background", "certified": True,
-                              "needed": 20, "can_flag": True}  # half of 10 folders x 4 images
+    assert result.promise == {"fpr": 0.15, "negatives": 50, "source": "background", "certified": True,
+                              "needed": 20, "can_flag": True}  # half of 10 folders x 10 images
     assert 0 <= m["background_flagged"] <= 0.3 and m["imitations_flagged"] >= 0.75
     assert m["negatives_flagged"] <= 0.34
     for key in ("set_auc_16", "imitation_sets_detected_16", "negative_sets_flagged_32"):
@@ -138,7 +133,7 @@ def test_evaluate_with_a_background_reports_image_level_rates(tmp_path, default_
     # A separate held-out folder: the whole background calibrates.
     held = evaluate(manifest, embedder=default_embedder, background=[background], fpr=0.15,
                     heldout_background=[data.unrelated], cache=tmp_path / "cache", sets=20)
-    assert held.promise["negatives"] == 40 and 0 <= held.metrics["background_flagged"] <= 0.5
+    assert held.promise["negatives"] == 100 and 0 <= held.metrics["background_flagged"] <= 0.5
 
 
 def test_a_detector_that_never_flags_scores_zero():

@@ -93,9 +93,9 @@ def test_csv_portfolio(tmp_path, portfolio, default_embedder):
 
 
 
-def test_scan_from_bytes_equals_scan_from_path(calibrated_copy, demo):
+def test_scan_from_bytes_equals_scan_from_path(calibrated_copy, demo, default_embedder):
     _, _, out = demo
-    ix = StyleIndex.open(calibrated_copy)
+    ix = StyleIndex.open(calibrated_copy, embedder=default_embedder)
     paths = sorted((out / "imitations").glob("*.png"))[:3]
     from_paths = ix.scan(paths)
     uploads = [ImageBytes(f"upload-{i}.png", p.read_bytes()) for i, p in enumerate(paths)]
@@ -108,9 +108,9 @@ def test_scan_from_bytes_equals_scan_from_path(calibrated_copy, demo):
     assert not any("/" in e for r in from_bytes for e in [r.image])  # no upload became a path
 
 
-def test_concurrent_scans_from_threads_agree(calibrated_copy, demo):
+def test_concurrent_scans_from_threads_agree(calibrated_copy, demo, fresh_embedder):
     _, _, out = demo
-    ix = StyleIndex.open(calibrated_copy)
+    ix = StyleIndex.open(calibrated_copy, embedder=fresh_embedder)
     paths = sorted((out / "imitations").glob("*.png"))[:4]
     expected = [r.to_dict() for r in ix.scan(paths)]
     got: list = []
@@ -130,16 +130,16 @@ def test_concurrent_scans_from_threads_agree(calibrated_copy, demo):
     assert not errors and got == [expected] * 4
 
 
-def test_reads_answer_while_a_writer_holds_the_lock(calibrated_copy, demo, monkeypatch):
+def test_reads_answer_while_a_writer_holds_the_lock(calibrated_copy, demo, default_embedder, monkeypatch):
     _, _, out = demo
-    ix = StyleIndex.open(calibrated_copy)
-    other = StyleIndex.open(calibrated_copy)
+    ix = StyleIndex.open(calibrated_copy, embedder=default_embedder)
+    other = StyleIndex.open(calibrated_copy, embedder=default_embedder)
     monkeypatch.setenv("MIMICRY_LOCK_WAIT", "0.2")
     with ix.store.writer():
         r = other.scan([sorted((out / "imitations").glob("*.png"))[0]])[0]
         assert r.matches and other.info().works == ix.info().works
         with pytest.raises(LockedError) as err:
-            StyleIndex.open(calibrated_copy).remove_artist(STYLES[0].name)
+            StyleIndex.open(calibrated_copy, embedder=default_embedder).remove_artist(STYLES[0].name)
         assert err.value.retry_after > 0 and err.value.code == "locked"
     files = sorted(calibrated_copy.iterdir())
     before = {f.name: f.stat().st_mtime_ns for f in files}
@@ -148,9 +148,9 @@ def test_reads_answer_while_a_writer_holds_the_lock(calibrated_copy, demo, monke
     assert {f.name: f.stat().st_mtime_ns for f in sorted(calibrated_copy.iterdir())} == before  # reads wrote nothing
 
 
-def test_writes_keep_calibration_fresh_and_stale_is_reported(calibrated_copy, demo):
+def test_writes_keep_calibration_fresh_and_stale_is_reported(calibrated_copy, demo, default_embedder):
     _, _, out = demo
-    ix = StyleIndex.open(calibrated_copy)
+    ix = StyleIndex.open(calibrated_copy, embedder=default_embedder)
     assert ix.info().calibration == "current"
     before = ix.calibration
     new = out / "late-portfolio" / STYLES[0].name
@@ -195,17 +195,17 @@ def test_model_verdict_pairs_each_supporting_sample_with_its_nearest_work(demo):
     assert "path" not in str(d) and d["findings"][0]["pairs"][0]["nearest"]["sha256"]
 
 
-def test_scan_model_warns_outside_the_designed_sample_range(calibrated_copy, demo):
+def test_scan_model_warns_outside_the_designed_sample_range(calibrated_copy, demo, default_embedder):
     _, _, out = demo
-    ix = StyleIndex.open(calibrated_copy)
+    ix = StyleIndex.open(calibrated_copy, embedder=default_embedder)
     few = sorted((out / "samples-fine-tune").glob("*.png"))[:3]
     verdict = ix.scan_model(few)
     assert verdict.n_samples == 3 and any("8 to 200" in w for w in verdict.warnings)
 
 
-def test_results_say_what_the_promise_rests_on(calibrated_copy, demo):
+def test_results_say_what_the_promise_rests_on(calibrated_copy, demo, default_embedder):
     _, _, out = demo
-    ix = StyleIndex.open(calibrated_copy)
+    ix = StyleIndex.open(calibrated_copy, embedder=default_embedder)
     promise = ix.info().promise
     assert promise == {"fpr": 0.01, "negatives": 100, "source": "background", "certified": False,
                        "needed": 300, "can_flag": True}  # 100 background images cannot certify 1%

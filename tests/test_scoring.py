@@ -10,15 +10,15 @@ from mimicry import StyleIndex
 from mimicry.scoring import score
 from mimicry.scanning import image_matches
 from mimicry.store import Snapshot
-from mimicry.synthetic import STYLES, make_dataset
+from mimicry.synthetic import STYLES
 
 
-def test_imitation_ranks_its_artist_first(tmp_path, default_embedder):
-    data = make_dataset(tmp_path, works_per_artist=4, imitations_per_artist=2, unrelated=0, seed=3)
+def test_imitation_ranks_its_artist_first(tmp_path, default_embedder, demo_set):
+    data = demo_set  # 4 artists x 6 works, 3 imitations of each
     ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
     ix.add_folder(data.portfolios)
     results = ix.scan([data.imitations], top=len(STYLES))
-    assert len(results) == 2 * len(STYLES)
+    assert len(results) == 3 * len(STYLES)
     works = {w.id: w for w in ix.works()}
     for r in results:
         truth = data.truth[r.image.rsplit("/", 1)[-1]]
@@ -34,14 +34,14 @@ def test_imitation_ranks_its_artist_first(tmp_path, default_embedder):
             assert [e.similarity for e in m.evidence] == sorted((e.similarity for e in m.evidence), reverse=True)
 
 
-def test_scan_keeps_input_order_and_folders(tmp_path, default_embedder):
-    data = make_dataset(tmp_path, works_per_artist=2, imitations_per_artist=1, unrelated=2, seed=4)
+def test_scan_keeps_input_order_and_folders(tmp_path, default_embedder, portfolio, demo_set):
+    data = demo_set
     ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
-    ix.add_folder(data.portfolios)
+    ix.add_folder(portfolio)
     single = data.unrelated / "photo-01.png"
     results = ix.scan([single, data.imitations])
     assert results[0].image == str(single)
-    assert len(results) == 1 + len(STYLES)
+    assert len(results) == 1 + 3 * len(STYLES)
     assert [r.image for r in ix.scan(str(single))] == [str(single)]  # one path, not its letters
 
 
@@ -103,12 +103,11 @@ def test_neighbour_scoring_falls_back_to_every_work_past_its_cap(monkeypatch):
     np.testing.assert_allclose(got.raw, score(snap, queries).raw, atol=1e-6)
 
 
-def test_the_same_upload_twice_gets_two_results(tmp_path, default_embedder):
+def test_the_same_upload_twice_gets_two_results(tmp_path, default_embedder, portfolio, demo_set):
     from mimicry.images import ImageBytes
 
-    data = make_dataset(tmp_path, works_per_artist=2, imitations_per_artist=1, unrelated=1, seed=6)
     ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
-    ix.add_folder(data.portfolios)
-    up = ImageBytes("blob", (data.unrelated / "photo-00.png").read_bytes())
+    ix.add_folder(portfolio)
+    up = ImageBytes("blob", (demo_set.unrelated / "photo-00.png").read_bytes())
     first, second = ix.scan([up, up])
     assert first.to_dict() == second.to_dict() and first.image == "blob"

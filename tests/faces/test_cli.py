@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from helpers import pin_older_recipe, write_portfolio
+from helpers import pin_older_recipe, write_manifest
 from mimicry.faces.cli import app
 from mimicry.synthetic import STYLES, paint, scene
 
@@ -43,8 +43,8 @@ def lines(output: str) -> list[dict]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
-def test_index_scan_info_remove(tmp_path, cli):
-    portfolio = write_portfolio(tmp_path / "p", artists=3, works=3)
+def test_index_scan_info_remove(tmp_path, cli, portfolio_of):
+    portfolio = portfolio_of(tmp_path / "p", artists=3, works=3)
     ix = str(tmp_path / "ix")
     r = cli("index", str(portfolio), "--index", ix, "--json", "--quiet")
     assert r.exit_code == 0, r.output
@@ -82,14 +82,14 @@ def test_index_scan_info_remove(tmp_path, cli):
     assert target.name not in json.loads(cli("info", "--index", ix, "--json").stdout)["artists"]
 
 
-def test_errors_become_one_line_and_exit_2(tmp_path, cli):
+def test_errors_become_one_line_and_exit_2(tmp_path, cli, portfolio_of):
     r = cli("scan", str(tmp_path), "--index", str(tmp_path / "missing"))
     assert r.exit_code == 2 and "not a mimicry index" in r.stderr
     r = cli("index", str(tmp_path / "nowhere"), "--index", str(tmp_path / "ix"))
     assert r.exit_code == 2 and "no such file" in r.stderr
     r = cli("scan", str(tmp_path / "x.png"), env={"MIMICRY_INDEX": ""})
     assert r.exit_code == 2 and "MIMICRY_INDEX" in r.stderr
-    write_portfolio(tmp_path / "p", artists=2, works=1)
+    portfolio_of(tmp_path / "p", artists=2, works=1)
     assert cli("index", str(tmp_path / "p"), "--index", str(tmp_path / "ix"), "-q").exit_code == 0
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"junk")
@@ -133,8 +133,8 @@ def test_calibrated_scan_and_scan_model_exit_1_on_findings(calibrated_copy, demo
     assert "(fpr 0.03 per image, 100 background images, certified)" in cli("info", "--index", ix).stdout
 
 
-def test_index_rebuilds_an_index_of_an_older_recipe(tmp_path, cli):
-    portfolio = write_portfolio(tmp_path / "p", artists=2, works=2)
+def test_index_rebuilds_an_index_of_an_older_recipe(tmp_path, cli, portfolio_of):
+    portfolio = portfolio_of(tmp_path / "p", artists=2, works=2)
     ix = str(tmp_path / "ix")
     assert cli("index", str(portfolio), "--index", ix, "-q").exit_code == 0
     pin_older_recipe(tmp_path / "ix")
@@ -160,18 +160,13 @@ def test_installed_command_runs_in_a_real_process(tmp_path):
     assert r.stdout.strip() == "[]"  # --help never pays for torch or FAISS
 
 
-def test_evaluate_prints_the_table_and_json(tmp_path, cli):
-    from mimicry.synthetic import make_dataset
-
-    data = make_dataset(tmp_path, works_per_artist=2, imitations_per_artist=1, unrelated=2, seed=9)
-    rows = ["path,role,artist"] + [f"{f},genuine,{f.parent.name}" for f in sorted(data.portfolios.rglob("*.png"))]
-    rows += [f"{f},imitation,{data.truth[f.name]}" for f in sorted(data.imitations.glob("*.png"))]
-    rows += [f"{f},negative," for f in sorted(data.unrelated.glob("*.png"))]
-    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+def test_evaluate_prints_the_table_and_json(tmp_path, cli, demo_set):
+    data = demo_set  # 4 artists x 6 works, 3 imitations of each, 6 photos
+    write_manifest(tmp_path / "m.csv", data.portfolios, data.imitations, data.unrelated, data.truth)
     r = cli("evaluate", str(tmp_path / "m.csv"))
-    assert r.exit_code == 0 and "top1" in r.stdout and "genuine 8, imitation 4, negative 2" in r.stdout
+    assert r.exit_code == 0 and "top1" in r.stdout and "genuine 24, imitation 12, negative 6" in r.stdout
     d = json.loads(cli("evaluate", str(tmp_path / "m.csv"), "--json", "--out", str(tmp_path / "out")).stdout)
-    assert d["n_genuine"] == 8 and "roc" not in d and "scores" not in d
+    assert d["n_genuine"] == 24 and "roc" not in d and "scores" not in d
     assert "<th scope=\"row\">top1</th>" in (tmp_path / "out" / "report.html").read_text()
     r = cli("evaluate", str(tmp_path / "nowhere.csv"))
     assert r.exit_code == 2 and "cannot read the manifest" in r.stderr
@@ -201,8 +196,8 @@ def test_reports_from_scan_scan_model_and_evaluate(calibrated_copy, demo, cli, t
     assert f"{blocked / 'r.html'}: cannot write the report" in r.stderr
 
 
-def test_index_type_is_pinned_and_shown(tmp_path, cli):
-    portfolio = write_portfolio(tmp_path / "p", artists=2, works=2)
+def test_index_type_is_pinned_and_shown(tmp_path, cli, portfolio_of):
+    portfolio = portfolio_of(tmp_path / "p", artists=2, works=2)
     ix = str(tmp_path / "ix")
     assert cli("index", str(portfolio), "--index", ix, "-q").exit_code == 0
     info = json.loads(cli("info", "--index", ix, "--json").stdout)

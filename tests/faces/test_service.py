@@ -204,7 +204,9 @@ def test_writes_need_an_admin_token_or_an_explicit_insecure_choice(calibrated_co
 
 
 def test_a_write_while_another_process_holds_the_lock_answers_503(service, calibrated_copy):
-    client = service()
+    # The lock stays held for the whole request: the write's wait for it (1 s
+    # by default) only waits, and ends in the same 503 at 0.2 s.
+    client = service(write_wait_s=0.2)
     holder = StyleIndex.open(calibrated_copy)
     with holder.store.writer():
         r = client.post("/v1/artists", json={"name": "late"}, headers=AS_ADMIN)
@@ -272,7 +274,7 @@ def test_no_body_is_read_before_authorisation_and_streams_are_limited(service, c
 
 def test_errors_never_show_server_paths(service, calibrated_copy, demo):
     _, _, out = demo
-    client = service(scan_token="s3cret")
+    client = service(scan_token="s3cret", write_wait_s=0.2)  # the held lock's 503 below, sooner
     scan = {"Authorization": "Bearer s3cret"}
     assert client.get("/v1/artists").status_code == 401  # reads need the scan token too
     work = StyleIndex.open(calibrated_copy).works()[0]

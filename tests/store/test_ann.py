@@ -17,7 +17,7 @@ from helpers import unit
 from mimicry.scoring import score
 from mimicry.store import Pin, Store
 from mimicry.store import ann as ann_io
-from mimicry.store import ann_faiss
+from mimicry.store import ann_builds, ann_faiss
 from mimicry.store.snapshot import exact_search
 from mimicry.store.writer import NewWork
 
@@ -250,10 +250,11 @@ def test_readers_see_a_rebuilt_index_and_failed_builds_are_retried(tmp_path, mon
 
 def test_a_repinned_index_never_searches_the_old_codes(tmp_path):
     folder = tmp_path / "ix"
-    store = store_of(folder, "hnsw")
+    # 1,500 works: past MIN_ANN, so an HNSW is built both before and after the re-pin.
+    store = store_of(folder, "hnsw", n=1500, artists=75)
     old = json.loads((folder / "index_infos.json").read_text())["file"]
     snap = store.snapshot()
-    fresh, _ = clustered(3000, 150, seed=42)  # the same works, embedded another way
+    fresh, _ = clustered(1500, 75, seed=42)  # the same works, embedded another way
     pin = Pin("test-model", "test", "0" * 64, DIM, {"version": 2}, index_type="hnsw")
     with store.writer() as w:
         w.replace_all(pin, snap.work_ids.tolist(), fresh, [])
@@ -281,6 +282,11 @@ def _held_build(monkeypatch):
     (files written, release, number of builds started)."""
     written, release, builds = threading.Event(), threading.Event(), []
     real = ann_io.write
+    # A writer that finds this build holding the build lock waits LOCK_WAIT_S
+    # (2 s, for brief leftover cleaning) before it leaves its own build to it;
+    # here the lock stays held until released, so that wait only waits: the
+    # outcome (its build skipped) is the same at 0.3 s.
+    monkeypatch.setattr(ann_builds, "LOCK_WAIT_S", 0.3)
 
     def write_then_wait(*a, **k):
         builds.append(a[3].file)
@@ -334,12 +340,12 @@ def test_a_build_runs_outside_the_write_lock(tmp_path, monkeypatch):
 
 def test_a_build_from_before_a_repin_is_never_installed(tmp_path, monkeypatch):
     folder = tmp_path / "ix"
-    store = store_of(folder, "hnsw")
+    store = store_of(folder, "hnsw", n=1500, artists=75)
     written, release, builds = _held_build(monkeypatch)
     store.ann_in_background = True
     snap = store.snapshot()
-    with store.writer() as w:
-        w.commit([], snap.work_ids[:800].tolist())
+    with store.writer() as w:  # 400 of 1,500: past the dead share, 1,100 left (past MIN_ANN): a build
+        w.commit([], snap.work_ids[:400].tolist())
     assert written.wait(60)
     with Store.open(folder).writer(wait_s=5) as w:  # the lock is free during the build
         w.set_index_type("flat")
