@@ -167,7 +167,7 @@ def add_uploads(ix: StyleIndex, name: str, images: Sequence[ImageBytes], actor: 
             raise NotFoundError(f"no artist {name!r} is registered")
         stored = [store_upload(ix.folder, img) for img in images]  # under the lock: see remove_work
         out = _commit_uploads(w, name, stored, images, got.vectors, actor)
-        _warn(w)
+        _recalibrate(w)
     return out
 
 
@@ -206,7 +206,7 @@ def remove_work(ix: StyleIndex, name: str, work_id: int, actor: Actor | None = N
             raise NotFoundError(f"artist {name!r} has no work {work_id}")
         w.commit([], [work_id], audit=lambda cat, _: cat.record(
             actor.kind, actor.artist, "remove_work", name, detail=str(work_id), request_id=actor.request_id))
-        _warn(w)
+        _recalibrate(w)
         _delete_unreferenced(w, [work])
 
 
@@ -223,7 +223,7 @@ def remove_artist(ix: StyleIndex, name: str, actor: Actor | None = None, wait_s:
             actor.kind, actor.artist, "remove_artist", name, detail=str(len(ids)),
             request_id=actor.request_id))
         _delete_unreferenced(w, works)
-        _warn(w)
+        _recalibrate(w)
     return len(ids)
 
 
@@ -244,7 +244,7 @@ def _delete_unreferenced(w: Writer, gone: Sequence[Work]) -> None:
             Path(x.path).unlink(missing_ok=True)
 
 
-def _warn(w: Writer) -> None:
+def _recalibrate(w: Writer) -> None:
     """Recalibrates after a portfolio change, and logs what the caller cannot be
     told in a return value (a calibration dropped)."""
     from mimicry.ingestion import refresh_calibration

@@ -255,11 +255,12 @@ class Store:
 
     def _ann_in_use(self, cat: Catalogue) -> AnnInfo | None:
         """The approximate index the catalogue names (inside the caller's transaction)."""
-        if not cat.get_meta(ANN):
+        text = cat.get_meta(ANN)
+        if not text:
             return None
-        from mimicry.store import ann_builds
+        from mimicry.store import ann as ann_io
 
-        return ann_builds.in_use(cat, self)
+        return ann_io.decode(text, self.folder)
 
     def _stored(self, cat: Catalogue, name: str, strict: bool, parse):
         """The arrays stored under ``name``, parsed; None when absent (or, unless
