@@ -48,8 +48,8 @@ def _model_samples(out: Path, n: int = 12) -> tuple[Path, Path, str]:
     for folder in (tuned, unrelated):
         folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        paint(scene(60_000 + i), style, 61_000 + i).save(tuned / f"sample-{i:02d}.png")
-        photo_like(62_000 + i).save(unrelated / f"sample-{i:02d}.png")
+        paint(scene(60_000 + i), style, 61_000 + i).save(tuned / f"sample-{i:02d}.png", compress_level=1)
+        photo_like(62_000 + i).save(unrelated / f"sample-{i:02d}.png", compress_level=1)
     return tuned, unrelated, style.name
 
 
@@ -65,7 +65,7 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
     background = out / "background"
     background.mkdir(exist_ok=True)
     for i in range(BACKGROUND):
-        photo_like(50_000 + i).save(background / f"bg-{i:02d}.png")
+        photo_like(50_000 + i).save(background / f"bg-{i:02d}.png", compress_level=1)
     tuned, unrelated, tuned_artist = _model_samples(out)
     echo(f"generated {len(list(data.portfolios.rglob('*.png')))} portfolio works by "
          f"{len(list(data.portfolios.iterdir()))} artists, "

@@ -38,7 +38,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.flagging import Calibration, Judged
 
-__all__ = ["LEVEL_MULTIPLES", "ArtistTest", "artist_tests", "imitated", "model_test_levels",
+__all__ = ["LEVEL_MULTIPLES", "ArtistTest", "artist_tests", "beta_binomial_tail", "imitated", "model_test_levels",
            "set_statistic"]
 
 #: Levels of the model-level test, as multiples of the calibration's target
@@ -63,8 +63,6 @@ class ArtistTest:
 def artist_tests(judged: Judged, cal: Calibration) -> list[ArtistTest]:
     """The multi-level Beta-binomial test (module docstring) for every artist
     (in ``cal.artists`` order); an artist no sample supports gets p = 1."""
-    from scipy.stats import betabinom
-
     levels = np.array(model_test_levels(cal))
     n_null = cal.n_null
     n = len(judged.raw)
@@ -79,7 +77,7 @@ def artist_tests(judged: Judged, cal: Calibration) -> list[ArtistTest]:
     # Over the draw of the null images, the share of unrelated images at level a is
     # Beta(l, n_null + 1 - l); the count of n samples at that level is Beta-binomial.
     usable = ranks >= 1
-    tail = betabinom.sf(counts - 1, n, np.maximum(ranks, 1)[None, :], (n_null + 1 - ranks)[None, :])
+    tail = beta_binomial_tail(counts, n, np.maximum(ranks, 1), n_null + 1 - ranks)
     p = np.where((counts > 0) & usable[None, :], np.minimum(1.0, tail * len(levels)), 1.0)
     for row, j in enumerate(supported):
         k = int(np.argmin(p[row]))  # the first level with the smallest p-value
@@ -87,6 +85,20 @@ def artist_tests(judged: Judged, cal: Calibration) -> list[ArtistTest]:
             hits = np.flatnonzero((judged.best == j) & at[:, k])
             out[int(j)] = ArtistTest(float(p[row, k]), float(levels[k]), hits)
     return out
+
+
+def beta_binomial_tail(counts: np.ndarray, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``P(X >= counts[:, i])`` for ``X ~ BetaBinomial(n, a[i], b[i])``, one column
+    per level; ``counts`` are integers in ``0..n``. Summed from the top in log
+    space, so a tail of 1e-200 keeps its digits (``1 - cdf`` loses every tail
+    below about 1e-16 to 0 and all but a few digits of those near it)."""
+    from scipy.special import betaln, gammaln
+
+    j = np.arange(n + 1)
+    log_pmf = (gammaln(n + 1) - gammaln(j + 1) - gammaln(n - j + 1))[None, :] \
+        + betaln(j[None, :] + a[:, None], (n - j)[None, :] + b[:, None]) - betaln(a, b)[:, None]
+    log_tail = np.logaddexp.accumulate(log_pmf[:, ::-1], axis=1)[:, ::-1]  # [level, m] = log P(X >= m)
+    return np.exp(log_tail[np.arange(len(a))[None, :], counts])
 
 
 def imitated(tests: Sequence[ArtistTest], alpha: float) -> np.ndarray:

@@ -141,14 +141,14 @@ def make_dataset(root: str | Path, works_per_artist: int = 6, imitations_per_art
         adir.mkdir(exist_ok=True)
         for i in range(works_per_artist):
             s = seed * 10_000 + a * 100 + i
-            paint(scene(s), style, s).save(adir / f"work-{i:02d}.png")
+            paint(scene(s), style, s).save(adir / f"work-{i:02d}.png", compress_level=1)
         for i in range(imitations_per_artist):
             s = seed * 10_000 + 5_000 + a * 100 + i  # a scene the artist never painted
             name = f"imitation-of-{style.name}-{i}.png"
-            paint(scene(s), style, s + 1).save(out.imitations / name)
+            paint(scene(s), style, s + 1).save(out.imitations / name, compress_level=1)
             out.truth[name] = style.name
     for i in range(unrelated):
         name = f"photo-{i:02d}.png"
-        photo_like(seed * 10_000 + 9_000 + i).save(out.unrelated / name)
+        photo_like(seed * 10_000 + 9_000 + i).save(out.unrelated / name, compress_level=1)
         out.truth[name] = None
     return out

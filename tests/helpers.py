@@ -20,7 +20,7 @@ def write_portfolio(root: Path, artists: int = 3, works: int = 3, seed: int = 0)
         d.mkdir(parents=True, exist_ok=True)
         for i in range(works):
             s = seed * 1000 + a * 100 + i
-            paint(scene(s), style, s).save(d / f"work-{i}.png")
+            paint(scene(s), style, s).save(d / f"work-{i}.png", compress_level=1)
     return root
 
 

@@ -3,10 +3,14 @@ sets of near misses; the verdict rule in one place."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+from math import comb, factorial
+
 import numpy as np
+import pytest
 
 from mimicry.flagging import Calibration, Judged, flag_threshold, flagged, image_p_values
-from mimicry.model_test import ArtistTest, artist_tests, imitated
+from mimicry.model_test import ArtistTest, artist_tests, beta_binomial_tail, imitated
 
 
 def null_calibration(null: np.ndarray, n_artists: int, rate: float = 0.01) -> Calibration:
@@ -19,6 +23,24 @@ def null_calibration(null: np.ndarray, n_artists: int, rate: float = 0.01) -> Ca
 def judged(statistic: np.ndarray, best: np.ndarray, cal: Calibration) -> Judged:
     raw = np.zeros((len(statistic), len(cal.artists)))
     return Judged(raw, raw, statistic, best, image_p_values(cal, statistic), flagged(cal, statistic))
+
+
+def exact_tail(k: int, n: int, a: int, b: int) -> Fraction:
+    """P(X >= k), X ~ BetaBinomial(n, a, b), in exact rational arithmetic."""
+    def beta(x: int, y: int) -> Fraction:  # B(x, y) for positive integers
+        return Fraction(factorial(x - 1) * factorial(y - 1), factorial(x + y - 1))
+    return sum((comb(n, j) * beta(j + a, n - j + b) / beta(a, b) for j in range(k, n + 1)), Fraction(0))
+
+
+def test_the_beta_binomial_tail_keeps_its_digits_far_into_the_tail():
+    # Exact rational tails, from 1 down to about 1e-60: 1 - cdf would give 0 below 1e-16.
+    for n, a, b in ((16, 3, 298), (64, 5, 496), (40, 1, 100), (30, 100, 401)):
+        counts = np.arange(n + 1)[:, None]
+        got = beta_binomial_tail(counts, n, np.array([a]), np.array([b]))[:, 0]
+        want = np.array([float(exact_tail(int(k), n, a, b)) for k in counts[:, 0]])
+        assert got[0] == pytest.approx(1.0)
+        assert want[-1] < 1e-16, (n, a, b)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=0)
 
 
 def test_model_level_test_is_valid_under_the_null_at_any_registry_size():
