@@ -212,18 +212,48 @@ def load_image(source: ImageSource, draft_size: int | None = None) -> Image.Imag
 
 
 def iter_image_files(root: str | Path) -> Iterator[Path]:
-    """Every file under ``root`` with an image suffix, sorted, hidden files skipped."""
+    """Every file under ``root`` with an image suffix, sorted, hidden files and
+    folders skipped. Symlinked folders are followed; paths stay under ``root``
+    as named, never resolved. Each real folder is walked once, under the name
+    that owns it (:func:`_owners`): a link to a folder walked under another
+    name, or already visited by this walk, is skipped, so a link cycle ends."""
     root = Path(root)
     if root.is_file():
         yield root
         return
-    for dirpath, dirnames, filenames in os.walk(root):
+    owners = _owners(root)
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited or owners.get(real, dirpath) != dirpath:
+            dirnames[:] = []
+            continue
+        visited.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
             if Path(name).suffix.lower() in IMAGE_SUFFIXES:
                 yield Path(dirpath) / name
+
+
+def _owners(root: Path) -> dict[str, str]:
+    """Real path -> the path (as named) that owns the folder: reached from
+    ``root``, else from one of its first-level folders that are links, without
+    following any further link (the first in sorted order wins). A link deeper
+    down to a folder another name owns is thus not walked: ``bg/degas/x`` linked
+    to ``bg/monet`` leaves Monet's works under ``bg/monet``."""
+    try:
+        links = sorted(os.path.join(root, e.name) for e in os.scandir(root)
+                       if not e.name.startswith(".") and e.is_symlink() and e.is_dir())
+    except OSError:  # not a readable folder: the walk finds nothing either
+        links = []
+    owners: dict[str, str] = {}
+    for top in [os.fspath(root)] + links:
+        for dirpath, dirnames, _ in os.walk(top):
+            owners.setdefault(os.path.realpath(dirpath), dirpath)
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    return owners
 
 
 def expand_inputs(items: Iterable[ImageSource] | ImageSource) -> list[ImageSource]:

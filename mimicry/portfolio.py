@@ -10,6 +10,7 @@ Two layouts are read:
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -89,14 +90,18 @@ def background_groups(images: Sequence[ImageSource], roots: Sequence[ImageSource
     degas/``); images lying directly in the only folder given, loose files and
     uploads are each a group of their own. Calibration leaves an image's own
     group out of its reference neighbours, so one maker's works never vouch for
-    each other."""
-    folders = [Path(r).resolve() for r in roots if not isinstance(r, ImageBytes) and Path(r).is_dir()]
+    each other.
+
+    The maker is read from the paths as named (made absolute, symlinks not
+    followed): ``bg/monet/a.jpg`` is Monet's whether it is a file, a symlink to
+    a file elsewhere, or lies in ``bg/monet`` linked to a folder elsewhere."""
+    folders = [Path(os.path.abspath(r)) for r in roots if not isinstance(r, ImageBytes) and Path(r).is_dir()]
     keys: dict[tuple[str, str], int] = {}
     out = np.empty(len(images), dtype=np.int64)
     for i, img in enumerate(images):
         key = ("", f"#{i}")
         if not isinstance(img, ImageBytes):
-            path = Path(img).resolve()
+            path = Path(os.path.abspath(img))
             for root in folders:
                 try:
                     rel = path.relative_to(root)
