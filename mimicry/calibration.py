@@ -16,16 +16,20 @@ background they are the portfolio's own works, each scored against the other
 artists only (leave-one-artist-out), and the promise is *not certified*; it is
 certified with at least ``ceil(3 / A)`` background images (300 for 1%): with
 ``1 / A`` the realised rate exceeds ``A`` about a third of the time.
+
+With a background, each of its groups with enough works is a *maker*, and the
+calibration keeps the null of the maker test (:mod:`mimicry.maker_test`): the
+set statistic of each maker's works, scored as its null images are.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from mimicry import flagging, scoring
+from mimicry import flagging, maker_test, scoring
 from mimicry.flagging import BACKGROUND, PORTFOLIO, Calibration
 from mimicry.scoring import artist_max, columns_of
 from mimicry.settings import check_rate
@@ -89,9 +93,33 @@ def calibrate(
         null = flagging.null_statistic(work_vecs, work_vecs, cols, work_r, artist_r, weight, exclude=own)
         source = PORTFOLIO
     null = np.sort(null).astype(np.float32)
+    makers = None if bg is None else maker_test.maker_null(
+        _maker_scores(bg, groups, work_vecs, cols, bg_r, artist_r, weight, mu, sigma))
     return Calibration(artists, mu, sigma, negs, artist_r, null, flagging.flag_threshold(null, target_rate),
                        target_rate, generation, 0 if bg is None else len(bg), source, ref_k, weight,
-                       time.time())
+                       time.time(), *((None, None) if makers is None else (makers.sizes, makers.stats)))
+
+
+def _maker_scores(bg: np.ndarray, groups: np.ndarray, work_vecs: np.ndarray, cols: list[np.ndarray],
+                  bg_r: np.ndarray, artist_r: np.ndarray, weight: float, mu: np.ndarray, sigma: np.ndarray,
+                  chunk_rows: int = 2048) -> Iterator[np.ndarray]:
+    """Each background group's works' normalised corrected scores, one
+    ``(m, n_artists)`` array per group (in group order), scored a few thousand
+    rows at a time so memory never holds a background x artists matrix.
+    Groups too small to be makers are skipped unscored."""
+    counts = np.unique(groups, return_counts=True)[1]
+    order = np.argsort(groups, kind="stable")
+    members = np.split(order, np.cumsum(counts)[:-1])
+    batch: list[np.ndarray] = []
+    for rows in [m for m in members if len(m) >= maker_test.MIN_MAKER_WORKS] + [None]:
+        if rows is not None:
+            batch.append(rows)
+        if batch and (rows is None or sum(map(len, batch)) >= chunk_rows):
+            at = np.concatenate(batch)
+            raw = artist_max(bg[at], work_vecs, cols)
+            z = (scoring.correct(raw, bg_r[at], artist_r, weight) - mu[None, :]) / sigma[None, :]
+            yield from np.split(z, np.cumsum([len(b) for b in batch])[:-1])
+            batch = []
 
 
 def _negatives(work_vecs: np.ndarray, own: np.ndarray, cols: list[np.ndarray], work_r: np.ndarray,

@@ -53,6 +53,16 @@ def _model_samples(out: Path, n: int = 12) -> tuple[Path, Path, str]:
     return tuned, unrelated, style.name
 
 
+def _said(verdict: ModelVerdict) -> str:
+    """A model verdict in a few words."""
+    best = verdict.findings[0] if verdict.findings else None
+    if verdict.artists:
+        return f"imitates {', '.join(verdict.artists)}" + (f" (p={best.p_value:.1e})" if best else "")
+    if verdict.review:
+        return f"review for {', '.join(verdict.review)}"
+    return "not flagged at either tier (not cleared: too little evidence either way)"
+
+
 def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] = print,
              embedder: Embedder | None = None) -> DemoResult:
     """Builds a synthetic set under ``out`` (replacing an earlier demo's index),
@@ -106,10 +116,7 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
          f"{right}/{n_imi}; unrelated photos flagged: {photos}/{len(results) - n_imi}")
     for title, verdict in ((f"samples of a fine-tune on {tuned_artist}", fine_tune),
                            ("samples of an unrelated model", unrelated_model)):
-        who = ", ".join(verdict.artists) or "no registered artist"
-        best = verdict.findings[0] if verdict.findings else None
-        detail = f" (p={best.p_value:.1e} for {best.artist})" if best else ""
-        echo(f"model verdict, {verdict.n_samples} {title}: imitates {who}{detail}")
+        echo(f"model verdict, {verdict.n_samples} {title}: {_said(verdict)}")
     echo(f"\nreports to look at: {out / 'report-scan.html'} and {out / 'report-model.html'}")
     return DemoResult(top1 / max(n_imi, 1), right / max(n_imi, 1), photos, fine_tune,
                       unrelated_model, tuned_artist)

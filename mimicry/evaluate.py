@@ -6,9 +6,9 @@ by :func:`mimicry.calibration.calibrate_snapshot`; queries are scored by
 :func:`mimicry.scoring.score` and judged by
 :func:`mimicry.scanning.judge_aligned`, image verdicts come from
 :func:`mimicry.flagging.image_verdicts` and model verdicts from
-:func:`mimicry.model_test.artist_tests` with the
-:func:`mimicry.model_test.imitated` rule at ``Settings.alpha``: exactly what
-``scan`` and ``scan-model`` run. Metrics: :mod:`mimicry.metrics`.
+:func:`mimicry.model_test.judge_set` at ``Settings.alpha`` and
+``Settings.review_alpha``: exactly what ``scan`` and ``scan-model`` run.
+Metrics: :mod:`mimicry.metrics` and :mod:`mimicry.model_metrics`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from mimicry.scanning import Calibrated, judge_aligned
 from mimicry.images import expand_inputs
 from mimicry.labelled import LabelledRow, choose_unregistered, read_labelled, scan_role, split_background
 from mimicry.metrics import METRIC_KEYS, UNREGISTERED_KEYS, Miss, scan_metrics, worst_misses
+from mimicry.model_metrics import maker_metrics, model_metrics
 from mimicry.perturbations import PERTURBATIONS, embed_perturbed
 from mimicry.portfolio import background_groups
 from mimicry.results import Skipped
@@ -62,6 +63,9 @@ class Evaluation:
     threshold: float | None = None  # the image-level flag threshold (None: cannot flag)
     misses: list[Miss] = field(default_factory=list)  # the worst misses, worst first
     alpha: float | None = None  # the significance level of the model verdicts on sets
+    review_alpha: float | None = None  # that of their review tier
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model: sets judged at each tier
+    makers: dict[str, Any] = field(default_factory=dict)  # held-out makers, each one set
 
     def to_dict(self) -> dict[str, Any]:
         """The flat object ``--json`` prints and ``metrics.json`` holds (a metric
@@ -71,7 +75,8 @@ class Evaluation:
                 "n_negative": self.n_negative, "n_skipped": len(self.skipped),
                 "skipped": [asdict(s) for s in self.skipped],
                 "unregistered_artists": list(self.unregistered_artists),
-                "fpr_target": self.fpr_target, "alpha": self.alpha, "promise": self.promise,
+                "fpr_target": self.fpr_target, "alpha": self.alpha, "review_alpha": self.review_alpha,
+                "promise": self.promise, "models": self.models, "makers": self.makers,
                 "perturbations": {k: _nulls(v) for k, v in self.perturbations.items()}}
 
     def table(self) -> list[tuple[str, float, dict[str, float]]]:
@@ -94,6 +99,7 @@ class _Background:
     cal: np.ndarray | None = None
     held: np.ndarray | None = None
     groups: np.ndarray | None = None
+    held_groups: np.ndarray | None = None  # the held-out images' makers
 
 
 @dataclass(frozen=True)
@@ -105,10 +111,11 @@ class _Queries:
     roles: np.ndarray
     truth: np.ndarray
     vecs: np.ndarray
+    models: np.ndarray  # the model that made each ("" for none)
 
 
 def evaluate(
-    manifest: str | Path,
+    manifest: str | Path | Sequence[str | Path],
     model: str = DEFAULT_MODEL,
     device: str = "auto",
     unregistered: int = 0,
@@ -124,8 +131,9 @@ def evaluate(
     sets: int = 200,
     command: str = "",
     alpha: float | None = None,
+    review_alpha: float | None = None,
 ) -> Evaluation:
-    """Runs the evaluation of a labelled set (see docs, "Accuracy").
+    """Runs the evaluation of a labelled set, or of several together (see docs, "Accuracy").
 
     ``fpr``: the calibration's target rate (``tpr_at_fpr`` is measured at it).
     ``background``: folders of art by nobody registered, the calibration's
@@ -134,31 +142,31 @@ def evaluate(
     ``background_flagged``. ``cache``: a folder for :mod:`mimicry.vector_cache`
     (None: embed everything). ``sets``: sets of each size drawn for the
     model-level metrics, judged at ``alpha`` (None: ``Settings.alpha``, as
-    ``scan-model``). With ``out``, writes ``metrics.json``, ``roc.png`` and
-    ``report.html`` (headed by ``command``, the command that made it).
+    ``scan-model``; ``review_alpha`` likewise): on imitation and negative
+    sets, on the sets of each model a manifest names (``models``) and on each
+    held-out maker of the background (``makers``). With ``out``, writes
+    ``metrics.json``, ``roc.png`` and ``report.html`` (headed by ``command``,
+    the command that made it).
     """
-    alpha = check_rate("alpha", get_settings().alpha if alpha is None else alpha)
-    rows = read_labelled(manifest)
+    alpha, review_alpha = _alphas(alpha, review_alpha)
+    manifests = [manifest] if isinstance(manifest, (str, Path)) else list(manifest)
+    rows, manifest = [r for m in manifests for r in read_labelled(m)], ", ".join(map(str, manifests))
     embedder = embedder or load_embedder(model, device)
     unreg = choose_unregistered(rows, unregistered, seed)
-
-    def embed(paths: list[Path]) -> Embedded:
-        if cache is not None:
-            return embed_cached(embedder, paths, Path(cache), batch_size)
-        return Embedded.gather(LocalEngine(embedder).embed(paths, batch_size=batch_size), embedder.dim)
-
-    got = embed(sorted({r.path for r in rows}))
+    got = (embed := _embed_fn(embedder, cache, batch_size))(sorted({r.path for r in rows}))
     vecs = dict(zip(got.keys, got.vectors))
     skipped = got.skipped()
     bg = _background(embed, background, heldout_background, seed, skipped)
-    h = _harness(manifest, rows, unreg, vecs, bg, fpr, seed, sets, alpha)
+    h = _harness(manifest, rows, unreg, vecs, bg, fpr, seed, sets, (alpha, review_alpha))
     cal, q = h.aligned.cal, h.q
     clean = h.judged(q.vecs)
     metrics, scores = h.measure(clean)
     result = Evaluation(metrics, h.n_genuine, int((q.roles == "imitation").sum()),
                         int((q.roles != "imitation").sum()), skipped, sorted(unreg), fpr, {}, scores,
                         cal.promise(), cal.flag_threshold if cal.can_flag else None,
-                        worst_misses(h.snapshot, clean, q.vecs, q.roles, q.truth, q.paths), alpha)
+                        worst_misses(h.snapshot, clean, q.vecs, q.roles, q.truth, q.paths), alpha, review_alpha,
+                        model_metrics(clean, cal, q.models, q.truth, seed, sets, alpha, review_alpha),
+                        {} if h.held is None else maker_metrics(h.held, bg.held_groups, cal, alpha, review_alpha))
     if perturb:
         for name, fn in PERTURBATIONS.items():
             pv = embed_perturbed(embedder, q.paths, fn)
@@ -166,6 +174,22 @@ def evaluate(
     if out is not None:
         write_outputs(result, out, command)
     return result
+
+
+def _alphas(alpha: float | None, review_alpha: float | None) -> tuple[float, float]:
+    """The two tiers' levels, each from the settings unless given."""
+    s = get_settings()
+    return (check_rate("alpha", s.alpha if alpha is None else alpha),
+            check_rate("review_alpha", s.review_alpha if review_alpha is None else review_alpha))
+
+
+def _embed_fn(embedder: Embedder, cache: str | Path | None, batch_size: int) -> EmbedFn:
+    """How the evaluation embeds: through the vector cache when it has one."""
+    def embed(paths: list[Path]) -> Embedded:
+        if cache is not None:
+            return embed_cached(embedder, paths, Path(cache), batch_size)
+        return Embedded.gather(LocalEngine(embedder).embed(paths, batch_size=batch_size), embedder.dim)
+    return embed
 
 
 @dataclass(frozen=True)
@@ -179,7 +203,7 @@ class _Harness:
     held: Judged | None  # the held-out background, judged
     seed: int
     sets: int
-    alpha: float
+    alphas: tuple[float, float]  # of the imitates and review tiers
     fpr: float
 
     def judged(self, qvecs: np.ndarray) -> Judged:
@@ -189,11 +213,11 @@ class _Harness:
     def measure(self, j: Judged) -> tuple[dict[str, float], dict[str, list[float]]]:
         """:func:`~mimicry.metrics.scan_metrics` of the queries judged ``j``."""
         return scan_metrics(j, self.aligned.cal, self.q.roles, self.q.truth, self.seed, self.held, self.sets,
-                            alpha=self.alpha, fpr=self.fpr)
+                            alpha=self.alphas[0], fpr=self.fpr, review_alpha=self.alphas[1])
 
 
 def _harness(manifest: str | Path, rows: list[LabelledRow], unreg: set[str], vecs: dict[Path, np.ndarray],
-             bg: _Background, fpr: float, seed: int, sets: int, alpha: float) -> _Harness:
+             bg: _Background, fpr: float, seed: int, sets: int, alphas: tuple[float, float]) -> _Harness:
     """The portfolio calibrated at ``fpr`` (:func:`calibrate_snapshot`, as
     ``calibrate`` runs it), the rows to scan, and the held-out background judged."""
     snapshot, n_genuine = _portfolio(manifest, rows, unreg, vecs, bg)
@@ -201,7 +225,7 @@ def _harness(manifest: str | Path, rows: list[LabelledRow], unreg: set[str], vec
     aligned = Calibrated.align(snapshot)
     assert aligned is not None  # a fresh calibration of two or more artists covers them all
     q = _queries(manifest, rows, snapshot.artists, unreg, vecs)
-    h = _Harness(snapshot, aligned, n_genuine, q, None, seed, sets, alpha, fpr)
+    h = _Harness(snapshot, aligned, n_genuine, q, None, seed, sets, alphas, fpr)
     if bg.held is not None and len(bg.held):
         h = replace(h, held=h.judged(bg.held))
     return h
@@ -221,10 +245,10 @@ def _background(embed: EmbedFn, background: Sequence[str | Path] | None,
     if heldout:
         held_got = embed([Path(p) for p in expand_inputs(heldout)])
         skipped += held_got.skipped()
-        out = _Background(got.vectors, held_got.vectors, groups)
+        out = _Background(got.vectors, held_got.vectors, groups, background_groups(held_got.keys, list(heldout)))
     else:
         keep, held = split_background(got.keys, groups, seed)
-        out = _Background(got.vectors[keep], got.vectors[held], groups[keep])
+        out = _Background(got.vectors[keep], got.vectors[held], groups[keep], groups[held])
     if not len(out.cal):
         raise InputError("no readable background images in " + ", ".join(map(str, background)))
     return out
@@ -251,7 +275,7 @@ def _queries(manifest: str | Path, rows: list[LabelledRow], artists: Sequence[st
         raise InputError(f"{manifest}: no readable imitation or negative rows to scan")
     paths = [r.path for r, _ in queries]
     return _Queries(paths, np.array([k for _, k in queries]), np.array([r.artist for r, _ in queries]),
-                    np.stack([vecs[p] for p in paths]))
+                    np.stack([vecs[p] for p in paths]), np.array([r.model for r, _ in queries]))
 
 
 def write_outputs(result: Evaluation, out: str | Path, command: str = "") -> Path:

@@ -50,6 +50,7 @@ from mimicry import scoring
 from mimicry.scoring import artist_max_chunks
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mimicry.maker_test import MakerNull
     from mimicry.store.snapshot import Snapshot
 
 __all__ = ["Calibration", "Judged", "calibration_of", "calibration_state", "certified_size", "flag_at",
@@ -90,11 +91,20 @@ class Calibration:
     k: int = scoring.HUBNESS_K
     weight: float = scoring.HUBNESS_WEIGHT
     calibrated_at: float = 0.0  # Unix time it was computed (0: unknown, an older index)
+    maker_sizes: np.ndarray | None = None  # the background's makers (:attr:`makers`)
+    maker_stats: np.ndarray | None = None
 
     @property
     def fpr(self) -> float:
         """Alias of :attr:`target_rate` (the name of the ``--fpr`` flag)."""
         return self.target_rate
+
+    @property
+    def makers(self) -> MakerNull | None:
+        """The null of the maker test (:mod:`mimicry.maker_test`); None without a background."""
+        from mimicry.maker_test import MakerNull
+
+        return None if self.maker_sizes is None else MakerNull(self.maker_sizes, self.maker_stats)
 
     @property
     def n_null(self) -> int:
@@ -130,7 +140,7 @@ class Calibration:
             "source": np.array([self.null_source], dtype=np.str_),
             "meta": np.array([self.target_rate, self.generation, self.n_background, self.flag_threshold,
                               self.k, self.weight, self.calibrated_at], dtype=np.float64),
-        }
+        } | ({} if self.maker_sizes is None else {"maker_sizes": self.maker_sizes, "maker_stats": self.maker_stats})
 
     @staticmethod
     def from_arrays(z: dict[str, np.ndarray]) -> Calibration:
@@ -141,7 +151,7 @@ class Calibration:
         at = meta[6] if len(meta) > 6 else 0.0  # stored before the time was kept
         return Calibration([str(a) for a in z["artists"]], z["mu"], z["sigma"], negs, z["artist_r"],
                            z["null"], float(thr), float(rate), int(gen), int(n_bg), str(z["source"][0]),
-                           int(k), float(weight), float(at))
+                           int(k), float(weight), float(at), z.get("maker_sizes"), z.get("maker_stats"))
 
     def to_dict(self) -> dict[str, Any]:
         """What ``mimicry calibrate --json`` prints."""
@@ -149,6 +159,7 @@ class Calibration:
             "fpr": self.target_rate, "n_background": self.n_background, "generation": self.generation,
             "calibrated_at": self.calibrated_at or None,
             "flag_threshold": self.flag_threshold, "promise": self.promise(),
+            "makers": 0 if self.makers is None else self.makers.makers,
             "hubness": {"k": self.k, "weight": self.weight},
             "artists": {a: {"mean": float(m), "std": float(sd), "negatives": len(n), "hubness": float(r)}
                         for a, m, sd, n, r in zip(self.artists, self.mu, self.sigma, self.negatives,

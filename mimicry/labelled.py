@@ -26,10 +26,11 @@ class LabelledRow:
     path: Path
     role: str
     artist: str
+    model: str = ""  # the model that made a sample (the optional ``model`` column), "" for none
 
 
 def read_labelled(path: str | Path) -> list[LabelledRow]:
-    """Rows of a ``path, role, artist`` CSV, paths made absolute."""
+    """Rows of a ``path, role, artist[, model]`` CSV, paths made absolute."""
     path = Path(path)
     rows = []
     try:
@@ -42,7 +43,8 @@ def read_labelled(path: str | Path) -> list[LabelledRow]:
                     raise InputError(f"{path}:{line}: row lacks a path or a role")
                 p = Path(r["path"].strip())
                 rows.append(LabelledRow(p if p.is_absolute() else (path.parent / p).resolve(),
-                                        r["role"].strip(), (r.get("artist") or "").strip()))
+                                        r["role"].strip(), (r.get("artist") or "").strip(),
+                                        (r.get("model") or "").strip()))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read the manifest ({exc})") from None
     return rows

@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from mimicry.flagging import Judged, image_verdicts
-from mimicry.model_test import artist_tests, imitated, set_statistic
+from mimicry.model_test import IMITATES, judge_set, set_statistic
 from mimicry.results import Evidence
 from mimicry.scoring import nearest
 
@@ -49,7 +49,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def scan_metrics(j: Judged, cal: Calibration, roles: np.ndarray, truth: np.ndarray, seed: int,
-                 held: Judged | None, sets: int = 200, *, alpha: float, fpr: float
+                 held: Judged | None, sets: int = 200, *, alpha: float, fpr: float, review_alpha: float = 0.05
                  ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """The metrics of one scan of the queries (:data:`METRIC_KEYS`, and
     :data:`UNREGISTERED_KEYS` when a role is ``unregistered``), and the
@@ -71,7 +71,8 @@ def scan_metrics(j: Judged, cal: Calibration, roles: np.ndarray, truth: np.ndarr
     for size in SET_SIZES:
         suffix = "" if size == SET_SIZES[0] else f"_{size}"
         res.update({k + suffix: v for k, v in
-                    set_metrics(j, cal, imi, neg, truth, seed, n_sets=sets, set_size=size, alpha=alpha).items()})
+                    set_metrics(j, cal, imi, neg, truth, seed, n_sets=sets, set_size=size, alpha=alpha,
+                                review_alpha=review_alpha).items()})
     hard = roles == "unregistered"
     if hard.any():
         labels = np.r_[np.ones(imi.sum()), np.zeros(hard.sum())]
@@ -102,8 +103,10 @@ def _flag_rates(j: Judged, names: np.ndarray, imi: np.ndarray, neg: np.ndarray, 
 
 
 def set_metrics(j: Judged, cal: Calibration, imi: np.ndarray, neg: np.ndarray, truth: np.ndarray,
-                seed: int, n_sets: int = 200, set_size: int = 8, *, alpha: float) -> dict[str, float]:
-    """The model-level test on sets of ``set_size`` drawn with replacement from
+                seed: int, n_sets: int = 200, set_size: int = 8, *, alpha: float, review_alpha: float = 0.05
+                ) -> dict[str, float]:
+    """The model verdict that ships (:func:`mimicry.model_test.judge_set`, its
+    ``imitates`` tier) on sets of ``set_size`` drawn with replacement from
     one artist's imitations (the artist chosen at random) and from the
     negatives: ``set_auc`` (AUC of its statistic), ``imitation_sets_detected``
     (share of imitation sets whose verdict at ``alpha`` names their artist)
@@ -120,13 +123,13 @@ def set_metrics(j: Judged, cal: Calibration, imi: np.ndarray, neg: np.ndarray, t
     for _ in range(n_sets):
         artist = keys[rng.integers(len(keys))]
         sample = j.subset(rng.choice(by_artist[artist], set_size))
-        tests = artist_tests(sample, cal)
-        pos.append(set_statistic(sample, cal, tests))
-        detected += col[artist] in imitated(tests, alpha)
+        sj = judge_set(sample, cal, alpha, review_alpha)
+        pos.append(set_statistic(sample, cal, sj.p_tiers[IMITATES]))
+        detected += col[artist] in sj.imitates
         sample = j.subset(rng.choice(neg_idx, set_size))
-        tests = artist_tests(sample, cal)
-        negs.append(set_statistic(sample, cal, tests))
-        false_flags += len(imitated(tests, alpha)) > 0
+        sj = judge_set(sample, cal, alpha, review_alpha)
+        negs.append(set_statistic(sample, cal, sj.p_tiers[IMITATES]))
+        false_flags += len(sj.imitates) > 0
     return {"set_auc": auc(np.r_[np.ones(n_sets), np.zeros(n_sets)], np.r_[pos, negs]),
             "imitation_sets_detected": detected / n_sets,
             "negative_sets_flagged": false_flags / n_sets}

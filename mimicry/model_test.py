@@ -30,6 +30,7 @@ rule lives in :func:`imitated` and nowhere else.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -38,8 +39,9 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.flagging import Calibration, Judged
 
-__all__ = ["LEVEL_MULTIPLES", "ArtistTest", "artist_tests", "beta_binomial_tail", "imitated", "model_test_levels",
-           "set_statistic"]
+__all__ = ["IMITATES", "LEVEL_MULTIPLES", "REVIEW", "ArtistTest", "SetJudgement", "Tier", "artist_tests",
+           "beta_binomial_tail", "images_floor", "imitated", "judge_set", "model_test_levels", "set_statistic",
+           "tier_of", "tier_p_values"]
 
 #: Levels of the model-level test, as multiples of the calibration's target
 #: rate (1%, 2%, 5%, 10%, 20% at the default ``--fpr 0.01``); capped at one half.
@@ -101,20 +103,136 @@ def beta_binomial_tail(counts: np.ndarray, n: int, a: np.ndarray, b: np.ndarray)
     return np.exp(log_tail[np.arange(len(a))[None, :], counts])
 
 
-def imitated(tests: Sequence[ArtistTest], alpha: float) -> np.ndarray:
-    """The verdict rule: indices of the artists whose model-level p-value is
-    below ``alpha``, strongest first."""
-    p = np.array([t.p_value for t in tests])
+def imitated(tests: Sequence[ArtistTest] | np.ndarray, alpha: float) -> np.ndarray:
+    """The verdict rule: indices of the artists whose p-value (an
+    :class:`ArtistTest`'s, or a tier's from :func:`judge_set`) is below
+    ``alpha``, strongest first."""
+    p = np.asarray(tests, dtype=float) if isinstance(tests, np.ndarray) else np.array([t.p_value for t in tests])
     hit = np.flatnonzero(p < alpha)
     return hit[np.argsort(p[hit], kind="stable")]
 
 
-def set_statistic(judged: Judged, cal: Calibration, tests: list[ArtistTest] | None = None) -> float:
+def set_statistic(judged: Judged, cal: Calibration, p_values: np.ndarray | None = None) -> float:
     """Strength of the strongest artist signal in a set: ``-log10`` of the
-    smallest model-level p-value (0 when no artist has any evidence); ties
-    broken by the best mean normalised score, scaled to stay below any
-    p-value step. ``tests``: :func:`artist_tests` of ``judged``, if already done."""
-    tests = artist_tests(judged, cal) if tests is None else tests
-    p = min(t.p_value for t in tests)
+    smallest p-value over artists (``p_values``: a tier's, from :func:`judge_set`;
+    default: the image-level test's), 0 when no artist has any evidence; ties
+    broken by the best mean normalised score, scaled to stay below any p-value step."""
+    p = np.array([t.p_value for t in artist_tests(judged, cal)]) if p_values is None else p_values
     z = cal.normalise(judged.corrected).mean(axis=0)
-    return float(-np.log10(max(p, 1e-300)) + 1e-3 * np.tanh(z.max()))
+    return float(-np.log10(max(float(np.min(p)), 1e-300)) + 1e-3 * np.tanh(z.max()))
+
+
+# -- the verdict's two tiers: the image-level test above and the maker test -------
+IMITATES, REVIEW = "imitates", "review"
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One tier of a model verdict (``imitates``: act; ``review``: send to a
+    person with the evidence) and the rule that backs it (:func:`tier_of`):
+    ``images`` (the image-level test above), ``makers`` (:mod:`mimicry.maker_test`),
+    ``images or makers`` or ``images and makers``. A tier with no rule can never
+    fire (not *resolvable*); it is *certified* with at least ``ceil(3 / alpha)`` makers."""
+
+    name: str
+    alpha: float
+    makers: int
+    rule: str  # "" when not resolvable
+    certified: bool
+
+    @property
+    def resolvable(self) -> bool:
+        return bool(self.rule)
+
+    @property
+    def backed_by(self) -> list[str]:
+        return [t for t in ("images", "makers") if t in self.rule]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"alpha": self.alpha, "makers": self.makers, "resolvable": self.resolvable,
+                "certified": self.certified, "rule": self.rule, "backed_by": self.backed_by}
+
+
+def images_floor(n: int, cal: Calibration) -> float:
+    """The smallest p-value the image-level test can give ``n`` samples: all of
+    them supporting one artist at the level where that is least likely."""
+    levels = np.array(model_test_levels(cal))
+    ranks = np.floor(levels * (cal.n_null + 1) + 1e-9)
+    usable = ranks >= 1
+    if n < 1 or not usable.any():
+        return 1.0
+    tail = beta_binomial_tail(np.full((1, usable.sum()), n), n, ranks[usable], cal.n_null + 1 - ranks[usable])
+    return float(min(1.0, tail.min() * len(levels)))
+
+
+def tier_of(name: str, alpha: float, cal: Calibration, n: int, review_alpha: float) -> Tier:
+    """The rule of the tier at ``alpha`` for ``n`` samples; ``p_i``: the image
+    test's p-value, ``p_m``: the maker test's (floors: :func:`images_floor`,
+    ``1 / (M + 1)`` for ``M`` makers).
+
+    - ``review``: ``images or makers``, ``2 min(p_i, p_m)`` (Bonferroni), when
+      each can reach ``alpha / 2``; else the one that can reach ``alpha`` alone.
+    - ``imitates``: ``images and makers``, ``max(p_i, p_m 2 alpha / review_alpha)``:
+      the image test at ``alpha`` *and* the maker test at the level it holds
+      in the review tier (``review_alpha / 2``) agree (the chance of both under
+      the null is at most the image test's), when the makers can reach that
+      level; else the image test alone. The image test counts samples as if
+      independent, and one maker's works are not: on held-out makers it alone
+      acted on 3 of 243 at 0.001 (a maker close to a registered artist); the
+      makers keep it from acting on a coherent unregistered style.
+
+    The rule depends on ``n``, the alphas and the calibration, never on the
+    samples, so a verdict on samples of an unregistered maker stays below ``alpha``.
+    """
+    makers = 0 if cal.makers is None else cal.makers.makers
+    floor, maker_floor = images_floor(n, cal), 1.0 / (makers + 1)
+    gate = makers > 0 and maker_floor < review_alpha / 2
+    if name == IMITATES:
+        rule = "images and makers" if gate and floor < alpha else "images" if floor < alpha else ""
+    elif makers and maker_floor < alpha / 2 and floor < alpha / 2:
+        rule = "images or makers"
+    else:
+        rule = "images" if floor < alpha else "makers" if makers and maker_floor < alpha else ""
+    return Tier(name, alpha, makers, rule, makers >= math.ceil(3 / alpha - 1e-9))
+
+
+def tier_p_values(tier: Tier, p_images: np.ndarray, p_makers: np.ndarray | None, review_alpha: float
+                  ) -> np.ndarray:
+    """Each artist's p-value at ``tier`` (its rule, :func:`tier_of`); 1 when it has none."""
+    if tier.rule == "images":
+        return p_images
+    if tier.rule == "makers":
+        return p_makers
+    if tier.rule == "images or makers":
+        return np.minimum(1.0, 2 * np.minimum(p_images, p_makers))
+    if tier.rule == "images and makers":
+        return np.maximum(p_images, p_makers * 2 * tier.alpha / review_alpha)
+    return np.ones(len(p_images))
+
+
+@dataclass(frozen=True)
+class SetJudgement:
+    """A set of samples judged at both tiers (columns: the calibration's artists)."""
+
+    tests: list[ArtistTest]  # the image-level test, per artist
+    p_makers: np.ndarray | None  # the maker test, per artist (None: no makers)
+    tiers: dict[str, Tier]
+    p_tiers: dict[str, np.ndarray]  # per tier, each artist's p-value
+    imitates: np.ndarray  # artists at the imitates tier, strongest first
+    review: np.ndarray  # artists at the review tier and not at imitates, strongest first
+
+
+def judge_set(judged: Judged, cal: Calibration, alpha: float, review_alpha: float) -> SetJudgement:
+    """The model verdict's rule, in one place: each tier's p-value per artist
+    (:func:`tier_of`) and the artists below its alpha."""
+    from mimicry.maker_test import maker_p_values
+
+    tests = artist_tests(judged, cal)
+    p_img = np.array([t.p_value for t in tests])
+    p_mk = None if cal.makers is None else maker_p_values(cal.normalise(judged.corrected), cal.makers)
+    tiers = {name: tier_of(name, a, cal, len(judged.raw), review_alpha)
+             for name, a in ((IMITATES, alpha), (REVIEW, review_alpha))}
+    p_tiers = {name: tier_p_values(t, p_img, p_mk, review_alpha) for name, t in tiers.items()}
+    top = imitated(p_tiers[IMITATES], alpha)
+    review = imitated(p_tiers[REVIEW], review_alpha)
+    return SetJudgement(tests, p_mk, tiers, p_tiers, top, review[~np.isin(review, top)])

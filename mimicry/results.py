@@ -150,16 +150,22 @@ class ArtistFinding:
 
     artist: str
     flagged: int  # samples flagged as this artist
-    p_value: float  # of the model-level test (Bonferroni over its levels)
+    p_value: float  # of the image-level test (Bonferroni over its levels)
     level: float  # the level (an image-level p-value bound per sample) of the strongest binomial test
     supporting: int  # samples at or below that level
     samples: list[str] = field(default_factory=list)  # the supporting samples, strongest first
     nearest_works: list[Evidence] = field(default_factory=list)  # the artist's works nearest to them
     pairs: list[SupportingSample] = field(default_factory=list)  # each supporting sample and its nearest work
     indices: list[int] = field(default_factory=list)  # positions of ``samples`` in ``ModelVerdict.samples``
+    p_makers: float | None = None  # of the maker test (None: the calibration has no makers)
+    p_tiers: dict[str, float] = field(default_factory=dict)  # per tier ("imitates", "review"), its p-value
+    tier: str | None = None  # the strongest tier the artist is at (None: neither)
+    nearest_samples: int = 0  # samples whose nearest artist (raw score) this one is
 
     def to_dict(self, paths: bool = True) -> dict[str, Any]:
-        return {"artist": self.artist, "flagged": self.flagged, "p_value": self.p_value,
+        return {"artist": self.artist, "tier": self.tier, "p_tiers": dict(self.p_tiers),
+                "flagged": self.flagged, "p_value": self.p_value, "p_makers": self.p_makers,
+                "nearest_samples": self.nearest_samples,
                 "level": self.level, "supporting": self.supporting, "samples": list(self.samples),
                 "indices": list(self.indices),
                 "nearest_works": [e.to_dict(paths) for e in self.nearest_works],
@@ -168,24 +174,39 @@ class ArtistFinding:
 
 @dataclass(frozen=True)
 class ModelVerdict:
-    """Which registered artists a set of samples imitates, at ``alpha``."""
+    """Which registered artists a set of samples imitates (``artists``: the
+    ``imitates`` tier, at ``alpha``) and which a person should review
+    (``review``: at ``review_alpha`` only); ``tiers`` says what backs each
+    (:class:`mimicry.model_test.Tier`)."""
 
     n_samples: int
     alpha: float
     artists: list[str]  # the verdict: artists imitated (empty: none)
-    findings: list[ArtistFinding]  # artists with any evidence (p < 1), by p-value
+    findings: list[ArtistFinding]  # artists at a tier or with any evidence, strongest first
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     promise: dict[str, Any] | None = None  # the calibration the test rests on
     samples: list[str] = field(default_factory=list)  # every sample judged, in input order
     inputs: list[int] = field(default_factory=list)  # each judged sample's position among the inputs given
+    review: list[str] = field(default_factory=list)  # artists at the review tier only, strongest first
+    review_alpha: float = 0.05
+    tiers: dict[str, dict[str, Any]] = field(default_factory=dict)  # per tier: alpha, makers, resolvable, ...
+    nearest: dict[str, int] = field(default_factory=dict)  # per artist, samples nearest to it (raw score)
+
+    @property
+    def flagged(self) -> bool:
+        """Whether any artist is at either tier (``scan-model`` exits 1)."""
+        return bool(self.artists or self.review)
 
     def supported_by(self) -> dict[int, str]:
         """Each supporting sample's position in :attr:`samples` and the artist it supports."""
         return {i: f.artist for f in self.findings for i in f.indices}
 
     def to_dict(self, paths: bool = True) -> dict[str, Any]:
-        return {"n_samples": self.n_samples, "samples": list(self.samples), "inputs": list(self.inputs), "alpha": self.alpha, "artists": list(self.artists),
+        return {"n_samples": self.n_samples, "samples": list(self.samples), "inputs": list(self.inputs),
+                "alpha": self.alpha, "artists": list(self.artists), "review_alpha": self.review_alpha,
+                "review": list(self.review), "tiers": {k: dict(v) for k, v in self.tiers.items()},
+                "nearest": dict(self.nearest),
                 "findings": [f.to_dict(paths) for f in self.findings],
                 "skipped": [asdict(s) for s in self.skipped], "promise": self.promise,
                 "warnings": list(self.warnings)}

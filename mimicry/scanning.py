@@ -17,7 +17,7 @@ Promises:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mimicry.engines import Engine
     from mimicry.images import ImageSource
     from mimicry.index import StyleIndex
-    from mimicry.model_test import ArtistTest
+    from mimicry.model_test import ArtistTest, Tier
     from mimicry.store.snapshot import Snapshot
 
 __all__ = ["Calibrated", "image_matches", "iter_scan", "judge_aligned", "judge_model", "query_neighbourhood",
@@ -149,7 +149,7 @@ def scan_model(ix: StyleIndex, samples: Sequence[ImageSource], alpha: float, bat
         raise InputError("no readable samples in " + ", ".join(source_name(x) for x in samples))
     s = ix.settings
     verdict = judge_model(snap, got.vectors, [source_name(inputs[i]) for i in got.keys], alpha, evidence,
-                          got.skipped(), (s.min_samples, s.max_samples))
+                          got.skipped(), (s.min_samples, s.max_samples), s.review_alpha)
     verdict.inputs[:] = got.keys
     return verdict
 
@@ -218,13 +218,15 @@ def _matches(snapshot: Snapshot, query: np.ndarray, raw: np.ndarray, q: int, lin
 
 def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], alpha: float,
                 evidence: int = 3, skipped: Sequence[Skipped] = (),
-                sample_range: tuple[int, int] = (8, 200)) -> ModelVerdict:
-    """The model-level verdict on samples (``vectors``, one row per sample named
-    by ``names``) against a calibrated snapshot. Findings list every artist with
-    any evidence (p < 1) by p-value; each pairs its supporting samples with their
-    nearest work of the artist. ``warnings`` say when the sample count lies
-    outside ``sample_range`` or the calibration is stale."""
-    from mimicry.model_test import artist_tests, imitated
+                sample_range: tuple[int, int] = (8, 200), review_alpha: float = 0.05) -> ModelVerdict:
+    """The model verdict on samples (``vectors``, one row per sample named by
+    ``names``) against a calibrated snapshot, at both tiers
+    (:func:`mimicry.model_test.judge_set`). Findings list the artists at a
+    tier, those with any image-level evidence (p < 1) and the one the maker
+    test finds closest, strongest first; each pairs its supporting samples with
+    their nearest work of the artist. ``warnings`` say when the sample count
+    lies outside ``sample_range``, a tier cannot fire, or the calibration is stale."""
+    from mimicry.model_test import REVIEW, judge_set
 
     aligned = Calibrated.align(snapshot)
     if aligned is None:
@@ -232,21 +234,44 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
                                  f"run `mimicry calibrate`")
     cal = aligned.cal
     judged = judge_aligned(snapshot, aligned, score(snapshot, vectors, need=1).raw, vectors)
-    tests = artist_tests(judged, cal)
+    sj = judge_set(judged, cal, alpha, review_alpha)
     flagged = np.bincount(judged.best[judged.flagged], minlength=len(cal.artists))
-    findings = [_finding(snapshot, aligned, judged, tests[j], int(j), int(flagged[j]), vectors, names, evidence)
-                for j in np.argsort([t.p_value for t in tests], kind="stable") if tests[j].p_value < 1.0]
-    verdict = [cal.artists[j] for j in imitated(tests, alpha)]
-    warnings = state_warnings(snapshot)
+    nearest_n = np.bincount(judged.raw.argmax(axis=1), minlength=len(cal.artists))
+    shown = {int(j) for j in np.r_[sj.imitates, sj.review]} | {j for j, t in enumerate(sj.tests) if t.p_value < 1}
+    if sj.p_makers is not None:
+        shown.add(int(sj.p_makers.argmin()))
+    order = sorted(shown, key=lambda j: (sj.p_tiers[REVIEW][j], sj.tests[j].p_value))
+    tier_at = {int(j): name for name, at in (("review", sj.review), ("imitates", sj.imitates)) for j in at}
+    findings = [_finding(snapshot, aligned, judged, sj.tests[j], j, int(flagged[j]), vectors, names, evidence,
+                         {"p_makers": None if sj.p_makers is None else float(sj.p_makers[j]),
+                          "p_tiers": {k: float(v[j]) for k, v in sj.p_tiers.items()},
+                          "tier": tier_at.get(j), "nearest_samples": int(nearest_n[j])})
+                for j in order]
+    warnings = state_warnings(snapshot) + _model_warnings(len(names), sample_range, sj.tiers.values())
+    return ModelVerdict(len(names), alpha, [cal.artists[j] for j in sj.imitates], findings, list(skipped),
+                        warnings, cal.promise(), list(names), review=[cal.artists[j] for j in sj.review],
+                        review_alpha=review_alpha, tiers={k: t.to_dict() for k, t in sj.tiers.items()},
+                        nearest={cal.artists[j]: int(c) for j, c in enumerate(nearest_n) if c})
+
+
+def _model_warnings(n: int, sample_range: tuple[int, int], tiers: Iterable[Tier]) -> list[str]:
+    """Sentences about a model verdict's footing: the sample count, and tiers that cannot fire."""
+    out = []
     lo, hi = sample_range
-    if not lo <= len(names) <= hi:
-        warnings.append(f"{len(names)} samples; the test is designed for {lo} to {hi}")
-    return ModelVerdict(len(names), alpha, verdict, findings, list(skipped), warnings, cal.promise(),
-                        list(names))
+    if n < lo:
+        out.append(f"{n} samples: fewer than the {lo} the verdict is designed for; "
+                   f"a model not flagged on so few is not cleared")
+    elif n > hi:
+        out.append(f"{n} samples; the test is designed for {lo} to {hi}")
+    for t in tiers:
+        if not t.resolvable:
+            out.append(f"the {t.name} tier cannot fire here: with {t.makers} background makers and "
+                       f"{n} samples no test can reach its alpha {t.alpha:g}")
+    return out
 
 
 def _finding(snapshot: Snapshot, aligned: Calibrated, judged: Judged, t: ArtistTest, j: int, flagged: int,
-             vectors: np.ndarray, names: Sequence[str], evidence: int) -> ArtistFinding:
+             vectors: np.ndarray, names: Sequence[str], evidence: int, extra: dict[str, Any]) -> ArtistFinding:
     """The finding for calibration artist ``j``: its supporting samples (best
     raw score first), each beside its nearest work, and the ``evidence`` works
     nearest to any of them."""
@@ -258,4 +283,4 @@ def _finding(snapshot: Snapshot, aligned: Calibrated, judged: Judged, t: ArtistT
     order = np.argsort(-best_rows, kind="stable")[:evidence]
     near = [evidence_of(snapshot, int(snapshot.columns[col][i]), float(best_rows[i])) for i in order]
     return ArtistFinding(aligned.cal.artists[j], flagged, t.p_value, t.level, len(hits),
-                         [names[i] for i in hits], near, pairs, [int(i) for i in hits])
+                         [names[i] for i in hits], near, pairs, [int(i) for i in hits], **extra)

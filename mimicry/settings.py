@@ -50,9 +50,13 @@ class Settings:
                           "calibration target: of images by nobody registered, the share flagged "
                           "as anyone (per image, whatever the number of artists)", RATE)
     alpha: float = _setting(0.001, "MIMICRY_ALPHA", float,
-                            "significance level of model-level verdicts", RATE)
+                            "significance level of the model verdict's `imitates` tier (act on it)", RATE)
+    review_alpha: float = _setting(0.05, "MIMICRY_REVIEW_ALPHA", float,
+                                   "significance level of the model verdict's `review` tier (send it "
+                                   "to a person with the evidence)", RATE)
     min_samples: int = _setting(8, "MIMICRY_MIN_SAMPLES", int,
-                                "fewest samples the model-level test is designed for", POSITIVE)
+                                "fewest samples a model verdict is designed for: fewer are judged, "
+                                "with a warning", POSITIVE)
     max_samples: int = _setting(200, "MIMICRY_MAX_SAMPLES", int,
                                 "most samples the model-level test is designed for", POSITIVE)
     top: int = _setting(3, "MIMICRY_TOP", int, "artists reported per image", POSITIVE)
@@ -152,6 +156,8 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)  # type: ignore[arg-type]
     for f in fields(Settings):
         _check(f, getattr(settings, f.name))
+    if settings.review_alpha < settings.alpha:
+        raise InputError("MIMICRY_REVIEW_ALPHA must be at least MIMICRY_ALPHA")
     if settings.min_samples > settings.max_samples:
         raise InputError("MIMICRY_MIN_SAMPLES must not exceed MIMICRY_MAX_SAMPLES")
     return settings

@@ -201,20 +201,23 @@ def test_set_verdicts_are_taken_at_alpha():
 
 
 def test_evaluate_takes_alpha_from_the_settings(monkeypatch, default_embedder, labelled):
-    """``MIMICRY_ALPHA`` sets the level of the set verdicts, as it does for
-    ``scan-model``; an explicit ``alpha`` wins; the level used is reported."""
+    """``MIMICRY_ALPHA`` and ``MIMICRY_REVIEW_ALPHA`` set the levels of the set
+    verdicts, as they do for ``scan-model``; an explicit ``alpha`` wins; the
+    levels used are reported."""
     import mimicry.metrics as metrics
 
     _, manifest, cache = labelled
-    used: list[float] = []
-    real = metrics.imitated
-    monkeypatch.setattr(metrics, "imitated", lambda tests, alpha: used.append(alpha) or real(tests, alpha))
+    used: list[tuple[float, float]] = []
+    real = metrics.judge_set
+    monkeypatch.setattr(metrics, "judge_set", lambda j, cal, a, r: used.append((a, r)) or real(j, cal, a, r))
     default = evaluate(manifest, embedder=default_embedder, sets=5, cache=cache)
-    assert default.alpha == 0.001 and set(used) == {0.001}
+    assert default.alpha == 0.001 and default.review_alpha == 0.05 and set(used) == {(0.001, 0.05)}
     used.clear()
     monkeypatch.setenv("MIMICRY_ALPHA", "0.5")
+    monkeypatch.setenv("MIMICRY_REVIEW_ALPHA", "0.6")
     loose = evaluate(manifest, embedder=default_embedder, sets=5, cache=cache)
-    assert loose.alpha == 0.5 and loose.to_dict()["alpha"] == 0.5 and set(used) == {0.5}
+    assert loose.alpha == 0.5 and loose.to_dict()["alpha"] == 0.5 and set(used) == {(0.5, 0.6)}
+    assert loose.to_dict()["review_alpha"] == 0.6
     used.clear()
     assert evaluate(manifest, embedder=default_embedder, sets=5, cache=cache, alpha=0.01).alpha == 0.01
-    assert set(used) == {0.01}
+    assert set(used) == {(0.01, 0.6)}

@@ -200,7 +200,9 @@ def test_scan_model_warns_outside_the_designed_sample_range(calibrated_copy, dem
     ix = StyleIndex.open(calibrated_copy, embedder=default_embedder)
     few = sorted((out / "samples-fine-tune").glob("*.png"))[:3]
     verdict = ix.scan_model(few)
-    assert verdict.n_samples == 3 and any("8 to 200" in w for w in verdict.warnings)
+    assert verdict.n_samples == 3 and any("fewer than the 8" in w and "not cleared" in w for w in verdict.warnings)
+    verdict = ix.scan_model(few[:1])  # one sample is judged too
+    assert verdict.n_samples == 1 and any("fewer than the 8" in w for w in verdict.warnings)
 
 
 def test_results_say_what_the_promise_rests_on(calibrated_copy, demo, default_embedder):

@@ -230,13 +230,13 @@ def calibrate(
 def scan_model(
     samples: List[Path] = typer.Argument(..., help="Folder(s) of images sampled from one model."),
     index: Optional[Path] = INDEX_OPT,
-    alpha: Optional[float] = typer.Option(None, help=f"Significance level of the verdict (default {DEFAULTS.alpha}, $MIMICRY_ALPHA)."),
+    alpha: Optional[float] = typer.Option(None, help=f"Significance level of the `imitates` tier (default {DEFAULTS.alpha}, $MIMICRY_ALPHA; the `review` tier's is $MIMICRY_REVIEW_ALPHA)."),
     device: Optional[str] = DEVICE_OPT,
     report: Optional[Path] = REPORT_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
-    """Verdict on a fine-tuned model from 8-200 of its samples: which artist, if any, it imitates."""
+    """Verdict on a fine-tuned model from its samples (8 or more; 16-64 recommended): which artist it imitates, or should be reviewed for. Exit 1 when any artist is at either tier."""
     _setup_logging(quiet)
     with _opened(index, device) as ix:
         verdict = ix.scan_model(samples, alpha=alpha, progress=_progress(quiet))
@@ -248,7 +248,7 @@ def scan_model(
         _text("model_verdict", verdict)
     with _errors():
         _write_report(report, "model_report", verdict, info)
-    if verdict.artists:
+    if verdict.flagged:
         raise typer.Exit(1)
 
 
@@ -284,7 +284,7 @@ def remove(
 
 @app.command()
 def evaluate(
-    manifest: Path = typer.Argument(..., help="CSV with path, role, artist columns."),
+    manifest: List[Path] = typer.Argument(..., help="CSV(s) with path, role, artist (and optional model) columns; several are evaluated as one set."),
     model: str = MODEL_OPT,
     out: Optional[Path] = typer.Option(None, help="Folder for metrics.json, roc.png and report.html."),
     unregistered: int = typer.Option(0, help="Move N artists out of the portfolio; their art becomes negatives."),
@@ -297,7 +297,7 @@ def evaluate(
     device: Optional[str] = DEVICE_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Index a manifest's genuine works, scan the rest, report attribution and detection metrics."""
+    """Index the manifests' genuine works, scan the rest, report attribution, detection and model metrics."""
     from mimicry.evaluate import evaluate as run_evaluate
 
     with _errors() as s:

@@ -55,14 +55,38 @@ def calibration(cal: Calibration) -> list[str]:
 
 
 def model_verdict(verdict: ModelVerdict) -> list[str]:
-    """The verdict, then every artist with any evidence, strongest first."""
-    who = ", ".join(verdict.artists) or "no registered artist"
-    lines = [f"{verdict.n_samples} samples: imitates {who} (alpha {verdict.alpha})"]
+    """The verdict at each tier, then every artist shown, strongest first."""
+    n = verdict.n_samples
+    if verdict.artists:
+        head = f"{n} samples: imitates {', '.join(verdict.artists)} (alpha {verdict.alpha:g})"
+    elif verdict.review:
+        head = f"{n} samples: review for {', '.join(verdict.review)} (alpha {verdict.review_alpha:g})"
+    else:
+        near = ", ".join(f"{a} {c}" for a, c in sorted(verdict.nearest.items(), key=lambda x: -x[1])[:3])
+        head = (f"{n} samples: not flagged at either tier (not cleared: no test found enough evidence); "
+                f"nearest artist per sample: {near}")
+    lines = [head] + [f"  tier {name}: {_tier_line(t)}" for name, t in verdict.tiers.items()]
     for f in verdict.findings:
-        lines.append(f"  {f.artist:<28} p={f.p_value:.2e}  {f.supporting}/{verdict.n_samples} samples "
-                     f"at fpr <= {f.level:.0%} ({f.flagged} flagged)  "
+        tiers = "  ".join(f"{k}={p_text(v)}" for k, v in f.p_tiers.items())
+        makers = "" if f.p_makers is None else f"  makers p={p_text(f.p_makers)}"
+        lines.append(f"  {f.artist:<28} {f.tier or '-':<8} {tiers}  images p={p_text(f.p_value)}{makers}  "
+                     f"nearest to {f.nearest_samples}/{n} samples, {f.supporting} at fpr <= {f.level:.0%} "
+                     f"({f.flagged} flagged)  "
                      f"nearest works: {', '.join(Path(w.path).name for w in f.nearest_works)}")
     return lines
+
+
+def _tier_line(t: dict[str, Any]) -> str:
+    """One tier of a model verdict: its alpha and what backs it."""
+    if not t["resolvable"]:
+        return f"alpha {t['alpha']:g}, cannot fire ({t['makers']} background makers)"
+    return (f"alpha {t['alpha']:g}, {t['rule']}, {t['makers']} background makers"
+            f"{'' if t['certified'] else ' (not certified)'}")
+
+
+def p_text(p: float) -> str:
+    """A p-value in two significant digits, never printed as 0."""
+    return "< 1e-300" if p <= 0 else f"{p:.2g}"
 
 
 def index_info(data: dict[str, Any]) -> list[str]:
@@ -97,8 +121,19 @@ def evaluation(result: Evaluation) -> list[str]:
     lines = [f"{'metric':<30} {'clean':>7} " + " ".join(f"{p:>14}" for p in names)]
     lines += [f"{key:<30} {clean:>7.3f} " + " ".join(f"{per[p]:>14.3f}" for p in names)
               for key, clean, per in result.table()]
-    return lines + [f"genuine {result.n_genuine}, imitation {result.n_imitation}, "
-                    f"negative {result.n_negative}, skipped {len(result.skipped)}"]
+    lines += [f"genuine {result.n_genuine}, imitation {result.n_imitation}, "
+              f"negative {result.n_negative}, skipped {len(result.skipped)}"]
+    for name, m in result.models.items():
+        sizes = [f"{n}: imitates {m[n]['imitates']:.2f}, or review {m[n]['imitates_or_review']:.2f}"
+                 for n in m if n.isdigit()]
+        skipped = f" (too few for {', '.join(map(str, m['skipped_sizes']))})" if m["skipped_sizes"] else ""
+        lines.append(f"model {name} ({m['pool']} samples, {m['artist'] or 'imitating nobody'}): "
+                     f"{'; '.join(sizes) or 'no set size fits'}{skipped}")
+    if result.makers.get("sets"):
+        mk = result.makers
+        lines.append(f"held-out makers ({mk['sets']} sets): imitates {mk['imitates']:.3f}, "
+                     f"either tier {mk['review']:.3f}")
+    return lines
 
 
 def progress_bars() -> Callable[[str, int, int], None]:

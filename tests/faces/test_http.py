@@ -146,7 +146,8 @@ def test_the_inflight_slot_is_held_for_the_request_and_freed_on_any_error(index,
             return True
         return False
 
-    r = client.post("/v1/scan-model", files=photo(demo) * 3)  # refused by the route, after the uploads
+    r = client_with(index, {"MIMICRY_INFLIGHT": "1", "MIMICRY_MIN_SAMPLES": "1", "MIMICRY_MAX_SAMPLES": "2"}).post(
+        "/v1/scan-model", files=photo(demo) * 3)  # refused by the route, after the uploads
     assert r.status_code == 400 and free()
     held = []
 

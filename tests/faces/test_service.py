@@ -63,8 +63,9 @@ def test_scan_model_health_and_artists(service, demo):
     samples = sorted((out / "samples-fine-tune").glob("*.png"))
     r = client.post("/v1/scan-model", files=files_of(samples))
     assert r.status_code == 200 and r.json()["artists"] == [res.fine_tuned_artist]
-    r = client.post("/v1/scan-model", files=files_of(samples[:3]))
-    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_input"
+    r = client.post("/v1/scan-model", files=files_of(samples[:1]))  # one sample is judged, with a warning
+    assert r.status_code == 200 and r.json()["n_samples"] == 1
+    assert any("fewer than the 8" in w for w in r.json()["warnings"])
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["works"] == 24 and health["recipe"]["version"] >= 1
     names = [a["name"] for a in client.get("/v1/artists").json()["artists"]]

@@ -38,15 +38,15 @@ async def scan(request: Request, svc: ServiceDep, images: Uploads) -> dict[str, 
 
 @router.post("/v1/scan-model", response_model=None, responses=HTML_TOO, dependencies=[ScanAllowed])
 async def scan_model(request: Request, svc: ServiceDep, images: Uploads) -> dict[str, Any] | HTMLResponse:
-    """The model-level verdict on 8-200 samples of one model, as ``mimicry scan-model --json``;
-    with ``Accept: text/html``, the HTML report instead."""
+    """The model verdict on 1 to ``MIMICRY_MAX_SAMPLES`` samples of one model (fewer than
+    ``MIMICRY_MIN_SAMPLES`` get a warning), as ``mimicry scan-model --json``; with
+    ``Accept: text/html``, the HTML report instead."""
     ix, s = svc.index, svc.settings
-    if not s.min_samples <= len(images) <= s.max_samples:
-        raise InputError(f"{len(images)} samples: send {s.min_samples} to "
-                         f"{s.max_samples} samples of one model")
+    if len(images) > s.max_samples:
+        raise InputError(f"{len(images)} samples: send at most {s.max_samples} samples of one model")
     verdict = await run_in_threadpool(svc.infer, ix.scan_model, images)
     svc.metrics.scanned.inc(verdict.n_samples)
-    svc.metrics.flags.inc(bool(verdict.artists))
+    svc.metrics.flags.inc(verdict.flagged)
     if wants_html(request):
         from mimicry.report import model_report
 
