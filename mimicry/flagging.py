@@ -53,8 +53,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from mimicry.store.snapshot import Snapshot
 
 __all__ = ["Calibration", "Judged", "calibration_of", "calibration_state", "certified_size", "flag_at",
-           "flag_threshold", "flagged", "image_p_values", "image_statistic", "image_verdicts", "judge",
-           "null_statistic", "scan_statistic", "state_warnings", "with_calibration"]
+           "flag_threshold", "flaggable_size", "flagged", "image_p_values", "image_statistic", "image_verdicts",
+           "judge", "null_statistic", "scan_statistic", "state_warnings", "with_calibration"]
 
 #: Calibration states a snapshot reports (:func:`calibration_state`).
 UNCALIBRATED, CURRENT, STALE = "uncalibrated", "current", "stale"
@@ -66,6 +66,15 @@ BACKGROUND, PORTFOLIO = "background", "portfolio"
 def certified_size(target_rate: float) -> int:
     """Null images needed to certify ``target_rate``: ``ceil(3 / A)``."""
     return math.ceil(3 / target_rate - 1e-9)
+
+
+def flaggable_size(target_rate: float) -> int:
+    """The fewest null images :func:`flag_threshold` can flag with at ``target_rate``,
+    ``floor(A (n + 1)) >= 1`` as it decides it: 99 for 1%, 19 for 5%."""
+    n = max(0, math.floor(1 / target_rate) - 3)
+    while not math.isfinite(flag_threshold(np.zeros(n), target_rate)):
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,7 @@ class Calibration:
 
     @property
     def can_flag(self) -> bool:
-        """False when there are too few null images (under ``1/A - 1``) to flag at ``A`` at all."""
+        """False when there are too few null images (under :func:`flaggable_size`) to flag at ``A`` at all."""
         return bool(np.isfinite(self.flag_threshold))
 
     def promise(self) -> dict[str, Any]:
