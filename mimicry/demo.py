@@ -17,7 +17,7 @@ from mimicry.backbones import Embedder
 from mimicry.index import StyleIndex
 from mimicry.report import model_report, scan_report, write_report
 from mimicry.synthetic import STYLES, make_dataset, paint, photo_like, scene
-from mimicry.results import ModelVerdict
+from mimicry.results import ModelVerdict, p_text, percent_text
 
 
 @dataclass
@@ -88,7 +88,7 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
              f"(backbone {ix.pin.backbone_id}, dim {ix.pin.dim})")
         cal = ix.calibrate(background=[background])
         promise = cal.promise()
-        echo(f"calibrated: at most {cal.fpr:.0%} of images by nobody registered are flagged "
+        echo(f"calibrated: at most {percent_text(cal.fpr)} of images by nobody registered are flagged "
              f"({promise['negatives']} background images; "
              f"{'certified' if promise['certified'] else 'a real hub brings ' + str(promise['needed'])})\n")
         results = ix.scan([data.imitations, data.unrelated], top=2)
@@ -111,7 +111,7 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
             top1 += best.artist == truth
             right += r.artist == truth
         echo(f"{name:<34} {truth or '-':<14} {r.artist or '-':<14} {best.artist:<14} "
-             f"{best.score:>6.3f} {best.fpr:>6.3f}")
+             f"{best.score:>6.3f} {p_text(best.fpr):>6}")
     echo(f"\nimitations: nearest artist right {top1}/{n_imi}, flagged as the right artist "
          f"{right}/{n_imi}; unrelated photos flagged: {photos}/{len(results) - n_imi}")
     for title, verdict in ((f"samples of a fine-tune on {tuned_artist}", fine_tune),

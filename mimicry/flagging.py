@@ -23,19 +23,11 @@ The rule's parameters are a :class:`Calibration`, fitted by
 :mod:`mimicry.calibration` and stored in the index as plain arrays; a
 snapshot's is read by :func:`calibration_of`.
 
-Words used here and everywhere inside the package:
-
-- ``target_rate``: what calibration promises (the user's ``--fpr``; ``fpr`` stays
-  an alias of it on :class:`Calibration`): of images by nobody registered, at
-  most about this share is flagged as anyone. The promise is per *image*, so it
-  does not grow with the number of registered artists.
-- ``p_value`` of a match: for one image and one artist, the share of that
-  artist's negatives scoring at least as high, ``(k + 1) / (n + 1)``. Results
-  print it as ``fpr`` too, the name users know. It ranks evidence; it is not
-  the image-level promise.
-- ``image_p_value``: the share of the null images (below) whose image
-  statistic is at least the image's, ``(k + 1) / (n + 1)``: a conformal p-value
-  for "this image is by nobody registered", whatever the registry's size.
+Words used everywhere inside the package (docs, "Verdicts"): ``target_rate``
+(the user's ``--fpr``, per *image*, whatever the number of artists; ``fpr`` is
+its alias on :class:`Calibration`); a match's ``p_value`` (the share of that
+artist's negatives scoring at least as high, printed as ``fpr``: it ranks
+evidence, it is not the promise); ``image_p_value`` (above).
 """
 
 from __future__ import annotations
@@ -54,8 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from mimicry.store.snapshot import Snapshot
 
 __all__ = ["Calibration", "Judged", "calibration_of", "calibration_state", "certified_size", "flag_at",
-           "flag_threshold", "flagged", "image_p_values", "image_statistic", "image_verdicts", "judge",
-           "null_statistic", "scan_statistic", "state_warnings", "with_calibration"]
+           "flag_threshold", "flaggable_size", "flagged", "image_p_values", "image_statistic", "image_verdicts",
+           "judge", "null_statistic", "scan_statistic", "state_warnings", "with_calibration"]
 
 #: Calibration states a snapshot reports (:func:`calibration_state`).
 UNCALIBRATED, CURRENT, STALE = "uncalibrated", "current", "stale"
@@ -67,6 +59,15 @@ BACKGROUND, PORTFOLIO = "background", "portfolio"
 def certified_size(target_rate: float) -> int:
     """Null images needed to certify ``target_rate``: ``ceil(3 / A)``."""
     return math.ceil(3 / target_rate - 1e-9)
+
+
+def flaggable_size(target_rate: float) -> int:
+    """The fewest null images :func:`flag_threshold` can flag with at ``target_rate``,
+    ``floor(A (n + 1)) >= 1`` as it decides it: 99 for 1%, 19 for 5%."""
+    n = max(0, math.floor(1 / target_rate) - 3)
+    while not math.isfinite(flag_threshold(np.zeros(n), target_rate)):
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class Calibration:
 
     @property
     def can_flag(self) -> bool:
-        """False when there are too few null images (under ``1/A - 1``) to flag at ``A`` at all."""
+        """False when there are too few null images (under :func:`flaggable_size`) to flag at ``A`` at all."""
         return bool(np.isfinite(self.flag_threshold))
 
     def promise(self) -> dict[str, Any]:

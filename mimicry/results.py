@@ -3,6 +3,10 @@
 Evidence is data: each piece names the work (id, artist, sha256) and its
 similarity; the file path is there for local use, and ``to_dict(paths=False)``
 leaves it out (a service never shows server paths).
+
+The words faces print about a result live here too, so every face says the
+same: :meth:`ScanResult.verdict_words` (one image's verdict), :func:`p_text`
+(every p-value: never "0") and :func:`percent_text` (every rate).
 """
 
 from __future__ import annotations
@@ -18,6 +22,50 @@ def _drop_paths(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_drop_paths(v) for v in obj]
     return obj
+
+
+#: What an image of an uncalibrated index gets instead of a verdict.
+NOT_CALIBRATED = "not calibrated: similarities only"
+#: The kinds of verdict an image gets (:meth:`ScanResult.verdict_words`).
+ERROR, UNCALIBRATED, CANNOT_FLAG, FLAGGED, NOT_FLAGGED = (
+    "error", "uncalibrated", "cannot-flag", "flagged", "not-flagged")
+
+
+def _sig(v: float) -> str:
+    return format(v, ".2g")
+
+
+def _sentence(words: str) -> str:
+    return words[:1].upper() + words[1:]
+
+
+def p_text(p: float | None, n_null: int | None = None) -> str:
+    """A p-value as text, never "0": two significant digits (``0.0044``,
+    ``3.1e-07``); at the null's resolution floor ``1 / (n_null + 1)`` (no null
+    image as high), ``< 0.0099 (1/101)``; an underflow to 0.0, ``< 1e-300``."""
+    if p is None or p != p:
+        return "n/a"
+    if p <= 0:
+        return "< 1e-300"
+    if n_null and abs(p * (n_null + 1) - 1) < 1e-9:
+        return f"< {_sig(1 / (n_null + 1))} (1/{n_null + 1})"
+    return _sig(p)
+
+
+def percent_text(rate: float | None) -> str:
+    """A rate as a percentage, never "0.0%" for a rate above 0: ``1.0%``, ``0.05%``."""
+    if rate is None or rate != rate:
+        return "n/a"
+    return f"{rate:.1%}" if rate >= 0.001 or rate == 0 else f"{_sig(rate * 100)}%"
+
+
+def cannot_flag_text(promise: dict[str, Any]) -> str:
+    """Why a calibration flags nothing: too few null images to reach its rate at all
+    (:func:`mimicry.flagging.flaggable_size`)."""
+    from mimicry.flagging import flaggable_size
+
+    return (f"cannot flag: {promise['negatives']} {promise['source']} images, "
+            f"needs at least {flaggable_size(promise['fpr'])}")
 
 
 @dataclass(frozen=True)
@@ -107,7 +155,9 @@ class ScanResult:
     """The scan of one image: ``matches`` best first, or ``error`` when the image
     could not be read (then ``matches`` is empty). ``artist`` is the verdict on a
     calibrated index: the image's best artist when its hubness-corrected score
-    passes the image-level threshold, or None (no known artist). ``image_p_value``
+    passes the image-level threshold, or None (not flagged; see
+    :meth:`verdict_words` for why: not calibrated, cannot flag, or below the
+    threshold). ``image_p_value``
     is the share of the calibration's null images (art by nobody registered)
     scoring at least as high; ``promise`` says what the flag rate rests on
     (``fpr``, ``negatives``, ``source``, ``certified``). ``sha256`` is of the
@@ -121,6 +171,28 @@ class ScanResult:
     warnings: list[str] = field(default_factory=list)
     image_p_value: float | None = None
     promise: dict[str, Any] | None = None
+
+    def verdict_words(self) -> tuple[str, str]:
+        """(kind, words): the verdict every face prints for this image. ``kind``
+        is ``error``, ``uncalibrated`` (no calibration: no flags),
+        ``cannot-flag`` (too few null images to flag at the rate),
+        ``flagged`` or ``not-flagged``: never "no known artist" for an image
+        that could not have been flagged."""
+        p = self.promise
+        if self.error:
+            return ERROR, f"error: {self.error}"
+        if p is None:
+            return UNCALIBRATED, _sentence(NOT_CALIBRATED)
+        if not p.get("can_flag", True):
+            return CANNOT_FLAG, _sentence(cannot_flag_text(p))
+        image_p = p_text(self.image_p_value, p.get("negatives"))
+        if self.artist:
+            return FLAGGED, f"FLAGGED: imitates {self.artist} (image p-value {image_p})"
+        words = f"Not flagged at {percent_text(p.get('fpr'))}."
+        if self.matches:
+            best = self.matches[0]
+            words += f" Nearest: {best.artist} (similarity {best.score:.3f}, image p-value {image_p})"
+        return NOT_FLAGGED, words
 
     def to_dict(self, paths: bool = True) -> dict[str, Any]:
         return {"image": self.image, "matches": [m.to_dict(paths) for m in self.matches],

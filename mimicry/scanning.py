@@ -33,7 +33,17 @@ from mimicry.flagging import (
     state_warnings,
 )
 from mimicry.images import ImageBytes, expand_inputs, source_name
-from mimicry.results import ArtistFinding, Match, ModelVerdict, ScanResult, Skipped, SupportingSample
+from mimicry.results import (
+    NOT_CALIBRATED,
+    ArtistFinding,
+    Match,
+    ModelVerdict,
+    ScanResult,
+    Skipped,
+    SupportingSample,
+    cannot_flag_text,
+    percent_text,
+)
 from mimicry.scoring import artist_sims, evidence_of, nearest, score
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mimicry.store.snapshot import Snapshot
 
 __all__ = ["Calibrated", "image_matches", "iter_scan", "judge_aligned", "judge_model", "query_neighbourhood",
-           "scan_model"]
+           "scan_model", "scan_warnings"]
 
 
 @dataclass(frozen=True)
@@ -104,14 +114,27 @@ def judge_aligned(snapshot: Snapshot, aligned: Calibrated, raw: np.ndarray, quer
                   j.flagged & covered)
 
 
+def scan_warnings(snapshot: Snapshot, cal: Calibration | None) -> list[str]:
+    """What every scan result on ``snapshot`` carries: :func:`state_warnings`,
+    and, when no image can be flagged at all, why (its ``cal`` is None, or has
+    too few null images to reach its rate): the words of the image's verdict."""
+    warnings = state_warnings(snapshot)
+    if cal is None:
+        warnings.append(f"index {NOT_CALIBRATED}, no image is flagged (run `mimicry calibrate`)")
+    elif not cal.can_flag:
+        warnings.append(f"{cannot_flag_text(cal.promise())} to flag at {percent_text(cal.target_rate)}: "
+                        f"no image is flagged (calibrate with more background images)")
+    return warnings
+
+
 def iter_scan(ix: StyleIndex, images: Sequence[ImageSource], top: int, evidence: int, batch_size: int,
               progress: ProgressFn | None, engine: Engine) -> Iterator[ScanResult]:
     """Each image's result in input order, as soon as its stretch is embedded
     (see :meth:`mimicry.index.StyleIndex.scan`)."""
     snap = ix.snapshot()
     ix.check_pin(snap)
-    warnings = state_warnings(snap)
     cal = calibration_of(snap)
+    warnings = scan_warnings(snap, cal)
     promise = cal.promise() if cal is not None else None
     sources = expand_inputs(images)
     if engine.name != "local" and any(isinstance(x, ImageBytes) for x in sources):
@@ -121,10 +144,10 @@ def iter_scan(ix: StyleIndex, images: Sequence[ImageSource], top: int, evidence:
     for stretch in engine.embed(sources, keys=range(len(sources)), progress=progress, stage="scanning",
                                 batch_size=batch_size):
         for pos, err in stretch.failed:
-            pending[pos] = ScanResult(source_name(sources[pos]), [], err.reason)
+            pending[pos] = ScanResult(source_name(sources[pos]), [], err.reason, warnings=list(warnings))
         for pos, sha, (matches, artist, image_p) in zip(stretch.keys, stretch.sha256,
                                                         image_matches(snap, stretch.vectors, top, evidence)):
-            pending[pos] = ScanResult(source_name(sources[pos]), matches, None, artist, sha, warnings,
+            pending[pos] = ScanResult(source_name(sources[pos]), matches, None, artist, sha, list(warnings),
                                       image_p, promise)
         while nxt in pending:
             yield pending.pop(nxt)

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from mimicry.results import p_text, percent_text
+
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.evaluate import Evaluation
     from mimicry.flagging import Calibration
@@ -23,22 +25,22 @@ def index_report(report: IndexReport) -> list[str]:
 
 
 def scan_result(r: ScanResult) -> list[str]:
-    """One image: its verdict, then each reported artist with score, rate and nearest works."""
+    """One image: its verdict (:meth:`~mimicry.results.ScanResult.verdict_words`),
+    then each reported artist with score, rate and nearest works."""
     if r.error:
         return [f"{r.image}", f"  error: {r.error}"]
-    verdict = f"   FLAGGED: imitates {r.artist} (image p-value {r.image_p_value:.4f})" if r.artist else ""
-    lines = [f"{r.image}{verdict}"]
+    lines = [f"{r.image}   {r.verdict_words()[1]}"]
     for m in r.matches:
         near = ", ".join(f"{Path(e.path).name} ({e.similarity:.3f})" for e in m.evidence)
-        flag = "" if m.flagged is None else (f"  flag fpr {m.fpr:.3f}" if m.flagged else f"  fpr {m.fpr:.3f}")
+        flag = "" if m.flagged is None else f"  {'flag ' if m.flagged else ''}fpr {p_text(m.fpr)}"
         lines.append(f"  {m.artist:<28} {m.score:.3f}{flag}   nearest: {near}")
     return lines
 
 
 def uncertified(promise: dict[str, Any]) -> str:
     """The warning for flags whose rate is not certified."""
-    return (f"flags rest on {promise['negatives']} {promise['source']} images: the {promise['fpr']:.1%} "
-            f"rate is not certified (calibrate with at least {promise['needed']} background images)")
+    return (f"flags rest on {promise['negatives']} {promise['source']} images: the "
+            f"{percent_text(promise['fpr'])} rate is not certified (calibrate with at least {promise['needed']} background images)")
 
 
 def calibration(cal: Calibration) -> list[str]:
@@ -47,7 +49,7 @@ def calibration(cal: Calibration) -> list[str]:
     promise = data["promise"]
     state = ("certified" if promise["certified"]
              else f"NOT certified: bring at least {promise['needed']} background images")
-    lines = [f"calibrated {len(cal.artists)} artists: at most {cal.fpr:.1%} of images by nobody registered "
+    lines = [f"calibrated {len(cal.artists)} artists: at most {percent_text(cal.fpr)} of images by nobody registered "
              f"are flagged ({promise['negatives']} {promise['source']} images; {state})"]
     lines += [f"  {a:<28} negatives {d['negatives']}  hubness {d['hubness']:.3f}"
               for a, d in data["artists"].items()]
@@ -70,7 +72,7 @@ def model_verdict(verdict: ModelVerdict) -> list[str]:
         tiers = "  ".join(f"{k}={p_text(v)}" for k, v in f.p_tiers.items())
         makers = "" if f.p_makers is None else f"  makers p={p_text(f.p_makers)}"
         lines.append(f"  {f.artist:<28} {f.tier or '-':<8} {tiers}  images p={p_text(f.p_value)}{makers}  "
-                     f"nearest to {f.nearest_samples}/{n} samples, {f.supporting} at fpr <= {f.level:.0%} "
+                     f"nearest to {f.nearest_samples}/{n} samples, {f.supporting} at fpr <= {percent_text(f.level)} "
                      f"({f.flagged} flagged)  "
                      f"nearest works: {', '.join(Path(w.path).name for w in f.nearest_works)}")
     return lines
@@ -83,10 +85,6 @@ def _tier_line(t: dict[str, Any]) -> str:
     return (f"alpha {t['alpha']:g}, {t['rule']}, {t['makers']} background makers"
             f"{'' if t['certified'] else ' (not certified)'}")
 
-
-def p_text(p: float) -> str:
-    """A p-value in two significant digits, never printed as 0."""
-    return "< 1e-300" if p <= 0 else f"{p:.2g}"
 
 
 def index_info(data: dict[str, Any]) -> list[str]:

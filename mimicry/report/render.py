@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from mimicry import __version__
 from mimicry.images import ImageSource, source_name
 from mimicry.report.thumbs import Thumbnails
-from mimicry.results import Evidence, IndexInfo, ModelVerdict, ScanResult
+from mimicry.results import Evidence, IndexInfo, ModelVerdict, ScanResult, p_text, percent_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from jinja2 import Environment
@@ -32,6 +32,17 @@ QUERY_SIDE, WORK_SIDE = 200, 128
 #: Okabe-Ito order); every outline is labelled with the name as well.
 PALETTE = ("#d55e00", "#0072b2", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#7a5c00", "#000000")
 
+#: The banner of each verdict kind but "flagged" and "error" (which the
+#: template words itself): its colour class, and what it means. Never green:
+#: an image not flagged is not cleared.
+BANNERS = {
+    "not-flagged": ("neutral", "below the flag line of its nearest artist; the image p-value is the share "
+                               "of art by nobody registered that scores this high"),
+    "cannot-flag": ("grey", "too few images to keep the promised rate with any threshold, so nothing is "
+                            "flagged: recalibrate with more background images"),
+    "uncalibrated": ("grey", "nothing is flagged: run mimicry calibrate to flag at a promised rate"),
+}
+
 
 @lru_cache(maxsize=1)
 def _env() -> "Environment":
@@ -40,15 +51,9 @@ def _env() -> "Environment":
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["j2"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = lambda v, f=".3f": "n/a" if v is None or v != v else format(v, f)
-    env.filters["pct"] = lambda v: "n/a" if v is None or v != v else f"{v:.1%}"
-    env.filters["pval"] = _p
+    env.filters["pct"] = percent_text
+    env.filters["pval"] = p_text
     return env
-
-
-def _p(v: float | None) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:.2e}" if v < 1e-3 else f"{v:.4f}".rstrip("0").rstrip(".") if v < 1 else "1"
 
 
 def _when(ts: float | None) -> str | None:
@@ -100,10 +105,13 @@ def scan_report(results: Sequence[ScanResult], info: IndexInfo | None = None, co
                     "p_value": m.p_value,
                     "evidence": [_evidence(e, small, works and rank == 0, paths) for e in m.evidence]}
                    for rank, m in enumerate(r.matches)]
+        kind, words = r.verdict_words()
+        banner, detail = BANNERS.get(kind, ("", ""))
         items.append({"name": Path(r.image).name, "full": r.image if paths else "",
                       "thumb": thumbs.uri(src) if r.error is None else None, "error": r.error,
                       "artist": r.artist, "image_p": r.image_p_value, "matches": matches,
-                      "calibrated": r.promise is not None})
+                      "kind": kind, "words": words, "banner": banner, "detail": detail,
+                      "n_null": (r.promise or {}).get("negatives")})
     promise = next((r.promise for r in results if r.promise), None)
     warnings = next((r.warnings for r in results if r.warnings), [])
     ctx = _header("mimicry scan report", info, command)
@@ -145,6 +153,7 @@ def model_report(verdict: ModelVerdict, info: IndexInfo | None = None, command: 
     best = verdict.findings[0] if verdict.findings else None
     ctx = _header("mimicry model report", info, command)
     ctx.update(verdict=verdict, findings=findings, samples=[sample(i) for i in range(len(verdict.samples))],
+               n_null=(verdict.promise or {}).get("negatives"),
                sentence=_model_sentence(verdict), best=best,
                skipped=[{"name": Path(s.path).name, "reason": s.reason}
                         for s in verdict.skipped])
@@ -160,11 +169,11 @@ def _model_sentence(v: ModelVerdict) -> str:
     odds = f"about once in {1 / f.p_value:,.0f}" if f.p_value >= 1e-6 else "less than once in a million"
     if v.artists:
         return (f"{f.supporting} of {v.n_samples} samples are as close to {f.artist}'s work as only "
-                f"{f.level:.0%} of art by unregistered artists is to any registered artist; samples of a model imitating nobody "
+                f"{percent_text(f.level)} of art by unregistered artists is to any registered artist; samples of a model imitating nobody "
                 f"registered would show evidence this strong for some artist {odds} tries "
-                f"(p = {_p(f.p_value)}, below the significance level {v.alpha:g}).")
+                f"(p = {p_text(f.p_value)}, below the significance level {v.alpha:g}).")
     return (f"The strongest evidence, {f.supporting} of {v.n_samples} samples near {f.artist} "
-            f"(p = {_p(f.p_value)}), is above the significance level {v.alpha:g}: a model imitating "
+            f"(p = {p_text(f.p_value)}), is above the significance level {v.alpha:g}: a model imitating "
             f"nobody registered shows evidence this strong {odds} tries, so no artist is named.")
 
 

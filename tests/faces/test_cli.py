@@ -70,8 +70,12 @@ def test_index_scan_info_remove(tmp_path, cli, portfolio_of):
     ev = suspect["matches"][0]["evidence"][0]
     assert {"work_id", "artist", "sha256", "similarity", "path"} <= set(ev) and ev["artist"] == target.name
     assert by_name["unreadable.jpg"]["matches"] == [] and by_name["unreadable.jpg"]["error"]
-    text = cli("scan", str(queries / "suspect.png"), "--index", ix).stdout
-    assert target.name in text and "nearest:" in text
+    assert all(any(w.startswith("index not calibrated: similarities only") for w in d["warnings"])
+               for d in lines(r.stdout))  # every result, the unreadable one too
+    r = cli("scan", str(queries / "suspect.png"), "--index", ix)
+    assert target.name in r.stdout and "nearest:" in r.stdout
+    assert r.stdout.splitlines()[0].endswith("   Not calibrated: similarities only")
+    assert "index not calibrated: similarities only" in r.stderr
 
     info = json.loads(cli("info", "--index", ix, "--json").stdout)
     assert info["backbone_id"] == "efficientnet-lite0" and info["works"] == 9
@@ -131,6 +135,41 @@ def test_calibrated_scan_and_scan_model_exit_1_on_findings(calibrated_copy, demo
     r = cli("calibrate", "--index", ix, "-q", "--fpr", "0.03")
     assert "at most 3.0% of images by nobody registered" in r.stdout and "; certified)" in r.stdout
     assert "(fpr 0.03 per image, 100 background images, certified)" in cli("info", "--index", ix).stdout
+
+
+def test_scan_text_says_what_each_image_verdict_rests_on(calibrated_copy, demo, cli, tmp_path):
+    """The text names the verdict in the report's words: flagged, not flagged
+    (with the nearest artist), and, on a 10-image background that cannot
+    reach 1%, why nothing is flagged, with a warning in every JSON result."""
+    import shutil
+
+    from mimicry.results import p_text
+
+    res, _, out = demo
+    ix, target = str(calibrated_copy), res.fine_tuned_artist
+    images = [str(out / "imitations" / f"imitation-of-{target}-0.png"), str(out / "unrelated" / "photo-00.png")]
+    flagged, clear = lines(cli("scan", *images, "--index", ix, "--json", "-q").stdout)
+    head = [line for line in cli("scan", *images, "--index", ix, "-q").stdout.splitlines() if line.startswith("/")]
+    assert flagged["artist"] == target and clear["artist"] is None
+    assert head[0].endswith(f"   FLAGGED: imitates {target} (image p-value {p_text(flagged['image_p_value'], 100)})")
+    best = clear["matches"][0]
+    assert head[1].endswith(f"   Not flagged at 1.0%. Nearest: {best['artist']} (similarity {best['score']:.3f}, "
+                            f"image p-value {p_text(clear['image_p_value'], 100)})")
+    assert "No known artist" not in "\n".join(head) and " 0.0000" not in "\n".join(head)
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    for p in sorted((out / "background").glob("*.png"))[:10]:
+        shutil.copy2(p, tiny / p.name)
+    assert cli("calibrate", "--index", ix, "--background", str(tiny), "-q").exit_code == 0
+    r = cli("scan", *images, "--index", ix, "-q")
+    assert r.exit_code == 0  # nothing can be flagged
+    head = [line for line in r.stdout.splitlines() if line.startswith("/")]
+    assert len(head) == 2 and all(h.endswith("   Cannot flag: 10 background images, needs at least 99") for h in head)
+    warning = "cannot flag: 10 background images, needs at least 99 to flag at 1.0%"
+    assert warning in r.stderr
+    results = lines(cli("scan", *images, "--index", ix, "--json", "-q").stdout)
+    assert len(results) == 2 and all(any(w.startswith(warning) for w in d["warnings"]) for d in results)
 
 
 def test_index_rebuilds_an_index_of_an_older_recipe(tmp_path, cli, portfolio_of):

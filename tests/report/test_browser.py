@@ -35,7 +35,7 @@ def reports(chromium, demo, default_embedder, tmp_path_factory):
     big = big_verdict(many_samples(root / "samples"), sorted((out / "portfolios").rglob("*.png")))
     return {
         "scan": (write_report(scan_html, root / "scan.html"),
-                 [("flagged", f"Flagged as {results[0].artist}"), ("flagged", "Flagged as"), ("clear", "No known artist")],
+                 [("flagged", f"Flagged as {results[0].artist}"), ("flagged", "Flagged as"), ("not-flagged", "Not flagged at 1.0%. Nearest: ")],
                  sum(len(r.matches[0].evidence) for r in results), 0),
         "model": (write_report(model_html, root / "model.html"),
                   [("flagged", f"Imitates {verdict.artists[0]}")], 2 * verdict.findings[0].supporting,

@@ -33,7 +33,7 @@ def test_scan_report_shows_verdicts_evidence_and_stands_alone(demo, default_embe
     html, results = demo_scan(demo, default_embedder)
     res, _, out = demo
     target = res.fine_tuned_artist
-    assert html.count('data-verdict="flagged"') == 2 and html.count('data-verdict="clear"') == 1
+    assert html.count('data-verdict="flagged"') == 2 and html.count('data-verdict="not-flagged"') == 1
     assert f"Flagged as <strong>{target}</strong> at a 1.0% false-positive rate" in html
     srcs = IMG.findall(html)
     # Each image, and the nearest artist's evidence works beside it.
