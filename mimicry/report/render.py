@@ -147,34 +147,42 @@ def model_report(verdict: ModelVerdict, info: IndexInfo | None = None, command: 
 
     findings = [{"artist": f.artist, "p_value": f.p_value, "level": f.level, "supporting": f.supporting,
                  "flagged": f.flagged, "colour": colours[f.artist], "imitated": f.artist in verdict.artists,
+                 "tier": f.tier, "p_tiers": {t: f.p_tiers.get(t, f.p_value) for t in ("imitates", "review")}, "p_makers": f.p_makers, "nearest_samples": f.nearest_samples,
                  "pairs": [{"sample": sample(p.index), "p_value": p.p_value,
                             "work": _evidence(p.nearest, thumbs, works, paths)} for p in f.pairs]}
                 for f in verdict.findings]
-    best = verdict.findings[0] if verdict.findings else None
+    best = findings[0] if findings else None
     ctx = _header("mimicry model report", info, command)
     ctx.update(verdict=verdict, findings=findings, samples=[sample(i) for i in range(len(verdict.samples))],
                n_null=(verdict.promise or {}).get("negatives"),
                sentence=_model_sentence(verdict), best=best,
+               nearest=sorted(verdict.nearest.items(), key=lambda x: -x[1]),
                skipped=[{"name": Path(s.path).name, "reason": s.reason}
                         for s in verdict.skipped])
     return _env().get_template("model.html.j2").render(**ctx)
 
 
 def _model_sentence(v: ModelVerdict) -> str:
-    """What the verdict's p-value means, in one plain sentence."""
+    """What the verdict rests on, in one plain sentence."""
     if not v.findings:
         return (f"None of the {v.n_samples} samples is closer to a registered artist than art by "
-                f"nobody registered usually is: no evidence of imitation.")
+                f"nobody registered usually is: no evidence either way.")
     f = v.findings[0]
-    odds = f"about once in {1 / f.p_value:,.0f}" if f.p_value >= 1e-6 else "less than once in a million"
+    p_act, p_review = f.p_tiers.get("imitates", f.p_value), f.p_tiers.get("review", f.p_value)
+    makers = v.tiers.get("review", {}).get("makers", 0)
+    against = (f"against {makers} makers nobody registered (sets of one maker's works) and "
+               if makers else "")
     if v.artists:
-        return (f"{f.supporting} of {v.n_samples} samples are as close to {f.artist}'s work as only "
-                f"{percent_text(f.level)} of art by unregistered artists is to any registered artist; samples of a model imitating nobody "
-                f"registered would show evidence this strong for some artist {odds} tries "
-                f"(p = {p_text(f.p_value)}, below the significance level {v.alpha:g}).")
-    return (f"The strongest evidence, {f.supporting} of {v.n_samples} samples near {f.artist} "
-            f"(p = {p_text(f.p_value)}), is above the significance level {v.alpha:g}: a model imitating "
-            f"nobody registered shows evidence this strong {odds} tries, so no artist is named.")
+        return (f"The samples are closer to {f.artist} than a model imitating nobody registered would be "
+                f"{against}single images by nobody registered: p = {p_text(p_act)}, below the "
+                f"significance level {v.alpha:g} of the imitates tier.")
+    if v.review:
+        return (f"The samples are closer to {f.artist} than {against}single images by nobody "
+                f"registered would usually be (p = {p_text(p_review)}, below {v.review_alpha:g}), but not "
+                f"strongly enough to act on at {v.alpha:g}: a person should compare the pairs below.")
+    return (f"The strongest evidence, for {f.artist} (review p = {p_text(p_review)}), is above both levels "
+            f"({v.review_alpha:g} and {v.alpha:g}). That is not a clearance: a model with fewer or weaker "
+            f"samples can imitate an artist without showing it here.")
 
 
 def evaluation_report(evaluation: "Evaluation", command: str = "", paths: bool = True) -> str:

@@ -114,7 +114,7 @@ def test_model_report_prints_no_zero_p_value(demo, default_embedder):
 
     res, _, _ = demo
     verdict = res.fine_tune
-    top = replace(verdict.findings[0], p_value=0.0)
+    top = replace(verdict.findings[0], p_value=0.0, p_tiers={"imitates": 0.0, "review": 0.0})
     html = model_report(replace(verdict, findings=[top] + verdict.findings[1:]), None, "x")
     assert "p = &lt; 1e-300" in html and not ZERO.search(html) and "0.00e+00" not in html
     if any(p.p_value == pytest.approx(1 / 101) for p in top.pairs):

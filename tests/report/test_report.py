@@ -51,7 +51,9 @@ def test_model_report_states_the_verdict_and_pairs_each_sample(demo, default_emb
     f = verdict.findings[0]
     assert verdict.artists == [f.artist]
     assert f"Imitates <strong>{f.artist}</strong>" in html
-    assert "less than once in a million tries" in html  # p is ~1e-15: the plain sentence
+    assert f"than a model imitating nobody registered would be" in html  # the plain sentence
+    assert "below the significance level 0.001 of the imitates tier" in html
+    assert "What each tier rests on" in html and "cannot fire here" not in html
     assert html.count('class="sample"') + html.count('class="sample none"') == verdict.n_samples
     assert html.count('<li class="pair">') == len(f.pairs) == f.supporting
     assert len(IMG.findall(html)) == verdict.n_samples + 2 * len(f.pairs)
@@ -63,7 +65,10 @@ def test_unrelated_model_and_escaping(demo, default_embedder, tmp_path):
     with StyleIndex.open(out / "index", embedder=default_embedder) as ix:
         verdict = ix.scan_model([out / "samples-unrelated"])
     html = model_report(verdict, None, 'mimicry scan-model "<script>alert(1)</script>"')
-    assert verdict.artists == [] and 'data-verdict="clear"' in html and "No registered artist" in html
+    assert verdict.artists == verdict.review == []
+    assert 'data-verdict="not-flagged"' in html and "Not flagged at either tier: not cleared" in html
+    assert 'class="banner clear"' not in html and "That is not a clearance" in html
+    assert f"nearest artist per sample: {next(iter(verdict.nearest))} " in html
     assert "<script>alert" not in html and "&lt;script&gt;" in html
 
 
