@@ -25,12 +25,14 @@ set statistic of each maker's works, scored as its null images are.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
 from mimicry import flagging, maker_test, scoring
 from mimicry.flagging import BACKGROUND, PORTFOLIO, Calibration
+from mimicry.model_test import image_strength
 from mimicry.scoring import artist_max, columns_of
 from mimicry.settings import check_rate
 
@@ -93,32 +95,34 @@ def calibrate(
         null = flagging.null_statistic(work_vecs, work_vecs, cols, work_r, artist_r, weight, exclude=own)
         source = PORTFOLIO
     null = np.sort(null).astype(np.float32)
-    makers = None if bg is None else maker_test.maker_null(
-        _maker_scores(bg, groups, work_vecs, cols, bg_r, artist_r, weight, mu, sigma))
-    return Calibration(artists, mu, sigma, negs, artist_r, null, flagging.flag_threshold(null, target_rate),
-                       target_rate, generation, 0 if bg is None else len(bg), source, ref_k, weight,
-                       time.time(), *((None, None) if makers is None else (makers.sizes, makers.stats)))
+    cal = Calibration(artists, mu, sigma, negs, artist_r, null, flagging.flag_threshold(null, target_rate),
+                      target_rate, generation, 0 if bg is None else len(bg), source, ref_k, weight, time.time())
+    if bg is None:
+        return cal
+    makers = maker_test.maker_null(_makers(bg, groups, work_vecs, cols, bg_r, cal), image_strength(cal))
+    return replace(cal, maker_sizes=makers.sizes, maker_stats=makers.stats)
 
 
-def _maker_scores(bg: np.ndarray, groups: np.ndarray, work_vecs: np.ndarray, cols: list[np.ndarray],
-                  bg_r: np.ndarray, artist_r: np.ndarray, weight: float, mu: np.ndarray, sigma: np.ndarray,
-                  chunk_rows: int = 2048) -> Iterator[np.ndarray]:
-    """Each background group's works' normalised corrected scores, one
-    ``(m, n_artists)`` array per group (in group order), scored a few thousand
-    rows at a time so memory never holds a background x artists matrix.
-    Groups too small to be makers are skipped unscored."""
+def _makers(bg: np.ndarray, groups: np.ndarray, work_vecs: np.ndarray, cols: list[np.ndarray],
+            bg_r: np.ndarray, cal: Calibration, chunk_rows: int = 2048) -> Iterator[maker_test.MakerSet]:
+    """Each background group's works as the maker test reads them (in group
+    order), scored as null images are, a few thousand rows at a time so memory
+    never holds a background x artists matrix; an image's p-value leaves itself
+    out of the null images. Groups too small to be makers are skipped unscored."""
     counts = np.unique(groups, return_counts=True)[1]
-    order = np.argsort(groups, kind="stable")
-    members = np.split(order, np.cumsum(counts)[:-1])
+    members = np.split(np.argsort(groups, kind="stable"), np.cumsum(counts)[:-1])
     batch: list[np.ndarray] = []
     for rows in [m for m in members if len(m) >= maker_test.MIN_MAKER_WORKS] + [None]:
         if rows is not None:
             batch.append(rows)
         if batch and (rows is None or sum(map(len, batch)) >= chunk_rows):
             at = np.concatenate(batch)
-            raw = artist_max(bg[at], work_vecs, cols)
-            z = (scoring.correct(raw, bg_r[at], artist_r, weight) - mu[None, :]) / sigma[None, :]
-            yield from np.split(z, np.cumsum([len(b) for b in batch])[:-1])
+            corrected, stat, best = flagging.scan_statistic(artist_max(bg[at], work_vecs, cols), bg_r[at],
+                                                             cal.artist_r, cal.weight)
+            loo_p = (len(cal.null) - np.searchsorted(cal.null, stat, side="left")) / len(cal.null)
+            x = maker_test.MakerSet(cal.normalise(corrected), best, loo_p)
+            for part in np.split(np.arange(len(at)), np.cumsum([len(b) for b in batch])[:-1]):
+                yield x.rows(part)
             batch = []
 
 

@@ -8,12 +8,18 @@ null for a model is "a model of a maker nobody registered": a set of works by
 one maker. The background's groups are makers (the first-level sub-folders as
 named on the command line: a hub groups its uploads by uploader or by model).
 
-Statistic. For a set of ``n`` images and an artist ``a``: the mean of the top
-half (``max(1, n // 2)``) of the images' normalised hubness-corrected scores for
-``a`` (:func:`top_half_mean`). The set's statistic is its maximum over artists.
+Statistics (:data:`STATISTICS`), each per artist ``a`` for a set of ``n``
+images, and for the set its maximum over artists:
+
+- ``makers``: the mean of the top half (``max(1, n // 2)``) of the images'
+  normalised hubness-corrected scores for ``a`` (:func:`top_half_mean`): a
+  set consistently near one artist, no image of it extreme;
+- ``images``: ``-log10`` of the image-level test's p-value for ``a``
+  (:func:`mimicry.model_test.image_test_p`), so that test, which counts
+  samples as if independent, is judged against coherent makers as well.
 
 Null. At calibration every maker with at least :data:`MIN_MAKER_WORKS` works
-gets that statistic on the first ``s`` of a seeded permutation of its works, for
+gets each statistic on the first ``s`` of a seeded permutation of its works, for
 each ``s`` in :data:`SIZES` up to its count (:func:`maker_null`).
 
 p-value of artist ``a`` for a set of ``n`` samples: each maker ``k`` is compared
@@ -39,19 +45,22 @@ sets of 1 to 64 samples against makers of 5 to 10 works).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
-__all__ = ["MIN_MAKER_WORKS", "SIZES", "SUBSETS", "MakerNull", "maker_null", "maker_p_values", "top_half_mean"]
+__all__ = ["MIN_MAKER_WORKS", "SIZES", "STATISTICS", "SUBSETS", "MakerNull", "MakerSet", "maker_null",
+           "maker_p_values", "top_half_mean"]
 
 #: Set sizes at which each maker's statistic is kept.
 SIZES = np.array([1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64])
 #: A background group with fewer works is not a maker set (a loose upload is its own group).
 MIN_MAKER_WORKS = 3
 #: Random subsets the samples' score is averaged over when compared below their count.
-SUBSETS = 32
+SUBSETS = 16
 SEED = 0
+#: The maker test's statistics, in the order :class:`MakerNull` keeps them.
+STATISTICS = ("makers", "images")
 
 
 def top_half_mean(z: np.ndarray) -> np.ndarray:
@@ -61,37 +70,58 @@ def top_half_mean(z: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class MakerSet:
+    """A set of images as the maker test reads it: normalised corrected scores
+    ``z`` ``(n, n_artists)``, each image's raw-best artist and image-level p-value."""
+
+    z: np.ndarray
+    best: np.ndarray
+    image_p: np.ndarray
+
+    def rows(self, at: np.ndarray) -> MakerSet:
+        return MakerSet(self.z[at], self.best[at], self.image_p[at])
+
+
+#: ``image_strength(set)``: per artist, ``-log10`` of the image-level test's p-value.
+ImageStrength = Callable[[MakerSet], np.ndarray]
+
+
+def _statistics(x: MakerSet, image_strength: ImageStrength) -> np.ndarray:
+    """The :data:`STATISTICS` of a set, ``(len(STATISTICS), n_artists)``."""
+    return np.stack([top_half_mean(x.z), image_strength(x)])
+
+
+@dataclass(frozen=True)
 class MakerNull:
-    """The null of unregistered makers: each maker's count of works and its set
-    statistic at every size of :data:`SIZES` (NaN past its count)."""
+    """The null of unregistered makers: each maker's count of works and each
+    statistic's maximum over artists at every size of :data:`SIZES` (NaN past its count)."""
 
     sizes: np.ndarray  # (M,) works per maker
-    stats: np.ndarray  # (M, len(SIZES)) max over artists of top_half_mean on s of its works
+    stats: np.ndarray  # (M, len(STATISTICS), len(SIZES))
 
     @property
     def makers(self) -> int:
         return len(self.sizes)
 
 
-def maker_null(makers: Iterable[np.ndarray], seed: int = SEED) -> MakerNull:
-    """The :class:`MakerNull` of makers given as their works' normalised
-    corrected scores, one ``(m_k, n_artists)`` array each; makers with fewer
-    than :data:`MIN_MAKER_WORKS` works are left out."""
+def maker_null(makers: Iterable[MakerSet], image_strength: ImageStrength, seed: int = SEED) -> MakerNull:
+    """The :class:`MakerNull` of makers, one :class:`MakerSet` of its works
+    each; makers with fewer than :data:`MIN_MAKER_WORKS` works are left out."""
     rng = np.random.default_rng(seed)
     sizes, rows = [], []
-    for z in makers:
-        if len(z) < MIN_MAKER_WORKS:
+    for x in makers:
+        if len(x.z) < MIN_MAKER_WORKS:
             continue
-        z = z[rng.permutation(len(z))]
-        stats = np.full(len(SIZES), np.nan, dtype=np.float32)
+        x = x.rows(rng.permutation(len(x.z)))
+        stats = np.full((len(STATISTICS), len(SIZES)), np.nan, dtype=np.float32)
         for i, s in enumerate(SIZES):
-            if s > len(z):
+            if s > len(x.z):
                 break
-            stats[i] = top_half_mean(z[:s]).max()
-        sizes.append(len(z))
+            stats[:, i] = _statistics(x.rows(np.arange(s)), image_strength).max(axis=1)
+        sizes.append(len(x.z))
         rows.append(stats)
     return MakerNull(np.array(sizes, dtype=np.int64),
-                     np.stack(rows) if rows else np.zeros((0, len(SIZES)), np.float32))
+                     np.stack(rows) if rows else np.zeros((0, len(STATISTICS), len(SIZES)), np.float32))
 
 
 def _size_index(n: int, sizes: np.ndarray) -> np.ndarray:
@@ -99,24 +129,28 @@ def _size_index(n: int, sizes: np.ndarray) -> np.ndarray:
     return np.searchsorted(SIZES, np.minimum(n, sizes), side="right") - 1
 
 
-def _scores_at(z: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
-    """The samples' per-artist score at size ``s`` (module docstring)."""
-    if s >= len(z):
-        return top_half_mean(z)
-    return np.mean([top_half_mean(z[rng.choice(len(z), s, replace=False)]) for _ in range(SUBSETS)], axis=0)
+def _scores_at(x: MakerSet, s: int, image_strength: ImageStrength, rng: np.random.Generator) -> np.ndarray:
+    """The samples' statistics per artist at size ``s`` (module docstring)."""
+    n = len(x.z)
+    if s >= n:
+        return _statistics(x, image_strength)
+    return np.mean([_statistics(x.rows(rng.choice(n, s, replace=False)), image_strength)
+                    for _ in range(SUBSETS)], axis=0)
 
 
-def maker_p_values(z: np.ndarray, null: MakerNull, seed: int = SEED) -> np.ndarray | None:
-    """Per artist, the maker-test p-value of samples with normalised corrected
-    scores ``z`` ``(n, n_artists)``; None when the null holds no maker. The same
+def maker_p_values(x: MakerSet, null: MakerNull, image_strength: ImageStrength, seed: int = SEED
+                   ) -> np.ndarray | None:
+    """Per statistic and artist ``(len(STATISTICS), n_artists)``, the maker-test
+    p-values of samples ``x``; None when the null holds no maker. The same
     samples always get the same p-values (the subsets are seeded)."""
-    if not null.makers or not len(z):
+    if not null.makers or not len(x.z):
         return None
     rng = np.random.default_rng(seed)
-    at = _size_index(len(z), null.sizes)
-    exceed = np.zeros(z.shape[1])
+    at = _size_index(len(x.z), null.sizes)
+    exceed = np.zeros((len(STATISTICS), x.z.shape[1]))
     for i in np.unique(at):
-        t = _scores_at(z, int(SIZES[i]), rng)
-        ranked = np.sort(null.stats[at == i, i])
-        exceed += len(ranked) - np.searchsorted(ranked, t, side="left")
+        t = _scores_at(x, int(SIZES[i]), image_strength, rng)
+        for k in range(len(STATISTICS)):
+            ranked = np.sort(null.stats[at == i, k, i])
+            exceed[k] += len(ranked) - np.searchsorted(ranked, t[k] - 1e-9, side="left")
     return (1.0 + exceed) / (null.makers + 1.0)

@@ -32,15 +32,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.flagging import Calibration, Judged
+    from mimicry.maker_test import MakerSet
 
 __all__ = ["IMITATES", "LEVEL_MULTIPLES", "REVIEW", "ArtistTest", "SetJudgement", "Tier", "artist_tests",
-           "beta_binomial_tail", "images_floor", "imitated", "judge_set", "model_test_levels", "set_statistic",
+           "beta_binomial_tail", "image_strength", "image_test_p", "images_floor", "imitated", "judge_set", "model_test_levels", "set_statistic",
            "tier_of", "tier_p_values"]
 
 #: Levels of the model-level test, as multiples of the calibration's target
@@ -87,6 +88,39 @@ def artist_tests(judged: Judged, cal: Calibration) -> list[ArtistTest]:
             hits = np.flatnonzero((judged.best == j) & at[:, k])
             out[int(j)] = ArtistTest(float(p[row, k]), float(levels[k]), hits)
     return out
+
+
+def image_test_p(best: np.ndarray, image_p: np.ndarray, n_artists: int, cal: Calibration,
+                 tails: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """Per artist, the p-value :func:`artist_tests` gives samples with these best
+    artists and image-level p-values (without the supporting samples).
+    ``tails``: a memo of each sample count's Beta-binomial tails, kept by the caller."""
+    levels = np.array(model_test_levels(cal))
+    ranks = np.floor(levels * (cal.n_null + 1) + 1e-9)
+    out = np.ones(n_artists)
+    n = len(best)
+    if n == 0 or not (ranks >= 1).any():
+        return out
+    tails = {} if tails is None else tails
+    if n not in tails:  # [level, count]: P(X >= count), every count 0..n
+        tails[n] = beta_binomial_tail(np.tile(np.arange(n + 1)[:, None], (1, len(levels))), n,
+                                      np.maximum(ranks, 1), cal.n_null + 1 - ranks).T
+    supported, row = np.unique(best, return_inverse=True)
+    counts = np.zeros((len(supported), len(levels)), dtype=np.int64)
+    np.add.at(counts, row.reshape(-1), (image_p[:, None] <= levels[None, :] + 1e-12).astype(np.int64))
+    tail = tails[n][np.arange(len(levels))[None, :], counts]
+    p = np.where((counts > 0) & (ranks >= 1)[None, :], np.minimum(1.0, tail * len(levels)), 1.0)
+    out[supported] = p.min(axis=1)
+    return out
+
+
+def image_strength(cal: Calibration) -> Callable[[MakerSet], np.ndarray]:
+    """The maker test's ``images`` statistic at ``cal``: ``-log10`` of :func:`image_test_p`."""
+    tails: dict[int, np.ndarray] = {}
+
+    def strength(x: MakerSet) -> np.ndarray:
+        return -np.log10(np.maximum(image_test_p(x.best, x.image_p, x.z.shape[1], cal, tails), 1e-300))
+    return strength
 
 
 def beta_binomial_tail(counts: np.ndarray, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -166,47 +200,46 @@ def images_floor(n: int, cal: Calibration) -> float:
 
 
 def tier_of(name: str, alpha: float, cal: Calibration, n: int, review_alpha: float) -> Tier:
-    """The rule of the tier at ``alpha`` for ``n`` samples; ``p_i``: the image
-    test's p-value, ``p_m``: the maker test's (floors: :func:`images_floor`,
-    ``1 / (M + 1)`` for ``M`` makers).
+    """The rule of the tier at ``alpha`` for ``n`` samples. ``p_i``: the image
+    test's p-value (:func:`artist_tests`, valid for independent samples);
+    ``q_i``, ``q_m``: the maker test's, of its ``images`` and ``makers``
+    statistics (:mod:`mimicry.maker_test`, valid against ``M`` makers, floor
+    ``1 / (M + 1)``).
 
-    - ``review``: ``images or makers``, ``2 min(p_i, p_m)`` (Bonferroni), when
-      each can reach ``alpha / 2``; else the one that can reach ``alpha`` alone.
-    - ``imitates``: ``images and makers``, ``max(p_i, p_m 2 alpha / review_alpha)``:
-      the image test at ``alpha`` *and* the maker test at the level it holds
-      in the review tier (``review_alpha / 2``) agree (the chance of both under
-      the null is at most the image test's), when the makers can reach that
-      level; else the image test alone. The image test counts samples as if
-      independent, and one maker's works are not: on held-out makers it alone
-      acted on 3 of 243 at 0.001 (a maker close to a registered artist); the
-      makers keep it from acting on a coherent unregistered style.
+    - ``review``: ``images or makers``, ``2 min(q_i, q_m)`` (Bonferroni), when
+      the makers can reach ``alpha / 2``; else ``images``, ``p_i`` alone (no
+      makers to judge coherent sets against: valid for independent samples only).
+    - ``imitates``: ``images and makers``, ``max(p_i, q_m 2 alpha / review_alpha)``:
+      the image test at ``alpha`` *and* the maker test's ``makers`` statistic at
+      the level it holds in the review tier agree, when the makers can reach
+      that level; else
+      ``images``, ``p_i`` alone. Its rate is at most ``alpha`` for independent
+      samples, and at most ``review_alpha / 2`` for a coherent unregistered
+      style (a null of a few hundred makers cannot resolve 0.001).
 
     The rule depends on ``n``, the alphas and the calibration, never on the
-    samples, so a verdict on samples of an unregistered maker stays below ``alpha``.
+    samples. A tier with no test that can reach its alpha has no rule.
     """
     makers = 0 if cal.makers is None else cal.makers.makers
-    floor, maker_floor = images_floor(n, cal), 1.0 / (makers + 1)
-    gate = makers > 0 and maker_floor < review_alpha / 2
+    floor = images_floor(n, cal)
+    reach = makers > 0 and 1.0 / (makers + 1) < review_alpha / 2
     if name == IMITATES:
-        rule = "images and makers" if gate and floor < alpha else "images" if floor < alpha else ""
-    elif makers and maker_floor < alpha / 2 and floor < alpha / 2:
-        rule = "images or makers"
+        rule = ("images and makers" if reach else "images") if floor < alpha else ""
     else:
-        rule = "images" if floor < alpha else "makers" if makers and maker_floor < alpha else ""
+        rule = "images or makers" if reach else "images" if floor < alpha else ""
     return Tier(name, alpha, makers, rule, makers >= math.ceil(3 / alpha - 1e-9))
 
 
-def tier_p_values(tier: Tier, p_images: np.ndarray, p_makers: np.ndarray | None, review_alpha: float
-                  ) -> np.ndarray:
-    """Each artist's p-value at ``tier`` (its rule, :func:`tier_of`); 1 when it has none."""
+def tier_p_values(tier: Tier, p_images: np.ndarray, q: np.ndarray | None, review_alpha: float) -> np.ndarray:
+    """Each artist's p-value at ``tier`` (its rule, :func:`tier_of`); ``q``: the
+    maker test's p-values, one row per statistic (``makers``, ``images``); 1 when
+    the tier has no rule."""
     if tier.rule == "images":
         return p_images
-    if tier.rule == "makers":
-        return p_makers
     if tier.rule == "images or makers":
-        return np.minimum(1.0, 2 * np.minimum(p_images, p_makers))
+        return np.minimum(1.0, 2 * np.minimum(q[0], q[1]))
     if tier.rule == "images and makers":
-        return np.maximum(p_images, p_makers * 2 * tier.alpha / review_alpha)
+        return np.maximum(p_images, q[0] * 2 * tier.alpha / review_alpha)  # q[0]: the makers statistic
     return np.ones(len(p_images))
 
 
@@ -215,7 +248,8 @@ class SetJudgement:
     """A set of samples judged at both tiers (columns: the calibration's artists)."""
 
     tests: list[ArtistTest]  # the image-level test, per artist
-    p_makers: np.ndarray | None  # the maker test, per artist (None: no makers)
+    p_makers: np.ndarray | None  # the maker test's ``makers`` statistic, per artist (None: no makers)
+    p_images_vs_makers: np.ndarray | None  # its ``images`` statistic (the image test judged against makers)
     tiers: dict[str, Tier]
     p_tiers: dict[str, np.ndarray]  # per tier, each artist's p-value
     imitates: np.ndarray  # artists at the imitates tier, strongest first
@@ -225,14 +259,16 @@ class SetJudgement:
 def judge_set(judged: Judged, cal: Calibration, alpha: float, review_alpha: float) -> SetJudgement:
     """The model verdict's rule, in one place: each tier's p-value per artist
     (:func:`tier_of`) and the artists below its alpha."""
-    from mimicry.maker_test import maker_p_values
+    from mimicry.maker_test import MakerSet, maker_p_values
 
     tests = artist_tests(judged, cal)
     p_img = np.array([t.p_value for t in tests])
-    p_mk = None if cal.makers is None else maker_p_values(cal.normalise(judged.corrected), cal.makers)
+    x = MakerSet(cal.normalise(judged.corrected), judged.best, judged.image_p)
+    q = None if cal.makers is None else maker_p_values(x, cal.makers, image_strength(cal))
     tiers = {name: tier_of(name, a, cal, len(judged.raw), review_alpha)
              for name, a in ((IMITATES, alpha), (REVIEW, review_alpha))}
-    p_tiers = {name: tier_p_values(t, p_img, p_mk, review_alpha) for name, t in tiers.items()}
+    p_tiers = {name: tier_p_values(t, p_img, q, review_alpha) for name, t in tiers.items()}
     top = imitated(p_tiers[IMITATES], alpha)
     review = imitated(p_tiers[REVIEW], review_alpha)
-    return SetJudgement(tests, p_mk, tiers, p_tiers, top, review[~np.isin(review, top)])
+    return SetJudgement(tests, None if q is None else q[0], None if q is None else q[1], tiers, p_tiers, top,
+                        review[~np.isin(review, top)])
