@@ -30,7 +30,9 @@ N_MISSES, MISS_EVIDENCE = 10, 2
 METRIC_KEYS = ("top1", "top3", "auc", "tpr_at_1pct_fpr", "tpr_at_fpr", "negatives_flagged",
                "imitations_flagged", "background_flagged", "set_auc", "imitation_sets_detected",
                "negative_sets_flagged", "set_auc_16", "imitation_sets_detected_16", "negative_sets_flagged_16",
-               "set_auc_32", "imitation_sets_detected_32", "negative_sets_flagged_32")
+               "set_auc_32", "imitation_sets_detected_32", "negative_sets_flagged_32",
+               "imitation_sets_either_tier", "negative_sets_either_tier", "imitation_sets_either_tier_16",
+               "negative_sets_either_tier_16", "imitation_sets_either_tier_32", "negative_sets_either_tier_32")
 UNREGISTERED_KEYS = ("auc_unregistered", "tpr_at_1pct_fpr_unregistered")
 NAN = float("nan")
 
@@ -109,30 +111,34 @@ def set_metrics(j: Judged, cal: Calibration, imi: np.ndarray, neg: np.ndarray, t
     ``imitates`` tier) on sets of ``set_size`` drawn with replacement from
     one artist's imitations (the artist chosen at random) and from the
     negatives: ``set_auc`` (AUC of its statistic), ``imitation_sets_detected``
-    (share of imitation sets whose verdict at ``alpha`` names their artist)
-    and ``negative_sets_flagged`` (share of negative sets with any verdict)."""
+    (share of imitation sets whose verdict at ``alpha`` names their artist),
+    ``negative_sets_flagged`` (share of negative sets with any verdict), and
+    the same two at either tier (``imitates`` or ``review``): ``*_either_tier``."""
+    names = ("set_auc", "imitation_sets_detected", "negative_sets_flagged", "imitation_sets_either_tier",
+             "negative_sets_either_tier")
     if not imi.any() or not neg.any():
-        return {"set_auc": NAN, "imitation_sets_detected": NAN, "negative_sets_flagged": NAN}
+        return dict.fromkeys(names, NAN)
     rng = np.random.default_rng(seed)
     imi_idx = np.flatnonzero(imi)
     by_artist = {a: imi_idx[truth[imi_idx] == a] for a in np.unique(truth[imi_idx])}
     keys = sorted(by_artist)
     neg_idx = np.flatnonzero(neg)
     col = {a: k for k, a in enumerate(cal.artists)}
-    pos, negs, detected, false_flags = [], [], 0, 0
+    pos, negs, detected, false_flags, either, false_either = [], [], 0, 0, 0, 0
     for _ in range(n_sets):
         artist = keys[rng.integers(len(keys))]
         sample = j.subset(rng.choice(by_artist[artist], set_size))
         sj = judge_set(sample, cal, alpha, review_alpha)
         pos.append(set_statistic(sample, cal, sj.p_tiers[IMITATES]))
         detected += col[artist] in sj.imitates
+        either += col[artist] in sj.imitates or col[artist] in sj.review
         sample = j.subset(rng.choice(neg_idx, set_size))
         sj = judge_set(sample, cal, alpha, review_alpha)
         negs.append(set_statistic(sample, cal, sj.p_tiers[IMITATES]))
         false_flags += len(sj.imitates) > 0
-    return {"set_auc": auc(np.r_[np.ones(n_sets), np.zeros(n_sets)], np.r_[pos, negs]),
-            "imitation_sets_detected": detected / n_sets,
-            "negative_sets_flagged": false_flags / n_sets}
+        false_either += len(sj.imitates) + len(sj.review) > 0
+    return dict(zip(names, (auc(np.r_[np.ones(n_sets), np.zeros(n_sets)], np.r_[pos, negs]), detected / n_sets,
+                           false_flags / n_sets, either / n_sets, false_either / n_sets)))
 
 
 @dataclass(frozen=True)

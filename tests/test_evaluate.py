@@ -221,3 +221,33 @@ def test_evaluate_takes_alpha_from_the_settings(monkeypatch, default_embedder, l
     used.clear()
     assert evaluate(manifest, embedder=default_embedder, sets=5, cache=cache, alpha=0.01).alpha == 0.01
     assert set(used) == {(0.01, 0.6)}
+
+
+def test_evaluate_reports_models_and_held_out_makers(tmp_path, default_embedder, demo, labelled):
+    """A second manifest with a ``model`` column: each model's sets at 8, 16
+    and 32 samples (a size past its pool skipped and said), judged as
+    ``scan-model`` judges them; a background of maker folders (symlinked files,
+    as a hub might lay them out): each held-out maker is one set."""
+    res, _, out = demo
+    _, manifest, cache = labelled
+    rows = ["path,role,artist,model"]
+    rows += [f"{f},imitation,{res.fine_tuned_artist},tuned" for f in sorted((out / "samples-fine-tune").glob("*"))]
+    rows += [f"{f},negative,,unrelated" for f in sorted((out / "samples-unrelated").glob("*"))]
+    models = tmp_path / "models.csv"
+    models.write_text("\n".join(rows) + "\n")
+    bg = tmp_path / "bg"
+    for i, f in enumerate(sorted((out / "background").glob("*.png"))):
+        (bg / f"maker-{i // 4:02d}").mkdir(parents=True, exist_ok=True)
+        (bg / f"maker-{i // 4:02d}" / f.name).symlink_to(f)
+    e = evaluate([manifest, models], embedder=default_embedder, sets=20, cache=cache, background=[bg],
+                 out=tmp_path / "out")
+    d = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    tuned, unrelated = d["models"]["tuned"], d["models"]["unrelated"]
+    assert tuned["pool"] == 12 and tuned["artist"] == res.fine_tuned_artist and tuned["skipped_sizes"] == [16, 32]
+    assert tuned["8"]["sets"] == 20 and tuned["8"]["imitates"] >= 0.9 and "16" not in tuned
+    assert tuned["8"]["imitates_or_review"] >= tuned["8"]["imitates"]
+    assert unrelated["artist"] is None and unrelated["8"]["imitates"] == 0.0
+    assert d["makers"]["sets"] == 13 and 0 <= d["makers"]["review"] <= 1  # 25 makers of 4: 13 held out
+    assert e.metrics["imitation_sets_either_tier"] >= e.metrics["imitation_sets_detected"]
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "held-out makers" in html and "<th scope=\"row\">tuned</th>" in html and "too few samples" in html
