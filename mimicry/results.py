@@ -225,7 +225,7 @@ class ArtistFinding:
     p_value: float  # of the image-level test (Bonferroni over its levels)
     level: float  # the level (an image-level p-value bound per sample) of the strongest binomial test
     supporting: int  # samples at or below that level
-    samples: list[str] = field(default_factory=list)  # the supporting samples, strongest first
+    samples: list[str] = field(default_factory=list)  # supporting samples, strongest first (none: the top half by score)
     nearest_works: list[Evidence] = field(default_factory=list)  # the artist's works nearest to them
     pairs: list[SupportingSample] = field(default_factory=list)  # each supporting sample and its nearest work
     indices: list[int] = field(default_factory=list)  # positions of ``samples`` in ``ModelVerdict.samples``

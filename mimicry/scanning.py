@@ -296,14 +296,16 @@ def _model_warnings(n: int, sample_range: tuple[int, int], tiers: Iterable[Tier]
 def _finding(snapshot: Snapshot, aligned: Calibrated, judged: Judged, t: ArtistTest, j: int, flagged: int,
              vectors: np.ndarray, names: Sequence[str], evidence: int, extra: dict[str, Any]) -> ArtistFinding:
     """The finding for calibration artist ``j``: its supporting samples (best
-    raw score first), each beside its nearest work, and the ``evidence`` works
-    nearest to any of them."""
+    raw score first; with none, the top half of the samples by score for the
+    artist, what the maker test averages), each beside its nearest work, and
+    the ``evidence`` works nearest to any of them."""
     col = int(aligned.columns[j])
-    hits = t.hits[np.argsort(-judged.raw[t.hits, j], kind="stable")]
+    hits = t.hits if len(t.hits) else np.argsort(-judged.raw[:, j], kind="stable")[:max(1, len(names) // 2)]
+    hits = hits[np.argsort(-judged.raw[hits, j], kind="stable")]
     pairs = [SupportingSample(names[i], float(judged.image_p[i]),
                               nearest(snapshot, vectors[i], col, 1)[0], int(i)) for i in hits]
     best_rows = artist_sims(snapshot, vectors[hits], col).max(axis=0)
     order = np.argsort(-best_rows, kind="stable")[:evidence]
     near = [evidence_of(snapshot, int(snapshot.columns[col][i]), float(best_rows[i])) for i in order]
-    return ArtistFinding(aligned.cal.artists[j], flagged, t.p_value, t.level, len(hits),
+    return ArtistFinding(aligned.cal.artists[j], flagged, t.p_value, t.level, len(t.hits),
                          [names[i] for i in hits], near, pairs, [int(i) for i in hits], **extra)

@@ -130,11 +130,11 @@ def test_calibrated_scan_and_scan_model_exit_1_on_findings(calibrated_copy, demo
 
     r = cli("calibrate", "--index", ix, "--json", "-q", "--fpr", "0.05")
     cal = json.loads(r.stdout)
-    assert r.exit_code == 0 and cal["fpr"] == 0.05 and cal["n_background"] == 100
+    assert r.exit_code == 0 and cal["fpr"] == 0.05 and cal["n_background"] == 120
     assert set(cal["artists"]) == {s.name for s in STYLES} and cal["promise"]["needed"] == 60
     r = cli("calibrate", "--index", ix, "-q", "--fpr", "0.03")
     assert "at most 3.0% of images by nobody registered" in r.stdout and "; certified)" in r.stdout
-    assert "(fpr 0.03 per image, 100 background images, certified)" in cli("info", "--index", ix).stdout
+    assert "(fpr 0.03 per image, 120 background images, certified)" in cli("info", "--index", ix).stdout
 
 
 def test_scan_text_says_what_each_image_verdict_rests_on(calibrated_copy, demo, cli, tmp_path):
@@ -151,15 +151,15 @@ def test_scan_text_says_what_each_image_verdict_rests_on(calibrated_copy, demo, 
     flagged, clear = lines(cli("scan", *images, "--index", ix, "--json", "-q").stdout)
     head = [line for line in cli("scan", *images, "--index", ix, "-q").stdout.splitlines() if line.startswith("/")]
     assert flagged["artist"] == target and clear["artist"] is None
-    assert head[0].endswith(f"   FLAGGED: imitates {target} (image p-value {p_text(flagged['image_p_value'], 100)})")
+    assert head[0].endswith(f"   FLAGGED: imitates {target} (image p-value {p_text(flagged['image_p_value'], 120)})")
     best = clear["matches"][0]
     assert head[1].endswith(f"   Not flagged at 1.0%. Nearest: {best['artist']} (similarity {best['score']:.3f}, "
-                            f"image p-value {p_text(clear['image_p_value'], 100)})")
+                            f"image p-value {p_text(clear['image_p_value'], 120)})")
     assert "No known artist" not in "\n".join(head) and " 0.0000" not in "\n".join(head)
 
     tiny = tmp_path / "tiny"
     tiny.mkdir()
-    for p in sorted((out / "background").glob("*.png"))[:10]:
+    for p in sorted((out / "background").rglob("*.png"))[:10]:
         shutil.copy2(p, tiny / p.name)
     assert cli("calibrate", "--index", ix, "--background", str(tiny), "-q").exit_code == 0
     r = cli("scan", *images, "--index", ix, "-q")

@@ -53,7 +53,7 @@ def test_scan_flags_an_imitation_with_evidence_as_data(service, demo):
     assert first["image"] == f"imitation-of-{target}-1.png" and first["artist"] == target
     ev = first["matches"][0]["evidence"][0]
     assert set(ev) == {"work_id", "artist", "sha256", "similarity"}  # never a server path
-    assert second["artist"] is None and first["promise"]["negatives"] == 100
+    assert second["artist"] is None and first["promise"]["negatives"] == 120
     assert str(out) not in r.text and "/tmp" not in r.text  # no server path anywhere
 
 

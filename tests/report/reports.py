@@ -84,6 +84,6 @@ def demo_evaluation(demo, embedder, out_dir: Path):
     manifest = out_dir / "manifest.csv"
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest.write_text("\n".join(lines) + "\n")
-    result = evaluate(manifest, embedder=embedder, background=[out / "background"], fpr=0.05, sets=20,
+    result = evaluate(manifest, embedder=embedder, background=[out / "background"], fpr=0.2, sets=20,
                       out=out_dir, command="mimicry evaluate manifest.csv --background background")
     return out_dir / "report.html", result

@@ -29,7 +29,7 @@ def tiny_background(demo, tmp_path, n: int = 10):
     _, _, out = demo
     folder = tmp_path / "tiny-background"
     folder.mkdir()
-    for p in sorted((out / "background").glob("*.png"))[:n]:
+    for p in sorted((out / "background").rglob("*.png"))[:n]:
         shutil.copy2(p, folder / p.name)
     return folder
 
@@ -47,7 +47,7 @@ def test_flagged_and_not_flagged_banners(demo, default_embedder):
     assert (cls1, kind1) == ("flagged", "flagged") and words1.startswith(f"Flagged as {target} at a 1.0% false")
     assert (cls2, kind2) == ("neutral", "not-flagged")
     assert words2.startswith(f"Not flagged at 1.0%. Nearest: {best.artist} (similarity {best.score:.3f}, "
-                             f"image p-value {p_text(clear.image_p_value, 100)})")
+                             f"image p-value {p_text(clear.image_p_value, 120)})")
     assert "No known artist" not in html and 'class="banner clear"' not in html
     assert not any("flag" in w for r in results for w in r.warnings)  # it can flag: nothing to warn of
 
@@ -90,18 +90,18 @@ def test_an_uncalibrated_index_gets_a_grey_banner_and_a_warning(tmp_path, portfo
 
 
 def test_an_image_above_every_null_image_prints_the_floor_not_zero(demo, default_embedder):
-    """An imitation scoring above all 100 background images has image p-value
-    1/101: printed as the bound it is, in the report and the CLI's text."""
+    """An imitation scoring above all 120 background images has image p-value
+    1/121: printed as the bound it is, in the report and the CLI's text."""
     from mimicry.faces.text import scan_result
 
     res, _, out = demo
     with StyleIndex.open(out / "index", embedder=default_embedder) as ix:
         results = ix.scan([out / "imitations"])
         html = scan_report(results, ix.info(), "mimicry scan")
-    floor = [r for r in results if r.image_p_value == pytest.approx(1 / 101)]
+    floor = [r for r in results if r.image_p_value == pytest.approx(1 / 121)]
     assert floor and floor[0].artist
-    assert "image p-value &lt; 0.0099 (1/101)" in html
-    assert f"FLAGGED: imitates {floor[0].artist} (image p-value < 0.0099 (1/101))" in scan_result(floor[0])[0]
+    assert "image p-value &lt; 0.0083 (1/121)" in html
+    assert f"FLAGGED: imitates {floor[0].artist} (image p-value < 0.0083 (1/121))" in scan_result(floor[0])[0]
     text = "\n".join(line for r in results for line in scan_result(r))
     assert text.count("image p-value") == len(results) <= html.count("image p-value")
     assert not ZERO.search(text) and not ZERO.search(html)
@@ -109,7 +109,7 @@ def test_an_image_above_every_null_image_prints_the_floor_not_zero(demo, default
 
 def test_model_report_prints_no_zero_p_value(demo, default_embedder):
     """The model report formats p-values with the same helper: a sample at the
-    floor is ``< 0.0099 (1/101)``, a model p-value that underflowed ``< 1e-300``."""
+    floor is ``< 0.0083 (1/121)``, a model p-value that underflowed ``< 1e-300``."""
     from dataclasses import replace
 
     res, _, _ = demo
@@ -117,8 +117,8 @@ def test_model_report_prints_no_zero_p_value(demo, default_embedder):
     top = replace(verdict.findings[0], p_value=0.0, p_tiers={"imitates": 0.0, "review": 0.0})
     html = model_report(replace(verdict, findings=[top] + verdict.findings[1:]), None, "x")
     assert "p = &lt; 1e-300" in html and not ZERO.search(html) and "0.00e+00" not in html
-    if any(p.p_value == pytest.approx(1 / 101) for p in top.pairs):
-        assert "image p &lt; 0.0099 (1/101)" in html
+    if any(p.p_value == pytest.approx(1 / 121) for p in top.pairs):
+        assert "image p &lt; 0.0083 (1/121)" in html
 
 
 @pytest.mark.parametrize("p, n, text", [

@@ -38,7 +38,7 @@ def reports(chromium, demo, default_embedder, tmp_path_factory):
                  [("flagged", f"Flagged as {results[0].artist}"), ("flagged", "Flagged as"), ("not-flagged", "Not flagged at 1.0%. Nearest: ")],
                  sum(len(r.matches[0].evidence) for r in results), 0),
         "model": (write_report(model_html, root / "model.html"),
-                  [("flagged", f"Imitates {verdict.artists[0]}")], 2 * verdict.findings[0].supporting,
+                  [("flagged", f"Imitates {verdict.artists[0]}")], 2 * sum(len(f.pairs) for f in verdict.findings),
                   verdict.n_samples),
         "model-200": (write_report(model_report(big, None, "x"), root / "big.html"),
                       [("flagged", f"Imitates {LONG}")], 2 * 150, 200),

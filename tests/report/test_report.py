@@ -41,7 +41,7 @@ def test_scan_report_shows_verdicts_evidence_and_stands_alone(demo, default_embe
     assert all(s.startswith("data:image/jpeg;base64,") for s in srcs)
     assert not re.search(r"(src|href)=\"(http|//)", html) and "<script" not in html
     assert "efficientnet-lite0" in html and "24 works by 4 artists" in html
-    assert "on 100 background images" in html and "mimicry scan imitations photo-00.png" in html
+    assert "on 120 background images" in html and "mimicry scan imitations photo-00.png" in html
     top = results[0].matches[0]
     assert f"flag line {top.flag_at:.3f}" in html and f"similarity {top.score:.3f}" in html
 
@@ -55,8 +55,10 @@ def test_model_report_states_the_verdict_and_pairs_each_sample(demo, default_emb
     assert "below the significance level 0.001 of the imitates tier" in html
     assert "What each tier rests on" in html and "cannot fire here" not in html
     assert html.count('class="sample"') + html.count('class="sample none"') == verdict.n_samples
-    assert html.count('<li class="pair">') == len(f.pairs) == f.supporting
-    assert len(IMG.findall(html)) == verdict.n_samples + 2 * len(f.pairs)
+    assert len(f.pairs) == f.supporting
+    pairs = sum(len(g.pairs) for g in verdict.findings)
+    assert html.count('<li class="pair">') == pairs
+    assert len(IMG.findall(html)) == verdict.n_samples + 2 * pairs
 
 
 def test_unrelated_model_and_escaping(demo, default_embedder, tmp_path):
@@ -123,7 +125,7 @@ def test_evaluation_report(demo, default_embedder, tmp_path):
     import base64
 
     svgs = [base64.b64decode(u).decode() for u in re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html)]
-    assert result.fpr_target == 0.05 and sum("5% false positives (calibrated)" in s for s in svgs) == 1
+    assert result.fpr_target == 0.2 and sum("20% false positives (calibrated)" in s for s in svgs) == 1
     assert not any("1% false positives" in s for s in svgs)  # the ROC is marked at the calibrated rate
     assert (path.parent / "roc.png").stat().st_size > 1000 and (path.parent / "metrics.json").exists()
     wrong = [m for m in result.misses]
