@@ -58,10 +58,11 @@ def _model_samples(out: Path, n: int = 12) -> tuple[Path, Path, str]:
 def _said(verdict: ModelVerdict) -> str:
     """A model verdict in a few words."""
     best = verdict.findings[0] if verdict.findings else None
+    p = "" if best is None else f" (p={p_text(best.p_tiers.get('imitates' if verdict.artists else 'review', 1.0))})"
     if verdict.artists:
-        return f"imitates {', '.join(verdict.artists)}" + (f" (p={best.p_value:.1e})" if best else "")
+        return f"imitates {', '.join(verdict.artists)}{p}"
     if verdict.review:
-        return f"review for {', '.join(verdict.review)}"
+        return f"review for {', '.join(verdict.review)}{p}"
     return "not flagged at either tier (not cleared: too little evidence either way)"
 
 
