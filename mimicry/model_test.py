@@ -258,13 +258,19 @@ class SetJudgement:
 
 def judge_set(judged: Judged, cal: Calibration, alpha: float, review_alpha: float) -> SetJudgement:
     """The model verdict's rule, in one place: each tier's p-value per artist
-    (:func:`tier_of`) and the artists below its alpha."""
-    from mimicry.maker_test import MakerSet, maker_p_values
+    (:func:`tier_of`) and the artists below its alpha. As each sample supports
+    only its best artist in the image test, the maker test's ``makers``
+    statistic supports only the set's best artist (the highest top-half mean):
+    a model imitating one artist is not sent to review for every artist its
+    samples are nearer than unregistered makers' works are."""
+    from mimicry.maker_test import MakerSet, maker_p_values, top_half_mean
 
     tests = artist_tests(judged, cal)
     p_img = np.array([t.p_value for t in tests])
     x = MakerSet(cal.normalise(judged.corrected), judged.best, judged.image_p)
     q = None if cal.makers is None else maker_p_values(x, cal.makers, image_strength(cal))
+    if q is not None:
+        q[0, np.arange(q.shape[1]) != int(top_half_mean(x.z).argmax())] = 1.0
     tiers = {name: tier_of(name, a, cal, len(judged.raw), review_alpha)
              for name, a in ((IMITATES, alpha), (REVIEW, review_alpha))}
     p_tiers = {name: tier_p_values(t, p_img, q, review_alpha) for name, t in tiers.items()}

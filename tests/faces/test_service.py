@@ -62,7 +62,10 @@ def test_scan_model_health_and_artists(service, demo):
     client = service()
     samples = sorted((out / "samples-fine-tune").glob("*.png"))
     r = client.post("/v1/scan-model", files=files_of(samples))
-    assert r.status_code == 200 and r.json()["artists"] == [res.fine_tuned_artist]
+    assert r.status_code == 200 and r.json()["artists"] == [res.fine_tuned_artist] and r.json()["review"] == []
+    tiers = r.json()["tiers"]
+    assert tiers["review"]["makers"] == 40 and tiers["review"]["rule"] == "images or makers"
+    assert tiers["imitates"]["rule"] == "images and makers" and not tiers["imitates"]["certified"]
     r = client.post("/v1/scan-model", files=files_of(samples[:1]))  # one sample is judged, with a warning
     assert r.status_code == 200 and r.json()["n_samples"] == 1
     assert any("fewer than the 8" in w for w in r.json()["warnings"])

@@ -132,3 +132,18 @@ def test_evaluation_report(demo, default_embedder, tmp_path):
     assert 0 < len(wrong) <= 10 and html.count('<li class="miss">') == len(wrong)
     for m in wrong:  # a miss is a wrong verdict, never a right one
         assert (m.role == "imitation" and m.flagged_as != m.truth) or (m.role == "negative" and m.flagged_as)
+
+
+def test_a_review_verdict_is_amber_and_says_it_is_not_enough_to_act_on(demo, default_embedder):
+    """A model at the review tier only: an amber banner naming the artist, the
+    tier's p-value and what to do; never the action banner, never green."""
+    from dataclasses import replace
+
+    _, verdict = demo_model(demo, default_embedder)
+    review = replace(verdict, artists=[], review=list(verdict.artists))
+    html = model_report(review, None, "x")
+    assert 'class="banner review" data-verdict="review"' in html
+    assert f"Review for <strong>{verdict.artists[0]}</strong>" in html
+    assert "send it to a person with the evidence below" in html and "Imitates <strong>" not in html
+    assert 'class="banner clear"' not in html and "a person should compare the pairs below" in html
+    assert "images or makers" in html  # the demo's 40 makers back the review tier
