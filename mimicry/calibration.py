@@ -119,7 +119,7 @@ def _makers(bg: np.ndarray, groups: np.ndarray, work_vecs: np.ndarray, cols: lis
             at = np.concatenate(batch)
             corrected, stat, best = flagging.scan_statistic(artist_max(bg[at], work_vecs, cols), bg_r[at],
                                                              cal.artist_r, cal.weight)
-            loo_p = (len(cal.null) - np.searchsorted(cal.null, stat, side="left")) / len(cal.null)
+            loo_p = np.maximum(1, len(cal.null) - np.searchsorted(cal.null, stat, side="left")) / len(cal.null)
             x = maker_test.MakerSet(cal.normalise(corrected), best, loo_p)
             for part in np.split(np.arange(len(at)), np.cumsum([len(b) for b in batch])[:-1]):
                 yield x.rows(part)

@@ -166,7 +166,8 @@ class Tier:
     person with the evidence) and the rule that backs it (:func:`tier_of`):
     ``images`` (the image-level test above), ``makers`` (:mod:`mimicry.maker_test`),
     ``images or makers`` or ``images and makers``. A tier with no rule can never
-    fire (not *resolvable*); it is *certified* with at least ``ceil(3 / alpha)`` makers."""
+    fire (not *resolvable*); it is *certified* with at least ``ceil(3 / l)``
+    makers, ``l = review_alpha / 2`` the level both tiers use the makers at (120)."""
 
     name: str
     alpha: float
@@ -227,7 +228,7 @@ def tier_of(name: str, alpha: float, cal: Calibration, n: int, review_alpha: flo
         rule = ("images and makers" if reach else "images") if floor < alpha else ""
     else:
         rule = "images or makers" if reach else "images" if floor < alpha else ""
-    return Tier(name, alpha, makers, rule, makers >= math.ceil(3 / alpha - 1e-9))
+    return Tier(name, alpha, makers, rule, makers >= math.ceil(3 / (review_alpha / 2) - 1e-9))
 
 
 def tier_p_values(tier: Tier, p_images: np.ndarray, q: np.ndarray | None, review_alpha: float) -> np.ndarray:

@@ -229,7 +229,8 @@ class ArtistFinding:
     nearest_works: list[Evidence] = field(default_factory=list)  # the artist's works nearest to them
     pairs: list[SupportingSample] = field(default_factory=list)  # each supporting sample and its nearest work
     indices: list[int] = field(default_factory=list)  # positions of ``samples`` in ``ModelVerdict.samples``
-    p_makers: float | None = None  # of the maker test (None: the calibration has no makers)
+    p_makers: float | None = None  # the maker test's top-half statistic (1 but for the set's best artist)
+    p_images_makers: float | None = None  # the maker test's image statistic (the image test against makers)
     p_tiers: dict[str, float] = field(default_factory=dict)  # per tier ("imitates", "review"), its p-value
     tier: str | None = None  # the strongest tier the artist is at (None: neither)
     nearest_samples: int = 0  # samples whose nearest artist (raw score) this one is
@@ -237,6 +238,7 @@ class ArtistFinding:
     def to_dict(self, paths: bool = True) -> dict[str, Any]:
         return {"artist": self.artist, "tier": self.tier, "p_tiers": dict(self.p_tiers),
                 "flagged": self.flagged, "p_value": self.p_value, "p_makers": self.p_makers,
+                "p_images_makers": self.p_images_makers,
                 "nearest_samples": self.nearest_samples,
                 "level": self.level, "supporting": self.supporting, "samples": list(self.samples),
                 "indices": list(self.indices),
@@ -271,8 +273,9 @@ class ModelVerdict:
         return bool(self.artists or self.review)
 
     def supported_by(self) -> dict[int, str]:
-        """Each supporting sample's position in :attr:`samples` and the artist it supports."""
-        return {i: f.artist for f in self.findings for i in f.indices}
+        """Each supporting sample's position in :attr:`samples` and the artist it
+        supports (image test; a finding with no support supports no sample)."""
+        return {i: f.artist for f in self.findings if f.supporting for i in f.indices}
 
     def to_dict(self, paths: bool = True) -> dict[str, Any]:
         return {"n_samples": self.n_samples, "samples": list(self.samples), "inputs": list(self.inputs),

@@ -263,10 +263,14 @@ def judge_model(snapshot: Snapshot, vectors: np.ndarray, names: Sequence[str], a
     shown = {int(j) for j in np.r_[sj.imitates, sj.review]} | {j for j, t in enumerate(sj.tests) if t.p_value < 1}
     if sj.p_makers is not None:
         shown.add(int(sj.p_makers.argmin()))
-    order = sorted(shown, key=lambda j: (sj.p_tiers[REVIEW][j], sj.tests[j].p_value))
     tier_at = {int(j): name for name, at in (("review", sj.review), ("imitates", sj.imitates)) for j in at}
+    rank = {"imitates": 0, "review": 1}
+    order = sorted(shown, key=lambda j: (rank.get(tier_at.get(j), 2), sj.p_tiers[tier_at.get(j, REVIEW)][j],
+                                         sj.tests[j].p_value))
     findings = [_finding(snapshot, aligned, judged, sj.tests[j], j, int(flagged[j]), vectors, names, evidence,
                          {"p_makers": None if sj.p_makers is None else float(sj.p_makers[j]),
+                          "p_images_makers": None if sj.p_images_vs_makers is None
+                          else float(sj.p_images_vs_makers[j]),
                           "p_tiers": {k: float(v[j]) for k, v in sj.p_tiers.items()},
                           "tier": tier_at.get(j), "nearest_samples": int(nearest_n[j])})
                 for j in order]
@@ -281,15 +285,20 @@ def _model_warnings(n: int, sample_range: tuple[int, int], tiers: Iterable[Tier]
     """Sentences about a model verdict's footing: the sample count, and tiers that cannot fire."""
     out = []
     lo, hi = sample_range
+    many = f"{n} sample{'s' if n != 1 else ''}"
     if n < lo:
-        out.append(f"{n} samples: fewer than the {lo} the verdict is designed for; "
+        out.append(f"{many}: fewer than the {lo} the verdict is designed for; "
                    f"a model not flagged on so few is not cleared")
     elif n > hi:
-        out.append(f"{n} samples; the test is designed for {lo} to {hi}")
+        out.append(f"{many}; the test is designed for {lo} to {hi}")
     for t in tiers:
         if not t.resolvable:
             out.append(f"the {t.name} tier cannot fire here: with {t.makers} background makers and "
-                       f"{n} samples no test can reach its alpha {t.alpha:g}")
+                       f"{many} no test can reach its alpha {t.alpha:g}")
+        elif t.name == "review" and "makers" not in t.rule:
+            out.append(f"the calibration has {t.makers} background makers, too few for the maker test: "
+                       f"verdicts rest on the image test alone, which treats samples as independent; "
+                       f"calibrate with a background of one sub-folder per maker (40 or more)")
     return out
 
 

@@ -122,8 +122,9 @@ def test_tiers_say_when_they_cannot_fire():
     assert not tier_of(IMITATES, 0.001, few, 1, 0.05).resolvable  # one sample cannot reach 0.001
     many = world.calibration(60)
     assert tier_of(REVIEW, 0.05, many, 16, 0.05).to_dict() == {
-        "alpha": 0.05, "makers": 60, "resolvable": True, "certified": True, "rule": "images or makers",
-        "backed_by": ["images", "makers"]}
+        "alpha": 0.05, "makers": 60, "resolvable": True, "certified": False, "rule": "images or makers",
+        "backed_by": ["images", "makers"]}  # certified with ceil(3 / 0.025) = 120 makers
+    assert tier_of(IMITATES, 0.001, world.calibration(120), 16, 0.05).certified
 
 
 def test_small_groups_are_not_makers_and_the_null_is_seeded():

@@ -66,7 +66,7 @@ def model_verdict(verdict: ModelVerdict) -> list[str]:
     else:
         near = ", ".join(f"{a} {c}" for a, c in sorted(verdict.nearest.items(), key=lambda x: -x[1])[:3])
         head = (f"{n} samples: not flagged at either tier (not cleared: no test found enough evidence); "
-                f"nearest artist per sample: {near}")
+                f"samples nearest each artist: {near}")
     lines = [head] + [f"  tier {name}: {_tier_line(t)}" for name, t in verdict.tiers.items()]
     for f in verdict.findings:
         tiers = "  ".join(f"{k}={p_text(v)}" for k, v in f.p_tiers.items())

@@ -147,7 +147,8 @@ def model_report(verdict: ModelVerdict, info: IndexInfo | None = None, command: 
 
     findings = [{"artist": f.artist, "p_value": f.p_value, "level": f.level, "supporting": f.supporting,
                  "flagged": f.flagged, "colour": colours[f.artist], "imitated": f.artist in verdict.artists,
-                 "tier": f.tier, "p_tiers": {t: f.p_tiers.get(t, f.p_value) for t in ("imitates", "review")}, "p_makers": f.p_makers, "nearest_samples": f.nearest_samples,
+                 "tier": f.tier, "p_tiers": {t: f.p_tiers.get(t, f.p_value) for t in ("imitates", "review")},
+                 "p_images_makers": f.p_images_makers, "p_makers": f.p_makers, "nearest_samples": f.nearest_samples,
                  "pairs": [{"sample": sample(p.index), "p_value": p.p_value,
                             "work": _evidence(p.nearest, thumbs, works, paths)} for p in f.pairs]}
                 for f in verdict.findings]
@@ -170,17 +171,18 @@ def _model_sentence(v: ModelVerdict) -> str:
     f = v.findings[0]
     p_act, p_review = f.p_tiers.get("imitates", f.p_value), f.p_tiers.get("review", f.p_value)
     makers = v.tiers.get("review", {}).get("makers", 0)
-    against = (f"against {makers} makers nobody registered (sets of one maker's works) and "
-               if makers else "")
+    nulls = (f"single images by nobody registered and sets of works by {makers} makers nobody registered"
+             if makers else "single images by nobody registered")
     if v.artists:
-        return (f"The samples are closer to {f.artist} than a model imitating nobody registered would be "
-                f"{against}single images by nobody registered: p = {p_text(p_act)}, below the "
-                f"significance level {v.alpha:g} of the imitates tier.")
+        return (f"The samples are closer to {f.artist} than models of styles nobody registered would be, "
+                f"judged against {nulls}: p = {p_text(p_act)}, below the imitates tier's level {v.alpha:g}.")
     if v.review:
-        return (f"The samples are closer to {f.artist} than {against}single images by nobody "
-                f"registered would usually be (p = {p_text(p_review)}, below {v.review_alpha:g}), but not "
-                f"strongly enough to act on at {v.alpha:g}: a person should compare the pairs below.")
-    return (f"The strongest evidence, for {f.artist} (review p = {p_text(p_review)}), is above both levels "
+        act = v.tiers.get("imitates", {})
+        why = (f"not strongly enough to act on at {v.alpha:g}" if act.get("resolvable", True) else
+               f"and the imitates tier cannot be reached here ({v.n_samples} samples, {makers} makers)")
+        return (f"The samples are closer to {f.artist} than is usual for {nulls} (p = {p_text(p_review)}, "
+                f"below {v.review_alpha:g}), {why}: a person should compare the pairs below.")
+    return (f"The closest artist, {f.artist} (review p = {p_text(p_review)}), is above both levels "
             f"({v.review_alpha:g} and {v.alpha:g}). That is not a clearance: a model with fewer or weaker "
             f"samples can imitate an artist without showing it here.")
 

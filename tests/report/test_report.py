@@ -51,8 +51,8 @@ def test_model_report_states_the_verdict_and_pairs_each_sample(demo, default_emb
     f = verdict.findings[0]
     assert verdict.artists == [f.artist]
     assert f"Imitates <strong>{f.artist}</strong>" in html
-    assert f"than a model imitating nobody registered would be" in html  # the plain sentence
-    assert "below the significance level 0.001 of the imitates tier" in html
+    assert "than models of styles nobody registered would be" in html  # the plain sentence
+    assert "sets of works by 40 makers nobody registered" in html and "below the imitates tier" in html
     assert "What each tier rests on" in html and "cannot fire here" not in html
     assert html.count('class="sample"') + html.count('class="sample none"') == verdict.n_samples
     assert len(f.pairs) == f.supporting
@@ -70,7 +70,7 @@ def test_unrelated_model_and_escaping(demo, default_embedder, tmp_path):
     assert verdict.artists == verdict.review == []
     assert 'data-verdict="not-flagged"' in html and "Not flagged at either tier: not cleared" in html
     assert 'class="banner clear"' not in html and "That is not a clearance" in html
-    assert f"nearest artist per sample: {next(iter(verdict.nearest))} " in html
+    assert f"samples nearest each artist: {next(iter(verdict.nearest))} " in html
     assert "<script>alert" not in html and "&lt;script&gt;" in html
 
 
