@@ -1,5 +1,8 @@
-"""The model-level test: whether a set of samples from one fine-tuned model
-imitates a registered artist.
+"""The model verdict: whether a set of samples from one fine-tuned model
+imitates a registered artist, at two tiers (``imitates``, ``review``) whose
+rule lives in :func:`judge_set` and :func:`tier_of` and nowhere else. Below:
+the image test, one of the two tests behind them (the other is
+:mod:`mimicry.maker_test`).
 
 Each sample has an image-level p-value (:func:`mimicry.flagging.image_p_values`):
 the share of the null images (art by nobody registered) whose statistic is at
@@ -23,9 +26,8 @@ models given a verdict stays below ``alpha`` at any registry size, as long as
 a model's samples are independent draws (samples of one model share its
 style, so treat the verdict as evidence for a moderator, not a proof). Several
 levels let many moderately close samples count where the flag threshold alone
-would throw them away. A model imitates an artist when that p-value is below
-the significance level ``alpha`` (``Settings.alpha``, default 0.001): that
-rule lives in :func:`imitated` and nowhere else.
+would throw them away. :func:`imitated` lists the artists whose p-value (of
+this test, or of a tier) is below a level.
 """
 
 from __future__ import annotations
