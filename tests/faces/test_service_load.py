@@ -74,6 +74,23 @@ def test_a_thumbnail_is_made_once_and_kept(tmp_path, monkeypatch):
     assert not [p for p in (tmp_path / "ix" / "thumbnails").iterdir() if p.name.startswith(".tmp")]
 
 
+def test_an_upload_s_thumbnail_is_kept_and_goes_with_its_work(client):
+    admin = {"Authorization": "Bearer adm1n"}
+    assert client.post("/v1/artists", json={"name": "gone-gus"}, headers=admin).status_code == 201
+    data = png((300, 200), (40, 200, 90))
+    r = client.post("/v1/artists/gone-gus/works", files=[("files", ("g.png", data, "image/png"))], headers=admin)
+    assert r.status_code == 201, r.text
+    import hashlib
+
+    svc = client.app.state.service
+    kept = cached_path(svc.index.folder, hashlib.sha256(data).hexdigest(), svc.settings.thumbnail_side)
+    assert kept.is_file()  # made at upload
+    thumb = client.get(f"/v1/works/{r.json()['works'][0]}/thumbnail")
+    assert thumb.status_code == 200 and thumb.content == kept.read_bytes()
+    assert client.delete("/v1/artists/gone-gus", headers=admin).status_code == 200
+    assert not kept.exists()  # a withdrawn work leaves no image behind
+
+
 # -- a real server ---------------------------------------------------------------
 def _start(index: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, int]:
     with socket.socket() as sock:

@@ -94,12 +94,16 @@ async def add_works(name: str, actor: ArtistWriter, images: Uploads, svc: Servic
 @router.delete("/v1/artists/{name}/works/{work_id}", dependencies=[Writable])
 async def remove_work(name: str, work_id: int, actor: ArtistWriter, svc: ServiceDep) -> dict[str, Any]:
     """Removes one of the artist's works (their token or the admin's)."""
+    forget = await run_in_threadpool(svc.thumbs.forget, svc.index, name, work_id)
     await run_in_threadpool(svc.index.remove_work, name, work_id, actor, svc.settings.write_wait_s)
+    await run_in_threadpool(forget)
     return {"artist": name, "removed": work_id}
 
 
 @router.delete("/v1/artists/{name}", dependencies=[Writable])
 async def withdraw(name: str, actor: ArtistWriter, svc: ServiceDep) -> dict[str, Any]:
     """Removes the artist and all their works (the artist themself, or the admin)."""
+    forget = await run_in_threadpool(svc.thumbs.forget, svc.index, name)
     n = await run_in_threadpool(svc.index.remove_artist, name, actor, svc.settings.write_wait_s)
+    await run_in_threadpool(forget)
     return {"artist": name, "removed": n}

@@ -12,6 +12,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any, Callable
 
 from mimicry.errors import ImageError
 from mimicry.images import ImageBytes, ImageSource
@@ -91,3 +92,18 @@ class Thumbnails:
                 self.get(source, sha)
             except MimicryError:
                 continue
+
+    def forget(self, index: Any, artist: str, work_id: int | None = None) -> Callable[[], None]:
+        """Before removing ``artist``'s work ``work_id`` (or all their works):
+        a call that, once the removal is done, deletes the kept thumbnails no
+        remaining work shares (a withdrawn work leaves no image behind)."""
+        works = index.snapshot().works.values()
+        gone = {w.sha256 for w in works if w.artist == artist and work_id in (None, w.id)}
+
+        def after() -> None:
+            left = {w.sha256 for w in index.snapshot().works.values()}
+            for sha in gone - left:
+                for path in (self.folder / FOLDER).glob(f"{sha}-*.jpg"):
+                    path.unlink(missing_ok=True)
+
+        return after
