@@ -139,6 +139,13 @@ class BusyError(RetryLaterError):
     code = "busy"
 
 
+class RequestTimeoutError(InputError):
+    """A request whose body did not arrive within the service's body timeout."""
+
+    code = "timeout"
+    http_status = 408
+
+
 class NotCalibratedError(MimicryError):
     """The operation needs a calibrated index; run ``mimicry calibrate``."""
 

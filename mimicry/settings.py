@@ -110,6 +110,15 @@ class Settings:
                              "service: requests with images at once; more answer 503", POSITIVE)
     inference_slots: int = _setting(0, "MIMICRY_INFERENCE_SLOTS", int,
                                     "service: model calls at once (0: one per core)", NONNEG)
+    header_timeout_s: float = _setting(10.0, "MIMICRY_HEADER_TIMEOUT", float,
+                                       "service: seconds a connection has to send a request's headers "
+                                       "(then it is closed; 0: no limit)", NONNEG)
+    body_timeout_s: float = _setting(30.0, "MIMICRY_BODY_TIMEOUT", float,
+                                     "service: seconds a request has to send its whole body (408; 0: no "
+                                     "limit)", NONNEG)
+    connections: int = _setting(256, "MIMICRY_CONNECTIONS", int,
+                                "service: open connections at once; more answer 503 (bounds bodies "
+                                "in progress)", POSITIVE)
 
 
 def environment() -> dict[str, str]:

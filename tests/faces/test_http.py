@@ -128,11 +128,13 @@ def test_inference_slots_from_settings_unless_given(index, demo):
     seen = []
 
     def scan(images):  # the model call holds the only slot
+        from mimicry.results import ScanResult
+
         seen.append(svc.inference.acquire(blocking=False))
-        return []
+        return [ScanResult(i.name, []) for i in images]
 
     svc.index.scan = scan
-    assert client.post("/v1/scan", files=photo(demo)).json() == {"results": []}
+    assert client.post("/v1/scan", files=photo(demo)).json()["results"][0]["matches"] == []
     assert seen == [False] and svc.inference.acquire(blocking=False)  # held during the call, then free
 
 

@@ -12,7 +12,8 @@ Layout: :mod:`.app` (the factory, middleware, error handlers), :mod:`.context`
 (the state one app shares), :mod:`.deps` (authorisation, writer identity,
 uploads and in-flight slots as FastAPI dependencies), and one router per area:
 :mod:`.scan`, :mod:`.artists` (artists and works), :mod:`.operations`
-(health, metrics, audit).
+(health, metrics, audit); :mod:`.limits` (deadlines for headers and bodies)
+and :mod:`.thumbs` (bounded, cached thumbnails).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from mimicry.errors import InputError
 from mimicry.faces.http.app import create_app
+from mimicry.faces.http.limits import http_protocol
 from mimicry.settings import Settings
 
 __all__ = ["create_app", "serve"]
@@ -43,4 +45,7 @@ def serve(folder: Path, settings: Settings, host: str, port: int, writes: bool =
     torch.set_num_threads(1)
     # The app opens the folder itself: one handle, one copy of the vectors in memory.
     app = create_app(folder, settings, writes=writes, insecure_no_auth=insecure_no_auth)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # Slow clients: headers and bodies have deadlines (.limits), and at most
+    # ``connections`` are open at once, which bounds the bodies in progress.
+    uvicorn.run(app, host=host, port=port, log_level="info", http=http_protocol(settings.header_timeout_s),
+                limit_concurrency=settings.connections)

@@ -17,6 +17,7 @@ from mimicry import __version__
 from mimicry.errors import InputError, MimicryError, PayloadTooLargeError
 from mimicry.faces.http import artists, operations, scan
 from mimicry.faces.http.context import Metrics, Service, error_response, slot_count
+from mimicry.faces.http.limits import BodyDeadline
 from mimicry.index import StyleIndex
 from mimicry.settings import Settings, get_settings
 
@@ -120,6 +121,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     app.state.service = svc
     app.state.index, app.state.settings, app.state.inflight = ix, settings, svc.inflight
     app.add_middleware(_LimitBody, limit=settings.request_bytes)
+    app.add_middleware(BodyDeadline, timeout=settings.body_timeout_s)
     _count_requests(app, svc)
     _handle_errors(app, ix.folder)
     for router in (operations.router, scan.router, artists.router):

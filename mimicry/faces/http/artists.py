@@ -5,7 +5,7 @@ for the index lock, then answers 503 with ``Retry-After``."""
 
 from __future__ import annotations
 
-import io
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +24,6 @@ class ArtistIn(BaseModel):
     """The body of ``POST /v1/artists``."""
 
     name: str
-
-
-def thumbnail_jpeg(path: Path, side: int) -> bytes:
-    """The image at ``path`` as a JPEG at most ``side`` pixels on its long side."""
-    from mimicry.images import load_image
-
-    img = load_image(path, draft_size=side)
-    img.thumbnail((side, side))
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=85)
-    return buf.getvalue()
 
 
 # -- reads --------------------------------------------------------------------
@@ -68,7 +57,7 @@ def thumbnail(work_id: int, svc: ServiceDep) -> Response:
     if work is None:
         raise NotFoundError(f"no work {work_id}")
     try:
-        data = thumbnail_jpeg(Path(work.path), svc.settings.thumbnail_side)
+        data = svc.thumbs.get(Path(work.path), work.sha256)
     except ImageError:
         raise NotFoundError("the file of work " + str(work_id) + " is not available") from None
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
@@ -97,18 +86,24 @@ async def rotate(name: str, actor: Admin, svc: ServiceDep) -> dict[str, str]:
 async def add_works(name: str, actor: ArtistWriter, images: Uploads, svc: ServiceDep) -> dict[str, Any]:
     """Adds works to the artist (their token or the admin's); answers their ids."""
     ids = await run_in_threadpool(svc.index.add_uploads, name, images, actor, svc.settings.write_wait_s)
+    if svc.settings.thumbnails:  # made while the bytes are here: a GET never decodes a stored upload
+        await run_in_threadpool(svc.thumbs.keep, images, [hashlib.sha256(i.data).hexdigest() for i in images])
     return {"artist": name, "works": ids}
 
 
 @router.delete("/v1/artists/{name}/works/{work_id}", dependencies=[Writable])
 async def remove_work(name: str, work_id: int, actor: ArtistWriter, svc: ServiceDep) -> dict[str, Any]:
     """Removes one of the artist's works (their token or the admin's)."""
+    forget = await run_in_threadpool(svc.thumbs.forget, svc.index, name, work_id)
     await run_in_threadpool(svc.index.remove_work, name, work_id, actor, svc.settings.write_wait_s)
+    await run_in_threadpool(forget)
     return {"artist": name, "removed": work_id}
 
 
 @router.delete("/v1/artists/{name}", dependencies=[Writable])
 async def withdraw(name: str, actor: ArtistWriter, svc: ServiceDep) -> dict[str, Any]:
     """Removes the artist and all their works (the artist themself, or the admin)."""
+    forget = await run_in_threadpool(svc.thumbs.forget, svc.index, name)
     n = await run_in_threadpool(svc.index.remove_artist, name, actor, svc.settings.write_wait_s)
+    await run_in_threadpool(forget)
     return {"artist": name, "removed": n}

@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from mimicry.errors import MimicryError
+from mimicry.faces.http.thumbs import Thumbnails
 from mimicry.index import StyleIndex
 from mimicry.settings import Settings
 
@@ -48,7 +49,7 @@ class Metrics:
 class Service:
     """One app's state: its own handle on the index, its settings and switches,
     its metrics, the ``MIMICRY_INFLIGHT`` slots for requests holding images,
-    and the slots for model calls (``inference_slots`` of them)."""
+    the slots for model calls (``inference_slots`` of them) and the works' thumbnails."""
 
     index: StyleIndex
     settings: Settings
@@ -58,9 +59,11 @@ class Service:
     inflight: threading.BoundedSemaphore
     inference_slots: int
     inference: threading.Semaphore = field(init=False)
+    thumbs: Thumbnails = field(init=False)
 
     def __post_init__(self) -> None:
         self.inference = threading.Semaphore(self.inference_slots)
+        self.thumbs = Thumbnails(self.index.folder, self.settings.thumbnail_side)
 
     def infer(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on this (worker) thread, at most ``inference_slots`` at once."""

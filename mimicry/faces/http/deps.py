@@ -1,6 +1,6 @@
 """The routes' dependencies (FastAPI ``Depends``), in the order a request meets
 them: the read-only check, who is asking (scan token; admin, artist or
-anonymous writer), then an in-flight slot, then the uploads. Authorisation
+anonymous writer), then the body, then an in-flight slot, then the uploads. Authorisation
 always comes before the body is read, so nobody without a token makes the
 server parse one."""
 
@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Annotated, AsyncIterator
 
 from fastapi import Depends, Request
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 
 from mimicry.errors import (
     BusyError,
     ForbiddenError,
+    ImageError,
     InputError,
     PayloadTooLargeError,
     UnauthorizedError,
@@ -27,6 +28,7 @@ from mimicry.errors import (
 from mimicry.faces.http.context import Service
 from mimicry.images import ImageBytes, check_header, sniff_type
 from mimicry.registry import Actor
+from mimicry.settings import Settings
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -100,10 +102,26 @@ async def admin(request: Request, svc: ServiceDep) -> Actor:
     return actor
 
 
-async def inflight_slot(svc: ServiceDep) -> AsyncIterator[None]:
-    """One of the ``MIMICRY_INFLIGHT`` slots for a request holding images (none
-    free: 503 with ``Retry-After``), held until the response is sent and given
-    back however the request ends, errors included."""
+async def received_form(request: Request, svc: ServiceDep) -> FormData:
+    """The request's multipart body, read whole before anything counts it as in
+    flight (``MIMICRY_BODY_TIMEOUT`` bounds the wait: 408). While it is parsed:
+    bytes per request (413, the app's middleware), non-file fields, their number
+    and size (400)."""
+    s = svc.settings
+    try:
+        return await request.form(max_files=s.request_files + 1, max_fields=s.form_fields,
+                                  max_part_size=s.form_field_bytes)
+    except MultiPartException as exc:
+        raise InputError("unreadable multipart body (" + exc.message + ")") from None
+
+
+Form = Annotated[FormData, Depends(received_form)]
+
+
+async def inflight_slot(svc: ServiceDep, _body: Form) -> AsyncIterator[None]:
+    """One of the ``MIMICRY_INFLIGHT`` slots for a request holding images, taken
+    once its body has arrived (none free: 503 with ``Retry-After``), held until
+    the response is sent and given back however the request ends, errors included."""
     if not svc.inflight.acquire(blocking=False):
         raise BusyError(f"{svc.settings.inflight} requests with images are in flight; try again shortly",
                         retry_after=svc.settings.retry_after_s)
@@ -113,20 +131,9 @@ async def inflight_slot(svc: ServiceDep) -> AsyncIterator[None]:
         svc.inflight.release()
 
 
-async def uploads(request: Request, svc: ServiceDep, _slot: Annotated[None, Depends(inflight_slot)]
-                  ) -> list[ImageBytes]:
-    """The request's files (multipart field ``files``) as :class:`ImageBytes`,
-    after every limit but the decode, in this order: while the body is parsed,
-    bytes per request (413, the app's middleware) and non-file fields, their
-    number and size (400); then files per request (413), bytes per file (413),
-    type sniffed from the bytes (415), pixels from the image header (422).
-    Routes list it after their authorisation."""
-    s = svc.settings
-    try:
-        form = await request.form(max_files=s.request_files + 1, max_fields=s.form_fields,
-                                  max_part_size=s.form_field_bytes)
-    except MultiPartException as exc:
-        raise InputError("unreadable multipart body (" + exc.message + ")") from None
+async def _files(form: FormData, s: Settings) -> list[ImageBytes]:
+    """The form's files (field ``files``) as :class:`ImageBytes`: files per
+    request (413), then bytes per file (413)."""
     files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
     if not files:
         raise InputError("no files: send images in the multipart field 'files'")
@@ -139,13 +146,44 @@ async def uploads(request: Request, svc: ServiceDep, _slot: Annotated[None, Depe
         if len(data) > s.upload_bytes:
             raise PayloadTooLargeError(f"{name}: above the {s.upload_bytes}-byte limit per file")
         out.append(ImageBytes(name, data))
+    return out
+
+
+def unreadable(item: ImageBytes, max_pixels: int) -> ImageError | None:
+    """Why ``item`` cannot be scanned, found before decoding it: its type
+    sniffed from the bytes, its pixels from the header; None when it may be decoded."""
+    if sniff_type(item.data) is None:
+        return ImageError(item.name, "not an image type mimicry reads (JPEG, PNG, GIF, WebP, BMP, TIFF)")
+    try:
+        check_header(item, max_pixels)
+    except ImageError as exc:
+        return exc
+    return None
+
+
+async def uploads(svc: ServiceDep, form: Form, _slot: Annotated[None, Depends(inflight_slot)]
+                  ) -> list[ImageBytes]:
+    """The request's files as :class:`ImageBytes`, after every limit but the
+    decode, in this order: the body's (:func:`received_form`), then files per
+    request (413), bytes per file (413), type sniffed from the bytes (415),
+    pixels from the image header (422): any file failing fails the request.
+    Routes list it after their authorisation."""
+    out = await _files(form, svc.settings)
     for item in out:
         if sniff_type(item.data) is None:
             raise UnsupportedMediaError(f"{item.name}: not an image type mimicry reads "
                                         f"(JPEG, PNG, GIF, WebP, BMP, TIFF)")
     for item in out:
-        check_header(item, s.max_pixels)
+        check_header(item, svc.settings.max_pixels)
     return out
+
+
+async def scan_uploads(svc: ServiceDep, form: Form, _slot: Annotated[None, Depends(inflight_slot)]
+                       ) -> list[tuple[ImageBytes, ImageError | None]]:
+    """:func:`uploads` for ``/v1/scan``, where a file of the wrong type or too
+    many pixels is reported, not fatal: each file with why it cannot be
+    scanned (None when it can)."""
+    return [(item, unreadable(item, svc.settings.max_pixels)) for item in await _files(form, svc.settings)]
 
 
 ScanAllowed = Depends(authorise_scan)
@@ -153,3 +191,4 @@ Writable = Depends(writable)
 Admin = Annotated[Actor, Depends(admin)]
 ArtistWriter = Annotated[Actor, Depends(artist_writer)]
 Uploads = Annotated[list[ImageBytes], Depends(uploads)]
+ScanUploads = Annotated[list[tuple[ImageBytes, ImageError | None]], Depends(scan_uploads)]
