@@ -20,10 +20,13 @@ def test_progress_lines_every_interval_and_at_each_stage_end(capsys):
         update("background", done, 2000)
     now[0] = 120
     update("scanning", 50, 50)
+    now[0] = 128
+    update("scanning", 1, 1)  # a later stage of the same name starts afresh; a slow rate keeps two digits
     assert capsys.readouterr().err.splitlines() == [
         "mimicry: calibrate background 1200/2000 (100 img/s)",
         "mimicry: calibrate background 2000/2000 in 18.0 s (111 img/s)",
         "mimicry: calibrate scanning 50/50 in 2.0 s (25 img/s)",
+        "mimicry: calibrate scanning 1/1 in 8.0 s (0.12 img/s)",
     ]
 
 

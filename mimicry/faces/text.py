@@ -183,9 +183,9 @@ def progress_lines(command: str = "", every: float | None = None, clock: Callabl
         if done < total and now - last < every:
             return
         took = now - started
-        rate = f"{done / took:.0f} img/s" if took > 0 else "- img/s"
+        rate = "-" if took <= 0 else f"{done / took:.0f}" if done >= 10 * took else f"{done / took:.2g}"
         end = f" in {took:.1f} s" if done >= total else ""
-        print(f"mimicry: {command + ' ' if command else ''}{stage} {done}/{total}{end} ({rate})", file=sys.stderr, flush=True)
+        print(f"mimicry: {command + ' ' if command else ''}{stage} {done}/{total}{end} ({rate} img/s)", file=sys.stderr, flush=True)
         stages[stage][1] = now
         if done >= total:  # a stage of the same name later starts afresh
             since = now
