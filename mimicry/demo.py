@@ -9,6 +9,7 @@ one of unrelated images.
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -66,21 +67,25 @@ def _said(verdict: ModelVerdict) -> str:
     return "not flagged at either tier (not cleared: too little evidence either way)"
 
 
+def _background(folder: Path) -> Path:
+    """The demo's background: :data:`BACKGROUND` photo-like images by :data:`MAKERS` makers."""
+    shutil.rmtree(folder, ignore_errors=True)  # an earlier demo's, laid out differently
+    for i in range(BACKGROUND):
+        maker = folder / f"maker-{i % MAKERS:02d}"
+        maker.mkdir(parents=True, exist_ok=True)
+        photo_like(50_000 + i).save(maker / f"bg-{i:03d}.png", compress_level=1)
+    return folder
+
+
 def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] = print,
              embedder: Embedder | None = None) -> DemoResult:
     """Builds a synthetic set under ``out`` (replacing an earlier demo's index),
     runs index, calibrate, scan and scan-model on it, prints what a user would
-    see, and returns the measured :class:`DemoResult`."""
-    out = Path(out)
+    see, ending with its own wall time, and returns the measured :class:`DemoResult`."""
+    started, out = time.perf_counter(), Path(out)
     if (out / "index").exists():
         shutil.rmtree(out / "index")
-    data = make_dataset(out)
-    background = out / "background"
-    shutil.rmtree(background, ignore_errors=True)  # an earlier demo's, laid out differently
-    for i in range(BACKGROUND):
-        maker = background / f"maker-{i % MAKERS:02d}"
-        maker.mkdir(parents=True, exist_ok=True)
-        photo_like(50_000 + i).save(maker / f"bg-{i:03d}.png", compress_level=1)
+    data, background = make_dataset(out), _background(out / "background")
     tuned, unrelated, tuned_artist = _model_samples(out)
     echo(f"generated {len(list(data.portfolios.rglob('*.png')))} portfolio works by "
          f"{len(list(data.portfolios.iterdir()))} artists, "
@@ -103,7 +108,7 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
     write_report(scan_report(results, info, "mimicry demo"), out / "report-scan.html")
     write_report(model_report(fine_tune, info, "mimicry demo"), out / "report-model.html")
 
-    echo(f"{'image':<34} {'imitates':<14} {'flagged as':<14} {'nearest':<14} {'score':>6} {'fpr':>6}")
+    echo(f"{'image':<34} {'imitates':<14} {'flagged as':<14} {'nearest':<14} {'score':>6} {'p':>6}")
     top1 = right = photos = n_imi = 0
     for r in results:
         name = Path(r.image).name
@@ -123,5 +128,6 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
                            ("samples of an unrelated model", unrelated_model)):
         echo(f"model verdict, {verdict.n_samples} {title}: {_said(verdict)}")
     echo(f"\nreports to look at: {out / 'report-scan.html'} and {out / 'report-model.html'}")
+    echo(f"demo took {time.perf_counter() - started:.1f} s")
     return DemoResult(top1 / max(n_imi, 1), right / max(n_imi, 1), photos, fine_tune,
                       unrelated_model, tuned_artist)

@@ -22,7 +22,7 @@ import numpy as np
 
 from mimicry.backbones import DEFAULT_MODEL, Embedder, load_embedder
 from mimicry.calibration import calibrate_snapshot
-from mimicry.engines import Embedded
+from mimicry.engines import Embedded, ProgressFn
 from mimicry.engines.local import LocalEngine
 from mimicry.errors import InputError
 from mimicry.flagging import Judged, with_calibration
@@ -127,7 +127,7 @@ def evaluate(
     embedder: Embedder | None = None,
     background: Sequence[str | Path] | None = None,
     heldout_background: Sequence[str | Path] | None = None,
-    cache: str | Path | None = None,
+    cache: str | Path | None = None, progress: ProgressFn | None = None,
     sets: int = 200,
     command: str = "",
     alpha: float | None = None,
@@ -140,7 +140,7 @@ def evaluate(
     reference population; without ``heldout_background`` it is split in half
     by sub-folder (artist), seeded, and the other half is held out to measure
     ``background_flagged``. ``cache``: a folder for :mod:`mimicry.vector_cache`
-    (None: embed everything). ``sets``: sets of each size drawn for the
+    (None: embed everything); ``progress(stage, done, total)`` as it embeds. ``sets``: sets of each size drawn for the
     model-level metrics, judged at ``alpha`` (None: ``Settings.alpha``, as
     ``scan-model``; ``review_alpha`` likewise): on imitation and negative
     sets, on the sets of each model a manifest names (``models``) and on each
@@ -153,7 +153,7 @@ def evaluate(
     rows, manifest = [r for m in manifests for r in read_labelled(m)], ", ".join(map(str, manifests))
     embedder = embedder or load_embedder(model, device)
     unreg = choose_unregistered(rows, unregistered, seed)
-    got = (embed := _embed_fn(embedder, cache, batch_size))(sorted({r.path for r in rows}))
+    got = (embed := _embed_fn(embedder, cache, batch_size, progress))(sorted({r.path for r in rows}))
     vecs = dict(zip(got.keys, got.vectors))
     skipped = got.skipped()
     bg = _background(embed, background, heldout_background, seed, skipped)
@@ -183,12 +183,14 @@ def _alphas(alpha: float | None, review_alpha: float | None) -> tuple[float, flo
             check_rate("review_alpha", s.review_alpha if review_alpha is None else review_alpha))
 
 
-def _embed_fn(embedder: Embedder, cache: str | Path | None, batch_size: int) -> EmbedFn:
+def _embed_fn(embedder: Embedder, cache: str | Path | None, batch_size: int,
+              progress: ProgressFn | None = None) -> EmbedFn:
     """How the evaluation embeds: through the vector cache when it has one."""
     def embed(paths: list[Path]) -> Embedded:
         if cache is not None:
-            return embed_cached(embedder, paths, Path(cache), batch_size)
-        return Embedded.gather(LocalEngine(embedder).embed(paths, batch_size=batch_size), embedder.dim)
+            return embed_cached(embedder, paths, Path(cache), batch_size, progress)
+        return Embedded.gather(LocalEngine(embedder).embed(paths, batch_size=batch_size, progress=progress,
+                                                           stage="embedding"), embedder.dim)
     return embed
 
 

@@ -26,7 +26,7 @@ snapshot's is read by :func:`calibration_of`.
 Words used everywhere inside the package (docs, "Verdicts"): ``target_rate``
 (the user's ``--fpr``, per *image*, whatever the number of artists; ``fpr`` is
 its alias on :class:`Calibration`); a match's ``p_value`` (the share of that
-artist's negatives scoring at least as high, printed as ``fpr``: it ranks
+artist's negatives scoring at least as high, printed as ``p``: it ranks
 evidence, it is not the promise); ``image_p_value`` (above).
 """
 
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from mimicry import scoring
+from mimicry.results import iso_utc
 from mimicry.scoring import artist_max_chunks
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,7 +71,7 @@ def flaggable_size(target_rate: float) -> int:
     return n
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Calibration:
     """Per-artist negatives and normalisation, and the image-level flag threshold.
 
@@ -111,12 +112,13 @@ class Calibration:
     def n_null(self) -> int:
         return len(self.null)
 
+    def __repr__(self) -> str:  # short: the arrays hold thousands of floats
+        return (f"Calibration({len(self.artists)} artists, rate {self.target_rate:g}, null {self.n_null} "
+                f"{self.null_source}, makers {0 if self.maker_sizes is None else len(self.maker_sizes)})")
+
     @property
     def certified(self) -> bool:
-        """Whether the promise is backed by enough background images (``ceil(3 / A)``).
-        The rate is ``A`` on average over calibrations either way; with that many the
-        realised rate exceeds ``2A`` in about 6% of calibrations at 300 images (0.5%
-        at 1,000), where with ``1/A`` it does in 13%."""
+        """Whether the promise is backed by enough background images (``ceil(3 / A)``; docs, "Verdicts")."""
         return self.null_source == BACKGROUND and self.n_null >= certified_size(self.target_rate)
 
     @property
@@ -148,8 +150,7 @@ class Calibration:
         bounds = np.cumsum(np.r_[0, z["lengths"]])
         negs = [z["negatives"][bounds[i]:bounds[i + 1]] for i in range(len(z["lengths"]))]
         meta = z["meta"].tolist()
-        rate, gen, n_bg, thr, k, weight = meta[:6]
-        at = meta[6] if len(meta) > 6 else 0.0  # stored before the time was kept
+        rate, gen, n_bg, thr, k, weight, at = (meta + [0.0])[:7]  # 0.0: stored before the time was kept
         return Calibration([str(a) for a in z["artists"]], z["mu"], z["sigma"], negs, z["artist_r"],
                            z["null"], float(thr), float(rate), int(gen), int(n_bg), str(z["source"][0]),
                            int(k), float(weight), float(at), z.get("maker_sizes"), z.get("maker_stats"))
@@ -158,9 +159,8 @@ class Calibration:
         """What ``mimicry calibrate --json`` prints."""
         return {
             "fpr": self.target_rate, "n_background": self.n_background, "generation": self.generation,
-            "calibrated_at": self.calibrated_at or None,
-            "flag_threshold": self.flag_threshold, "promise": self.promise(),
-            "makers": 0 if self.makers is None else self.makers.makers,
+            "calibrated_at": iso_utc(self.calibrated_at), "flag_threshold": self.flag_threshold,
+            "promise": self.promise(), "makers": 0 if self.makers is None else self.makers.makers,
             "hubness": {"k": self.k, "weight": self.weight},
             "artists": {a: {"mean": float(m), "std": float(sd), "negatives": len(n), "hubness": float(r)}
                         for a, m, sd, n, r in zip(self.artists, self.mu, self.sigma, self.negatives,

@@ -52,6 +52,14 @@ def p_text(p: float | None, n_null: int | None = None) -> str:
     return _sig(p)
 
 
+def iso_utc(t: float | None) -> str | None:
+    """Unix time ``t`` as UTC ISO 8601 to the second, ending in ``Z``
+    (``2026-12-01T00:52:59Z``); None for None or 0 (unknown)."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
+
+
 def percent_text(rate: float | None) -> str:
     """A rate as a percentage, never "0.0%" for a rate above 0: ``1.0%``, ``0.05%``."""
     if rate is None or rate != rate:
@@ -312,4 +320,5 @@ class IndexInfo:
     index: dict[str, Any] | None = None  # index type pinned, in use, and ``index_infos.json``
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """``calibrated_at`` as UTC ISO 8601 (:func:`iso_utc`)."""
+        return asdict(self) | {"calibrated_at": iso_utc(self.calibrated_at)}

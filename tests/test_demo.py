@@ -34,3 +34,10 @@ def test_demo_reruns_in_place(tmp_path, default_embedder, monkeypatch):
 
     with StyleIndex.open(tmp_path / "d" / "index") as ix:
         assert ix.info().works == 3 * 4
+
+
+def test_demo_ends_with_its_own_wall_time(demo):
+    import re
+
+    _, lines, _ = demo
+    assert re.fullmatch(r"demo took \d+\.\d s", lines[-1]), lines[-1]

@@ -1,11 +1,7 @@
-"""The ``mimicry`` command line: a thin face on :class:`mimicry.StyleIndex`.
-
-Exit codes: 0 ok; 1 findings flagged (``scan``, ``scan-model``); 2 usage or
-input error (every :class:`~mimicry.errors.MimicryError`), or nothing at all
-could be read. ``--json`` prints the API result's ``to_dict()``, one object per
-line. Heavy modules (torch, FAISS) are imported inside commands, so ``--help``
-stays fast.
-"""
+"""The ``mimicry`` command line: a thin face on :class:`mimicry.StyleIndex`
+(exit codes: docs, "Exit codes and errors"). ``--json`` prints the API result's
+``to_dict()``, one object per line. Heavy modules (torch, FAISS) are imported
+inside commands, so ``--help`` stays fast."""
 
 from __future__ import annotations
 
@@ -14,10 +10,11 @@ import logging
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
 
 import typer
 
+from mimicry import __version__
 from mimicry.backbones import model_specs
 from mimicry.errors import InputError, MimicryError
 from mimicry.settings import Settings, get_settings
@@ -25,8 +22,7 @@ from mimicry.settings import Settings, get_settings
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.index import StyleIndex
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Detect imitation of registered artists' styles.")
+app = typer.Typer(add_completion=False, no_args_is_help=True)  # help: the callback's, main()
 
 DEFAULTS = Settings()  # the documented defaults, shown in --help; the environment is read at run time
 MODEL_SPECS = " | ".join(model_specs())  # from the backbone registry
@@ -36,10 +32,11 @@ INDEX_OPT = typer.Option(None, "--index", "-i", help="Index folder (default: $MI
 MODEL_OPT = typer.Option("default", help=MODEL_SPECS)
 DEVICE_OPT = typer.Option(None, help="auto | cpu | cuda (default: $MIMICRY_DEVICE or auto).")
 JSON_OPT = typer.Option(False, "--json", help="Print JSON.")
-QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or info logging.")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress or info lines.")
+VERBOSE_OPT = typer.Option(False, "--verbose", "-v", help="Also other libraries' info lines (FAISS, torch).")
 BATCH_OPT = typer.Option(None, min=1, help=f"Images per model batch (default {DEFAULTS.batch_size}).")
 REPORT_OPT = typer.Option(None, "--report", help="Also write a self-contained HTML report to this file.")
-ENGINE_OPT = typer.Option("local", "--engine", help="local | ray: embed here, or on a Ray cluster (pip install 'mimicry[ray]').")
+ENGINE_OPT = typer.Option("local", "--engine", help="local | ray: embed here, or on a Ray cluster (pip install 'mimicry\\[ray]').")
 ADDRESS_OPT = typer.Option(None, "--address", help="Ray cluster address for --engine ray (default: start a local one; 'auto': this machine's).")
 
 
@@ -58,8 +55,7 @@ def _errors() -> Iterator[Settings]:
 
 
 def _index_dir(index: Optional[Path], settings: Settings) -> Path:
-    folder = index or settings.index  # the flag wins over MIMICRY_INDEX
-    if folder is None:
+    if (folder := index or settings.index) is None:  # the flag wins over MIMICRY_INDEX
         raise InputError("no index given: pass --index DIR or set MIMICRY_INDEX")
     return folder
 
@@ -69,29 +65,50 @@ def _opened(index: Optional[Path], device: Optional[str], verify: bool = True) -
     """The index named by ``--index`` or ``MIMICRY_INDEX``, errors handled."""
     from mimicry.index import StyleIndex
 
-    with _errors() as settings:
-        with StyleIndex.open(_index_dir(index, settings), device=device or settings.device,
-                             verify=verify) as ix:
-            yield ix
+    with _errors() as s, StyleIndex.open(_index_dir(index, s), device=device or s.device, verify=verify) as ix:
+        yield ix
 
 
 def _emit(obj: object) -> None:
     typer.echo(json.dumps(obj, ensure_ascii=False))
 
 
-def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader's INFO lines say nothing to users
+def _print(as_json: bool, kind: str, data: Any) -> None:
+    """``data`` (a result, or a dict) as JSON, or as its plain-text rendering ``kind``."""
+    _emit(data if isinstance(data, dict) else data.to_dict()) if as_json else _text(kind, data)
 
 
-def _progress(quiet: bool) -> Optional[Callable[[str, int, int], None]]:
-    """A progress callback drawing one bar per stage on stderr (a terminal only)."""
-    if quiet or not sys.stderr.isatty():
-        return None
-    from mimicry.faces.text import progress_bars
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged (a test runner swaps it)."""
+    stream = property(lambda self: sys.stderr, lambda self, _: None)
 
-    return progress_bars()
+
+def _setup_logging(quiet: bool, verbose: bool = False) -> None:
+    """Log lines on stderr: the package's from INFO (WARNING with --quiet); other
+    libraries' (FAISS's loader...) from WARNING, unless --verbose shows all from INFO."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[_Stderr()],
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("mimicry").setLevel(logging.WARNING if quiet and not verbose else logging.INFO)
+
+
+def _progress(quiet: bool, command: str) -> Optional[Callable[[str, int, int], None]]:
+    """A progress callback on stderr (:func:`mimicry.faces.text.progress`), or None with --quiet."""
+    if quiet:
+        return None  # a --json --quiet run never loads the text module
+    from mimicry.faces.text import progress
+
+    return progress(command)
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"mimicry {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")) -> None:
+    """Detect imitation of registered artists' styles."""
 
 
 def _command() -> str:
@@ -135,36 +152,31 @@ def index(
     model: str = MODEL_OPT,
     batch_size: Optional[int] = BATCH_OPT,
     device: Optional[str] = DEVICE_OPT,
-    drop_unreadable: bool = typer.Option(False, help="When rebuilding an old index, drop works whose file cannot be read."),
+    drop_unreadable: bool = typer.Option(False, "--drop-unreadable", help="When rebuilding an old index, drop works whose file cannot be read."),
     index_type: Optional[str] = typer.Option(None, "--index-type", help="flat | ivf | hnsw | auto (new indexes: auto = exact below 20,000 works, HNSW above). Re-pins an existing index."),
     engine: str = ENGINE_OPT,
     address: Optional[str] = ADDRESS_OPT,
-    as_json: bool = JSON_OPT,
-    quiet: bool = QUIET_OPT,
+    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Embed portfolios into an index (incremental: unchanged files cost nothing).
     An index built with an older recipe of the same model is rebuilt first."""
     from mimicry.index import StyleIndex
 
-    _setup_logging(quiet)
-    with _errors() as s:
-        with StyleIndex.create(_index_dir(index, s), model=model, device=device or s.device,
-                               rebuild=True, drop_unreadable=drop_unreadable,
-                               progress=_progress(quiet), index_type=index_type) as ix:
-            report = ix.add_folder(portfolios, batch_size=batch_size, progress=_progress(quiet),
-                                   engine=engine, address=address)
-    if as_json:
-        _emit(report.to_dict())
-    else:
-        _text("index_report", report)
-        for sk in report.skipped:
-            typer.echo(f"skipped {sk.path}: {sk.reason}", err=True)
+    _setup_logging(quiet, verbose)
+    with _errors() as s, StyleIndex.create(_index_dir(index, s), model=model, device=device or s.device,
+                                           rebuild=True, drop_unreadable=drop_unreadable,
+                                           progress=_progress(quiet, "index"), index_type=index_type) as ix:
+        report = ix.add_folder(portfolios, batch_size=batch_size, progress=_progress(quiet, "index"),
+                               engine=engine, address=address)
+    _print(as_json, "index_report", report)
+    for sk in report.skipped if not as_json else []:
+        typer.echo(f"skipped {sk.path}: {sk.reason}", err=True)
     _warn(report.warnings)
     if report.works == 0 and report.skipped:
         raise typer.Exit(2)
 
 
-@app.command()
+@app.command(short_help="Score images against every registered artist, with the nearest works as evidence.")
 def scan(
     images: List[Path] = typer.Argument(..., help="Image files or folders."),
     index: Optional[Path] = INDEX_OPT,
@@ -175,16 +187,17 @@ def scan(
     report: Optional[Path] = REPORT_OPT,
     engine: str = ENGINE_OPT,
     address: Optional[str] = ADDRESS_OPT,
-    as_json: bool = JSON_OPT,
-    quiet: bool = QUIET_OPT,
+    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Score images against every registered artist, with the nearest works as evidence.
+    Each artist's `p` is a match p-value: the share of that artist's negatives scoring at
+    least as high. It ranks evidence; the flag's rate is the calibration's (--fpr).
     With --json each result is printed as soon as it is ready (one JSON object per line)."""
-    _setup_logging(quiet)
+    _setup_logging(quiet, verbose)
     results = []
     with _opened(index, device) as ix, _errors():
         for r in ix.iter_scan(images, top=top, evidence=evidence, batch_size=batch_size,
-                              progress=_progress(quiet), engine=engine, address=address):
+                              progress=_progress(quiet, "scan"), engine=engine, address=address):
             results.append(r)
             if as_json:
                 _emit(r.to_dict())
@@ -213,17 +226,13 @@ def calibrate(
     background: Optional[List[Path]] = typer.Option(None, help="Folder(s) of unrelated images used as extra negatives."),
     fpr: Optional[float] = typer.Option(None, help=f"Target image-level false-flag rate: the share of images by nobody registered flagged as anyone, whatever the number of artists (default {DEFAULTS.fpr}, $MIMICRY_FPR)."),
     device: Optional[str] = DEVICE_OPT,
-    as_json: bool = JSON_OPT,
-    quiet: bool = QUIET_OPT,
+    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Calibrate flags so that at most FPR of images by nobody registered are flagged (bring --background)."""
-    _setup_logging(quiet)
+    _setup_logging(quiet, verbose)
     with _opened(index, device, verify=False) as ix:  # calibrate rewrites an unreadable calibration
-        cal = ix.calibrate(background=background, fpr=fpr, progress=_progress(quiet))
-    if as_json:
-        _emit(cal.to_dict())
-    else:
-        _text("calibration", cal)
+        cal = ix.calibrate(background=background, fpr=fpr, progress=_progress(quiet, "calibrate"))
+    _print(as_json, "calibration", cal)
 
 
 @app.command("scan-model")
@@ -233,19 +242,15 @@ def scan_model(
     alpha: Optional[float] = typer.Option(None, help=f"Significance level of the `imitates` tier (default {DEFAULTS.alpha}, $MIMICRY_ALPHA; the `review` tier's is $MIMICRY_REVIEW_ALPHA)."),
     device: Optional[str] = DEVICE_OPT,
     report: Optional[Path] = REPORT_OPT,
-    as_json: bool = JSON_OPT,
-    quiet: bool = QUIET_OPT,
+    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Verdict on a fine-tuned model from its samples (8 or more; 16-64 recommended): which artist it imitates, or should be reviewed for. Exit 1 when any artist is at either tier."""
-    _setup_logging(quiet)
+    _setup_logging(quiet, verbose)
     with _opened(index, device) as ix:
-        verdict = ix.scan_model(samples, alpha=alpha, progress=_progress(quiet))
+        verdict = ix.scan_model(samples, alpha=alpha, progress=_progress(quiet, "scan-model"))
         info = ix.info()
     _warn(verdict.warnings)
-    if as_json:
-        _emit(verdict.to_dict())
-    else:
-        _text("model_verdict", verdict)
+    _print(as_json, "model_verdict", verdict)
     with _errors():
         _write_report(report, "model_report", verdict, info)
     if verdict.flagged:
@@ -255,15 +260,13 @@ def scan_model(
 @app.command()
 def info(
     index: Optional[Path] = INDEX_OPT,
-    as_json: bool = JSON_OPT,
+    as_json: bool = JSON_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Show the index's model pin and recipe, artists, work counts and calibration state."""
+    _setup_logging(True, verbose)
     with _opened(index, None) as ix:
         data = ix.info().to_dict()
-    if as_json:
-        _emit(data)
-    else:
-        _text("index_info", data)
+    _print(as_json, "index_info", data)
     _warn(data["warnings"])
 
 
@@ -271,15 +274,13 @@ def info(
 def remove(
     artist: str = typer.Argument(..., help="Artist name as indexed."),
     index: Optional[Path] = INDEX_OPT,
-    as_json: bool = JSON_OPT,
+    as_json: bool = JSON_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Remove an artist and all their vectors."""
+    _setup_logging(True, verbose)
     with _opened(index, None) as ix:
         n = ix.remove_artist(artist)
-    if as_json:
-        _emit({"artist": artist, "removed": n})
-    else:
-        typer.echo(f"removed {artist} ({n} works)")
+    _print(as_json, "removed", {"artist": artist, "removed": n})
 
 
 @app.command()
@@ -289,27 +290,26 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, help="Folder for metrics.json, roc.png and report.html."),
     unregistered: int = typer.Option(0, help="Move N artists out of the portfolio; their art becomes negatives."),
     seed: int = typer.Option(0, help="Seed for --unregistered and set sampling."),
-    perturb: bool = typer.Option(False, help="Repeat the scan under JPEG, downscale, noise, crop and flip."),
+    perturb: bool = typer.Option(False, "--perturb", help="Repeat the scan under JPEG, downscale, noise, crop and flip."),
     background: Optional[List[Path]] = typer.Option(None, help="Folder(s) of art by nobody registered: calibrate with half (by sub-folder, seeded), measure background_flagged on the other half."),
     heldout_background: Optional[List[Path]] = typer.Option(None, help="Folder(s) to measure background_flagged on instead of half of --background."),
     fpr: Optional[float] = typer.Option(None, help=f"Target image-level false-flag rate of the calibration; tpr_at_fpr is measured at it (default {DEFAULTS.fpr}, $MIMICRY_FPR)."),
     cache: bool = typer.Option(True, help="Keep embedded vectors in $MIMICRY_HOME/cache, so reruns embed only new files."),
     device: Optional[str] = DEVICE_OPT,
-    as_json: bool = JSON_OPT,
+    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Index the manifests' genuine works, scan the rest, report attribution, detection and model metrics."""
     from mimicry.evaluate import evaluate as run_evaluate
 
+    _setup_logging(quiet, verbose)
     with _errors() as s:
         result = run_evaluate(manifest, model=model, device=device or s.device, unregistered=unregistered,
                               seed=seed, perturb=perturb, fpr=s.fpr if fpr is None else fpr,
                               batch_size=s.batch_size, out=out, background=background,
                               heldout_background=heldout_background,
-                              cache=s.home / "cache" if cache else None, command=_command())
-    if as_json:
-        _emit(result.to_dict())
-    else:
-        _text("evaluation", result)
+                              cache=s.home / "cache" if cache else None, command=_command(),
+                              progress=_progress(quiet, "evaluate"))
+    _print(as_json, "evaluation", result)
 
 
 @app.command()
@@ -317,16 +317,15 @@ def serve(
     index: Optional[Path] = INDEX_OPT,
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
-    read_only: bool = typer.Option(False, help="Serve scans and reads only: no registration or uploads."),
-    insecure_no_auth: bool = typer.Option(False, help="Allow writes with no admin token (loopback only)."),
-    device: Optional[str] = DEVICE_OPT,
+    read_only: bool = typer.Option(False, "--read-only", help="Serve scans and reads only: no registration or uploads."),
+    insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help="Allow writes with no admin token (loopback only)."),
+    device: Optional[str] = DEVICE_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Serve the HTTP API over an index (OpenAPI at /docs): scans, model verdicts, artists, health."""
     from dataclasses import replace
-
     from mimicry.faces.http import serve as run_server
 
-    _setup_logging(False)
+    _setup_logging(False, verbose)
     with _errors() as s:
         run_server(_index_dir(index, s), replace(s, device=device or s.device), host, port,
                    writes=not read_only, insecure_no_auth=insecure_no_auth)
@@ -335,12 +334,12 @@ def serve(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Where to write the generated images and index."),
-    device: Optional[str] = DEVICE_OPT,
+    device: Optional[str] = DEVICE_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Generate procedural artists, imitations and photos; index, calibrate, scan and give model verdicts."""
     from mimicry.demo import run_demo
 
-    _setup_logging(True)
+    _setup_logging(True, verbose)
     with _errors() as s:
         run_demo(out, device=device or s.device, echo=typer.echo)
 

@@ -246,3 +246,78 @@ def test_index_type_is_pinned_and_shown(tmp_path, cli, portfolio_of):
     assert "search      flat (pinned: hnsw)" in cli("info", "--index", ix).stdout
     r = cli("index", str(portfolio), "--index", ix, "--index-type", "kd-tree")
     assert r.exit_code == 2 and "--index-type 'kd-tree'" in r.stderr
+
+
+def test_progress_lines_off_a_terminal_and_none_with_quiet(tmp_path, cli, portfolio_of, monkeypatch):
+    """Off a terminal (a log, CI) a long command prints a progress line every
+    ``PROGRESS_EVERY`` seconds (0 here) and the count and rate at each stage's end."""
+    import re
+
+    import mimicry.faces.text as text
+
+    monkeypatch.setattr(text, "PROGRESS_EVERY", 0.0)
+    portfolio, ix = portfolio_of(tmp_path / "p", artists=3, works=3), str(tmp_path / "ix")
+    r = cli("index", str(portfolio), "--index", ix, "--batch-size", "2", "--json")
+    progress = [line for line in r.stderr.splitlines() if line.startswith("mimicry: index indexing ")]
+    assert len(progress) >= 2 and json.loads(r.stdout)["works"] == 9
+    assert re.fullmatch(r"mimicry: index indexing 9/9 in \d+\.\d s \(\S+ img/s\)", progress[-1]), progress
+    r = cli("scan", str(portfolio), "--index", ix, "--json", "--quiet")
+    assert "mimicry: scan" not in r.stderr and len(lines(r.stdout)) == 9
+
+
+def test_other_libraries_info_lines_only_with_verbose(tmp_path, cli, portfolio_of, monkeypatch):
+    """FAISS's loader says ``No module named 'faiss.swigfaiss_avx512'`` at INFO:
+    not the user's business unless -v; the package's own INFO lines stay."""
+    import logging
+
+    from mimicry.index import StyleIndex
+
+    ix = str(tmp_path / "ix")
+    assert cli("index", str(portfolio_of(tmp_path / "p", 2, 2)), "--index", ix, "-q").exit_code == 0
+    real = StyleIndex.calibrate
+
+    def chatty(self, *args, **kwargs):
+        logging.getLogger("faiss.loader").info("No module named 'faiss.swigfaiss_avx512'")
+        logging.getLogger("mimicry.calibration").info("own line")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(StyleIndex, "calibrate", chatty)
+    r = cli("calibrate", "--index", ix)
+    assert "swigfaiss" not in r.stderr and "own line" in r.stderr
+    assert "own line" not in cli("calibrate", "--index", ix, "--quiet").stderr
+    for flag in ("-v", "--verbose"):
+        assert "INFO faiss.loader: No module named 'faiss.swigfaiss_avx512'" in cli("calibrate", "--index", ix, flag).stderr
+
+
+def test_version_and_help_at_80_columns():
+    from mimicry import __version__
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.strip() == f"mimicry {__version__}"
+    for command in ("index", "scan", "calibrate", "scan-model", "info", "remove", "evaluate", "serve", "demo"):
+        r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert r.exit_code == 0 and "…" not in r.stdout, r.stdout  # no option name cut
+        assert "--verbose" in r.stdout
+    r = runner.invoke(app, ["scan", "--help"], env={"COLUMNS": "80"})
+    assert "'mimicry[ray]'" in r.stdout and "match p-value" in r.stdout
+    assert "--insecure-no-auth" in runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "80"}).stdout
+
+
+def test_times_are_utc_iso_and_a_match_rate_is_a_p(tmp_path, cli, portfolio_of):
+    """``calibrated_at`` is ``2026-12-01T00:52:59Z`` in JSON and text; the text
+    line of a match prints its p-value as ``p``, not ``fpr`` (the flag's rate)."""
+    import re
+
+    portfolio, ix = portfolio_of(tmp_path / "p", artists=3, works=3), str(tmp_path / "ix")
+    assert cli("index", str(portfolio), "--index", ix, "-q").exit_code == 0
+    iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    cal = json.loads(cli("calibrate", "--index", ix, "--json", "-q").stdout)
+    assert re.fullmatch(iso, cal["calibrated_at"])
+    assert json.loads(cli("info", "--index", ix, "--json").stdout)["calibrated_at"] == cal["calibrated_at"]
+    assert f"calibration current at {cal['calibrated_at']}" in cli("info", "--index", ix).stdout
+    assert re.match(rf"calibrated 3 artists at {iso}: ", cli("calibrate", "--index", ix, "-q").stdout)
+    rows = [line for line in cli("scan", str(portfolio), "--index", ix, "-q").stdout.splitlines()
+            if line.startswith("  ")]
+    assert rows and all(re.search(r"\d\.\d{3}  (flag )?p \S", row) for row in rows), rows
+    assert not any(" fpr " in row for row in rows)

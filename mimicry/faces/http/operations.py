@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from mimicry import __version__
 from mimicry.faces.http.deps import Admin, ServiceDep
+from mimicry.results import iso_utc
 
 router = APIRouter()
 
@@ -36,6 +37,6 @@ def healthz(svc: ServiceDep) -> dict[str, Any]:
 @router.get("/v1/audit")
 def audit(actor: Admin, svc: ServiceDep, after: int = 0, limit: int = 100) -> dict[str, Any]:
     """Recorded writes after id ``after`` (admin), oldest first, at most ``limit``
-    and never more than ``audit_page``; ``next`` pages on."""
+    and never more than ``audit_page``; ``next`` (an entry id) pages on; ``at`` is UTC ISO 8601."""
     entries = svc.index.audit(after, max(1, min(limit, svc.settings.audit_page)))
-    return {"entries": [asdict(e) for e in entries], "next": entries[-1].id if entries else after}
+    return {"entries": [asdict(e) | {"at": iso_utc(e.at)} for e in entries], "next": entries[-1].id if entries else after}
