@@ -43,4 +43,18 @@ def serve(folder: Path, settings: Settings, host: str, port: int, writes: bool =
     torch.set_num_threads(1)
     # The app opens the folder itself: one handle, one copy of the vectors in memory.
     app = create_app(folder, settings, writes=writes, insecure_no_auth=insecure_no_auth)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # uvicorn's access log would print query strings (a token sent as ?token=):
+    # the app logs each request itself (mimicry.faces.http.gate), path only.
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=log_config())
+
+
+def log_config() -> dict:
+    """uvicorn's logging configuration, with the package's loggers (the access
+    log among them) printed through its default handler."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["mimicry"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
