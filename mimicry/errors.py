@@ -14,6 +14,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: The most characters of a caller's input an error message repeats (:func:`quoted`).
+ECHO_CHARS = 200
+#: The most characters of one error message a service answers with (:func:`clipped`):
+#: at six bytes a character escaped in JSON, an error body stays under 4 KB.
+MESSAGE_CHARS = 600
+
+
+def quoted(value: object) -> str:
+    """``repr`` of ``value`` for an error message, at most :data:`ECHO_CHARS`
+    characters of it (a longer one is cut, with its length said)."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= ECHO_CHARS:
+        return repr(text)
+    return f"{text[:ECHO_CHARS]!r}... ({len(text)} characters)"
+
+
+def clipped(message: str) -> str:
+    """``message`` cut to :data:`MESSAGE_CHARS` characters."""
+    return message if len(message) <= MESSAGE_CHARS else message[:MESSAGE_CHARS - 3] + "..."
+
 
 class MimicryError(Exception):
     """Base of every error mimicry raises on purpose."""
@@ -180,4 +200,6 @@ __all__ = [
     "RetryLaterError",
     "UnauthorizedError",
     "UnsupportedMediaError",
+    "clipped",
+    "quoted",
 ]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from mimicry.errors import ConflictError, InputError, NotFoundError
+from mimicry.errors import ConflictError, InputError, NotFoundError, quoted
 from mimicry.images import ImageBytes, sniff_type
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,8 +39,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: Artist names: letters, digits, and ``.``, ``_``, ``-`` or spaces inside; 1 to 100 characters.
-NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._ -]{0,98}[A-Za-z0-9_])?$")
+#: Artist names: letters, digits, and ``.``, ``_``, ``-`` or spaces inside; 1 to 100
+#: characters; matched whole (:meth:`re.Pattern.fullmatch`: no final newline slips through).
+NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._ -]{0,98}[A-Za-z0-9_])?")
 UPLOADS = "works"
 _SUFFIX = {"image/jpeg": ".jpg", "image/png": ".png", "image/gif": ".gif", "image/webp": ".webp",
            "image/bmp": ".bmp", "image/tiff": ".tif"}
@@ -60,8 +61,8 @@ CLI = Actor("cli")
 
 def check_name(name: str) -> str:
     """``name`` if it is a valid artist name, else :class:`InputError`."""
-    if not isinstance(name, str) or not NAME.match(name):
-        raise InputError(f"{name!r} is not a valid artist name: 1 to 100 letters, digits, "
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise InputError(f"{quoted(name)} is not a valid artist name: 1 to 100 letters, digits, "
                          f"'.', '_', '-' or spaces, starting and ending with a letter or digit")
     return name
 
@@ -117,13 +118,13 @@ def store_upload(index_folder: Path, image: ImageBytes) -> tuple[Path, str]:
 def register_artist(ix: StyleIndex, name: str, actor: Actor | None = None, wait_s: float | None = None) -> str:
     """Registers ``name`` (who may have no works yet) and returns their token,
     shown this once; the index keeps its hash. :class:`ConflictError` when
-    the name is taken."""
+    the name is taken, in any case (``ALICE`` beside ``alice``)."""
     actor = actor or CLI
     check_name(name)
     token, digest = new_token()
     with ix.store.writer(wait_s) as w:
-        if w.artist_exists(name):
-            raise ConflictError(f"artist {name!r} is already registered")
+        if w.artist_exists(name, nocase=True):
+            raise ConflictError(f"artist {quoted(name)} is already registered")
         with w.change() as cat:
             cat.register_artist(name, digest)
             cat.record(actor.kind, actor.artist, "register_artist", name, request_id=actor.request_id)
@@ -136,7 +137,7 @@ def rotate_token(ix: StyleIndex, name: str, actor: Actor | None = None, wait_s: 
     token, digest = new_token()
     with ix.store.writer(wait_s) as w:
         if not w.artist_exists(name):
-            raise NotFoundError(f"no artist {name!r} is registered")
+            raise NotFoundError(f"no artist {quoted(name)} is registered")
         with w.change() as cat:
             cat.set_token(name, digest)
             cat.record(actor.kind, actor.artist, "rotate_token", name, request_id=actor.request_id)
@@ -164,7 +165,7 @@ def add_uploads(ix: StyleIndex, name: str, images: Sequence[ImageBytes], actor: 
         raise got.failed[0][1]
     with ix.store.writer(wait_s, expect=ix.embedder) as w:
         if not w.artist_exists(name):
-            raise NotFoundError(f"no artist {name!r} is registered")
+            raise NotFoundError(f"no artist {quoted(name)} is registered")
         stored = [store_upload(ix.folder, img) for img in images]  # under the lock: see remove_work
         out = _commit_uploads(w, name, stored, images, got.vectors, actor)
         _recalibrate(w)
@@ -203,7 +204,7 @@ def remove_work(ix: StyleIndex, name: str, work_id: int, actor: Actor | None = N
     with ix.store.writer(wait_s) as w:
         work = next((x for x in w.works(name) if x.id == work_id), None)
         if work is None:
-            raise NotFoundError(f"artist {name!r} has no work {work_id}")
+            raise NotFoundError(f"artist {quoted(name)} has no work {work_id}")
         w.commit([], [work_id], audit=lambda cat, _: cat.record(
             actor.kind, actor.artist, "remove_work", name, detail=str(work_id), request_id=actor.request_id))
         _recalibrate(w)
@@ -216,7 +217,7 @@ def remove_artist(ix: StyleIndex, name: str, actor: Actor | None = None, wait_s:
     actor = actor or CLI
     with ix.store.writer(wait_s) as w:
         if not w.artist_exists(name):
-            raise NotFoundError(f"{ix.folder}: no artist {name!r} in the index")
+            raise NotFoundError(f"{ix.folder}: no artist {quoted(name)} in the index")
         works = w.works(name)
         ids = [x.id for x in works]
         w.commit([], ids, remove_artist=name, audit=lambda cat, _: cat.record(
@@ -241,7 +242,13 @@ def _delete_unreferenced(w: Writer, gone: Sequence[Work]) -> None:
     left = {x.path for x in w.works()}
     for x in gone:
         if x.origin == UPLOAD and x.path not in left:
-            Path(x.path).unlink(missing_ok=True)
+            path = Path(x.path)
+            path.unlink(missing_ok=True)
+            if path.parent.parent.name == UPLOADS:  # works/ab/: removed once empty
+                try:
+                    path.parent.rmdir()
+                except OSError:
+                    pass  # other works (or a stray file) still there
 
 
 def _recalibrate(w: Writer) -> None:

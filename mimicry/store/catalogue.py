@@ -208,8 +208,10 @@ class Catalogue:
             self.db.execute("ROLLBACK")
 
     # -- artists and works ----------------------------------------------------
-    def artist_id(self, name: str, create: bool = False) -> int | None:
-        row = self.db.execute("SELECT id FROM artists WHERE name=?", (name,)).fetchone()
+    def artist_id(self, name: str, create: bool = False, nocase: bool = False) -> int | None:
+        """The artist's id (``nocase``: of a name equal to it but for ASCII case)."""
+        row = self.db.execute("SELECT id FROM artists WHERE name=?" + " COLLATE NOCASE" * nocase,
+                              (name,)).fetchone()
         if row:
             return int(row[0])
         if not create:

@@ -309,8 +309,8 @@ class Writer:
             cat.delete_artists_without_works()
         self._reload()
 
-    def artist_exists(self, name: str) -> bool:
-        return self.catalogue.artist_id(name) is not None
+    def artist_exists(self, name: str, nocase: bool = False) -> bool:
+        return self.catalogue.artist_id(name, nocase=nocase) is not None
 
     @contextmanager
     def change(self) -> Iterator[Catalogue]:

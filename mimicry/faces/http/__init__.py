@@ -47,5 +47,19 @@ def serve(folder: Path, settings: Settings, host: str, port: int, writes: bool =
     app = create_app(folder, settings, writes=writes, insecure_no_auth=insecure_no_auth)
     # Slow clients: headers and bodies have deadlines (.limits), and at most
     # ``connections`` are open at once, which bounds the bodies in progress.
+    # uvicorn's access log would print query strings (a token sent as ?token=):
+    # the app logs each request itself (mimicry.faces.http.gate), path only.
     uvicorn.run(app, host=host, port=port, log_level="info", http=http_protocol(settings.header_timeout_s),
-                limit_concurrency=settings.connections)
+                limit_concurrency=settings.connections, access_log=False, log_config=log_config())
+
+
+def log_config() -> dict:
+    """uvicorn's logging configuration, with the package's loggers (the access
+    log among them) printed through its default handler."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["mimicry"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config

@@ -14,10 +14,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mimicry import __version__
-from mimicry.errors import InputError, MimicryError, PayloadTooLargeError
+from mimicry.errors import InputError, MimicryError, PayloadTooLargeError, clipped
 from mimicry.faces.http import artists, operations, scan
 from mimicry.faces.http.context import Metrics, Service, error_response, slot_count
 from mimicry.faces.http.limits import BodyDeadline
+from mimicry.faces.http.gate import RequestGate
 from mimicry.index import StyleIndex
 from mimicry.settings import Settings, get_settings
 
@@ -76,11 +77,14 @@ def _handle_errors(app: FastAPI, folder: Path) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code)
+        return JSONResponse({"error": {"code": code, "message": clipped(str(exc.detail))}},
+                            status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(InputError("invalid request: " + str(exc.errors()[0].get("msg", exc))))
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return error_response(InputError(f"invalid request: {where}: {first.get('msg', exc)}"))
 
 
 def _count_requests(app: FastAPI, svc: Service) -> None:
@@ -123,6 +127,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     app.add_middleware(_LimitBody, limit=settings.request_bytes)
     app.add_middleware(BodyDeadline, timeout=settings.body_timeout_s)
     _count_requests(app, svc)
+    app.add_middleware(RequestGate, settings=settings)  # outermost: ids, access log, /docs
     _handle_errors(app, ix.folder)
     for router in (operations.router, scan.router, artists.router):
         app.include_router(router)

@@ -14,7 +14,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from mimicry.errors import ImageError, InputError, NotFoundError
+from mimicry.errors import ImageError, InputError, NotFoundError, quoted
+from mimicry.faces.http.context import WorkId
 from mimicry.faces.http.deps import Admin, ArtistWriter, ScanAllowed, ServiceDep, Uploads, Writable
 
 router = APIRouter()
@@ -40,7 +41,7 @@ def artist(name: str, svc: ServiceDep) -> dict[str, Any]:
     """One artist: work count and whether the calibration covers them."""
     info = svc.index.info()
     if name not in info.artists:
-        raise NotFoundError(f"no artist {name!r} is registered")
+        raise NotFoundError(f"no artist {quoted(name)} is registered")
     cal = svc.index.calibration
     covered = cal is not None and name in cal.artists
     return {"name": name, "works": info.artists[name],
@@ -48,7 +49,7 @@ def artist(name: str, svc: ServiceDep) -> dict[str, Any]:
 
 
 @router.get("/v1/works/{work_id}/thumbnail", dependencies=[ScanAllowed])
-def thumbnail(work_id: int, svc: ServiceDep) -> Response:
+def thumbnail(work_id: WorkId, svc: ServiceDep) -> Response:
     """A small JPEG of a registered work (``thumbnail_side`` pixels on its long
     side at most), so a moderator can see the evidence (off with ``MIMICRY_THUMBNAILS=0``)."""
     if not svc.settings.thumbnails:
@@ -92,7 +93,7 @@ async def add_works(name: str, actor: ArtistWriter, images: Uploads, svc: Servic
 
 
 @router.delete("/v1/artists/{name}/works/{work_id}", dependencies=[Writable])
-async def remove_work(name: str, work_id: int, actor: ArtistWriter, svc: ServiceDep) -> dict[str, Any]:
+async def remove_work(name: str, work_id: WorkId, actor: ArtistWriter, svc: ServiceDep) -> dict[str, Any]:
     """Removes one of the artist's works (their token or the admin's)."""
     forget = await run_in_threadpool(svc.thumbs.forget, svc.index, name, work_id)
     await run_in_threadpool(svc.index.remove_work, name, work_id, actor, svc.settings.write_wait_s)

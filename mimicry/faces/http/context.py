@@ -7,17 +7,26 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Annotated, Any, Callable, TypeVar
 
-from fastapi import Request
+from fastapi import Path as PathParam
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 
-from mimicry.errors import MimicryError
+from mimicry.errors import MimicryError, clipped
 from mimicry.faces.http.thumbs import Thumbnails
 from mimicry.index import StyleIndex
 from mimicry.settings import Settings
 
 T = TypeVar("T")
+
+#: The largest integer a parameter may hold (SQLite's, a signed 64-bit integer):
+#: every integer parameter is bounded, so a larger one is a 400, never a 500.
+INT_MAX = 2**63 - 1
+#: Integer parameters: a work id (path), a position in a list (``after``) and a count (``limit``).
+WorkId = Annotated[int, PathParam(ge=0, le=INT_MAX)]
+Position = Annotated[int, Query(ge=0, le=INT_MAX)]
+Count = Annotated[int, Query(ge=0, le=INT_MAX)]
 
 #: OpenAPI note on the endpoints that can answer with a report.
 HTML_TOO = {200: {"content": {"text/html": {}},
@@ -81,7 +90,7 @@ def slot_count(given: int | None, settings: Settings) -> int:
 def error_response(exc: MimicryError, folder: Path | None = None) -> JSONResponse:
     """The error body ``{"error": {"code", "message"}}`` with the error's status
     (and ``Retry-After`` when it suggests a wait); the index folder's path never
-    leaves the server."""
+    leaves the server, and the message is cut to ``MESSAGE_CHARS`` (a body under 4 KB)."""
     headers = {}
     retry = getattr(exc, "retry_after", None)
     if retry is not None:
@@ -89,6 +98,7 @@ def error_response(exc: MimicryError, folder: Path | None = None) -> JSONRespons
     body = exc.to_dict()
     if folder is not None:
         body["message"] = body["message"].replace(str(folder), "index")
+    body["message"] = clipped(body["message"])
     return JSONResponse({"error": body}, status_code=exc.http_status, headers=headers)
 
 

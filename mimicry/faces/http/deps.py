@@ -24,6 +24,7 @@ from mimicry.errors import (
     PayloadTooLargeError,
     UnauthorizedError,
     UnsupportedMediaError,
+    quoted,
 )
 from mimicry.faces.http.context import Service
 from mimicry.images import ImageBytes, check_header, sniff_type
@@ -85,7 +86,7 @@ def identify(svc: Service, request: Request, artist: str | None) -> Actor:
         return Actor("admin", None, rid)
     if artist is not None and svc.index.artist_token_matches(artist, given):
         return Actor("artist", artist, rid)
-    raise ForbiddenError("this token may not do this" + ("" if artist is None else f" for {artist!r}"))
+    raise ForbiddenError("this token may not do this" + ("" if artist is None else f" for {quoted(artist)}"))
 
 
 def artist_writer(name: str, request: Request, svc: ServiceDep) -> Actor:
@@ -141,7 +142,7 @@ async def _files(form: FormData, s: Settings) -> list[ImageBytes]:
         raise PayloadTooLargeError(f"{len(files)} files, above the {s.request_files}-file limit")
     out = []
     for i, f in enumerate(files):
-        name = Path(f.filename or f"upload-{i}").name or f"upload-{i}"  # a label, never a path
+        name = (Path(f.filename or f"upload-{i}").name or f"upload-{i}")[:200]  # a label, never a path
         data = await f.read(s.upload_bytes + 1)
         if len(data) > s.upload_bytes:
             raise PayloadTooLargeError(f"{name}: above the {s.upload_bytes}-byte limit per file")
