@@ -153,8 +153,7 @@ def evaluate(
     alpha, review_alpha = _alphas(alpha, review_alpha)
     manifests = [manifest] if isinstance(manifest, (str, Path)) else list(manifest)
     rows, manifest = [r for m in manifests for r in read_labelled(m)], ", ".join(map(str, manifests))
-    embedder = embedder or load_embedder(model, device)
-    unreg = choose_unregistered(rows, unregistered, seed)
+    embedder, unreg = embedder or load_embedder(model, device), choose_unregistered(rows, unregistered, seed)
     got = (embed := _embed_fn(embedder, cache, batch_size))(sorted({r.path for r in rows}))
     vecs = dict(zip(got.keys, got.vectors))
     skipped = got.skipped()
@@ -168,8 +167,8 @@ def evaluate(
                         cal.promise(), cal.flag_threshold if cal.can_flag else None,
                         worst_misses(h.snapshot, clean, q.vecs, q.roles, q.truth, q.paths), alpha, review_alpha,
                         model_metrics(clean, cal, q.models, q.truth, seed, sets, alpha, review_alpha),
-                        {} if h.held is None else maker_metrics(h.held, bg.held_groups, cal, alpha, review_alpha))
-    result.backbone, result.n_artists = getattr(embedder, "backbone_id", None), len(h.snapshot.artists)
+                        {} if h.held is None else maker_metrics(h.held, bg.held_groups, cal, alpha, review_alpha),
+                        getattr(embedder, "backbone_id", None), len(h.snapshot.artists))
     if perturb:
         for name, fn in PERTURBATIONS.items():
             pv = embed_perturbed(embedder, q.paths, fn)
