@@ -66,6 +66,8 @@ class Evaluation:
     review_alpha: float | None = None  # that of their review tier
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model: sets judged at each tier
     makers: dict[str, Any] = field(default_factory=dict)  # held-out makers, each one set
+    backbone: str | None = None  # the backbone that embedded everything (the report's header)
+    n_artists: int = 0  # registered artists in the evaluation's own portfolio index
 
     def to_dict(self) -> dict[str, Any]:
         """The flat object ``--json`` prints and ``metrics.json`` holds (a metric
@@ -151,8 +153,7 @@ def evaluate(
     alpha, review_alpha = _alphas(alpha, review_alpha)
     manifests = [manifest] if isinstance(manifest, (str, Path)) else list(manifest)
     rows, manifest = [r for m in manifests for r in read_labelled(m)], ", ".join(map(str, manifests))
-    embedder = embedder or load_embedder(model, device)
-    unreg = choose_unregistered(rows, unregistered, seed)
+    embedder, unreg = embedder or load_embedder(model, device), choose_unregistered(rows, unregistered, seed)
     got = (embed := _embed_fn(embedder, cache, batch_size, progress))(sorted({r.path for r in rows}))
     vecs = dict(zip(got.keys, got.vectors))
     skipped = got.skipped()
@@ -166,7 +167,8 @@ def evaluate(
                         cal.promise(), cal.flag_threshold if cal.can_flag else None,
                         worst_misses(h.snapshot, clean, q.vecs, q.roles, q.truth, q.paths), alpha, review_alpha,
                         model_metrics(clean, cal, q.models, q.truth, seed, sets, alpha, review_alpha),
-                        {} if h.held is None else maker_metrics(h.held, bg.held_groups, cal, alpha, review_alpha))
+                        {} if h.held is None else maker_metrics(h.held, bg.held_groups, cal, alpha, review_alpha),
+                        getattr(embedder, "backbone_id", None), len(h.snapshot.artists))
     if perturb:
         for name, fn in PERTURBATIONS.items():
             pv = embed_perturbed(embedder, q.paths, fn)

@@ -144,12 +144,37 @@ def artist_sims(snapshot: Snapshot, queries: np.ndarray, artist: int) -> np.ndar
         snapshot.rows(snapshot.columns[artist]).T
 
 
+#: Evidence shows distinct pictures: a work is skipped when one already shown
+#: has its sha256 (the same file stored twice), or has a query similarity
+#: within :data:`SAME_SIMILARITY` and a cosine of at least :data:`SAME_PICTURE`
+#: to it (the same painting re-encoded or resized).
+SAME_SIMILARITY, SAME_PICTURE = 1e-4, 0.999
+
+
 def nearest(snapshot: Snapshot, query: np.ndarray, artist: int, k: int) -> list[Evidence]:
-    """The ``k`` works of artist number ``artist`` nearest to one query vector, best first."""
+    """The ``k`` distinct works of artist number ``artist`` nearest to one
+    query vector, best first (copies of a work already shown are skipped)."""
     cols = snapshot.columns[artist]
     sims = artist_sims(snapshot, query, artist)[0]
-    order = np.argsort(-sims, kind="stable")[:k]
-    return [evidence_of(snapshot, int(cols[i]), float(sims[i])) for i in order]
+    shown: list[tuple[int, Evidence]] = []
+    for i in np.argsort(-sims, kind="stable"):
+        if len(shown) == k:
+            break
+        row, sim = int(cols[i]), float(sims[i])
+        ev = evidence_of(snapshot, row, sim)
+        if not any(_copy_of(snapshot, row, ev, r, e) for r, e in shown):
+            shown.append((row, ev))
+    return [e for _, e in shown]
+
+
+def _copy_of(snapshot: Snapshot, row: int, ev: Evidence, shown_row: int, shown: Evidence) -> bool:
+    """Whether work ``row`` is the same picture as one already shown."""
+    if ev.sha256 and ev.sha256 == shown.sha256:
+        return True
+    if abs(ev.similarity - shown.similarity) >= SAME_SIMILARITY:
+        return False
+    a, b = snapshot.rows(np.array([row, shown_row]))
+    return float(a @ b) >= SAME_PICTURE
 
 
 def evidence_of(snapshot: Snapshot, row: int, similarity: float) -> Evidence:

@@ -111,3 +111,28 @@ def test_the_same_upload_twice_gets_two_results(tmp_path, default_embedder, port
     up = ImageBytes("blob", (demo_set.unrelated / "photo-00.png").read_bytes())
     first, second = ix.scan([up, up])
     assert first.to_dict() == second.to_dict() and first.image == "blob"
+
+
+def test_evidence_shows_distinct_works_not_one_painting_stored_twice():
+    from mimicry.scoring import nearest
+    from mimicry.store.snapshot import Work
+
+    def one(x) -> np.ndarray:
+        return unit(np.asarray(x, dtype=np.float32)[None])[0]
+
+    rng = np.random.default_rng(3)
+    base = unit(rng.normal(size=(4, 16)))
+    copy = one(base[0] + 1e-6 * rng.normal(size=16))  # the same painting re-encoded
+    vecs = np.vstack([base[0], copy, base[1], base[2], base[3]])
+    query = one(base[0] + 0.3 * base[1])
+    shown = nearest(Snapshot.from_labelled(vecs, ["a"] * 5), query, 0, 3)
+    assert len(shown) == 3 and 1 not in {e.work_id for e in shown} and shown[0].work_id == 0
+    # The same file stored twice (one sha256) fills one slot, however it embeds.
+    shas = ["1" * 64, "2" * 64, "1" * 64, "3" * 64, "4" * 64]
+    works = {i: Work(i, "a", f"w{i}.png", shas[i], 0, 0, 0.0) for i in range(5)}
+    snap = Snapshot.build(unit(rng.normal(size=(5, 16))), list(range(5)), works)
+    got = nearest(snap, snap.vectors[0], 0, 5)
+    assert len(got) == 4 and len({e.sha256 for e in got}) == 4
+    # Two distinct works that happen to score alike are both shown.
+    twins = np.vstack([one([1.0, 0, 1.0] + [0] * 13), one([1.0, 0, -1.0] + [0] * 13)])
+    assert len(nearest(Snapshot.from_labelled(twins, ["a", "a"]), one([1.0] + [0] * 15), 0, 2)) == 2

@@ -7,6 +7,7 @@ appears in it (works are named by id and sha256, as the service names them).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from datetime import datetime, timezone
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 HERE = Path(__file__).parent
 #: Thumbnail sides in a scan report: the scanned image, and evidence works.
-QUERY_SIDE, WORK_SIDE = 200, 128
+QUERY_SIDE, WORK_SIDE = 200, 256
 
 #: Outline colours of the artists a model's samples support (colour-blind-safe
 #: Okabe-Ito order); every outline is labelled with the name as well.
@@ -75,7 +76,7 @@ def _header(title: str, info: IndexInfo | None, command: str) -> dict[str, Any]:
                  "calibrated_at": _when(info.calibrated_at), "fpr": info.fpr,
                  "negatives": p.get("negatives"), "source": p.get("source"),
                  "certified": p.get("certified"), "needed": p.get("needed")}
-    return {"title": title, "index": index, "command": command, "css": _css(), "version": __version__,
+    return {"title": title, "index": index, "command": _command_text(command), "css": _css(), "version": __version__,
             "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -88,6 +89,53 @@ def _evidence(e: Evidence, thumbs: Thumbnails, works: bool, paths: bool) -> dict
             "sha": e.sha256[:12], "thumb": thumbs.uri(e.path) if works and e.path else None}
 
 
+#: Score bars show the range that matters, not 0 to 1 (raw similarities sit
+#: near 0.9 for photos and flagged images alike): from the lowest score or
+#: flag line shown less :data:`BAR_MARGIN`, to the highest plus it, in steps
+#: of :data:`BAR_STEP`, at least :data:`BAR_MIN_SPAN` wide, within 0 to 1.
+BAR_MARGIN, BAR_STEP, BAR_MIN_SPAN = 0.02, 0.05, 0.1
+
+
+def bar_scale(results: Sequence[ScanResult]) -> tuple[float, float]:
+    """(left, right): the similarities at the two ends of every score bar."""
+    shown = [v for r in results for i, m in enumerate(r.matches)
+             for v in (m.score, m.flag_at if i == 0 else None) if v is not None and 0 <= v <= 1]
+    if not shown:
+        return 0.0, 1.0
+    lo = max(0.0, math.floor((min(shown) - BAR_MARGIN) / BAR_STEP) * BAR_STEP)
+    hi = min(1.0, math.ceil((max(shown) + BAR_MARGIN) / BAR_STEP) * BAR_STEP)
+    if hi - lo < BAR_MIN_SPAN:
+        lo, hi = (max(0.0, hi - BAR_MIN_SPAN), hi) if hi - BAR_MIN_SPAN >= 0 else (0.0, BAR_MIN_SPAN)
+    return round(lo, 4), round(hi, 4)
+
+
+def _at(value: float | None, scale: tuple[float, float]) -> float | None:
+    """Where ``value`` sits on a bar of ``scale``, in percent of its width (clamped)."""
+    if value is None:
+        return None
+    lo, hi = scale
+    return round(min(max((value - lo) / (hi - lo), 0.0), 1.0) * 100, 1)
+
+
+def _command_text(command: str, limit: int = 6) -> str:
+    """``command`` shortened for the header: past ``limit`` arguments that
+    name files, ``mimicry scan 200 files: a.png, b.png, ... (+197)``."""
+    import shlex
+
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    # A file is a positional word with a suffix (an option's value stays put).
+    at = [i for i in range(1, len(words)) if not words[i].startswith("-") and Path(words[i]).suffix
+          and not (words[i - 1].startswith("--") and "=" not in words[i - 1])]
+    if len(at) <= limit:
+        return command
+    files, rest = [words[i] for i in at], [w for i, w in enumerate(words) if i not in set(at)]
+    shown = ", ".join(Path(f).name for f in files[:3])
+    return f"{shlex.join(rest)} {len(files)} files: {shown}, ... (+{len(files) - 3})"
+
+
 def scan_report(results: Sequence[ScanResult], info: IndexInfo | None = None, command: str = "",
                 sources: Sequence[ImageSource] | None = None, works: bool = True,
                 paths: bool = True) -> str:
@@ -97,12 +145,12 @@ def scan_report(results: Sequence[ScanResult], info: IndexInfo | None = None, co
     upload name and work id only)."""
     thumbs, small = Thumbnails(QUERY_SIDE), Thumbnails(WORK_SIDE)
     srcs = list(sources) if sources is not None else [Path(r.image) for r in results]
-    items = []
+    scale, items = bar_scale(results), []
     for r, src in zip(results, srcs):
         # Pictures for the nearest artist's works (the one a flag is about); the
         # other artists' evidence is listed by name, so 200 images stay a few MB.
         matches = [{"artist": m.artist, "score": m.score, "flag_at": m.flag_at, "flagged": bool(m.flagged),
-                    "p_value": m.p_value,
+                    "p_value": m.p_value, "fill": _at(m.score, scale), "line": _at(m.flag_at, scale),
                     "evidence": [_evidence(e, small, works and rank == 0, paths) for e in m.evidence]}
                    for rank, m in enumerate(r.matches)]
         kind, words = r.verdict_words()
@@ -115,7 +163,7 @@ def scan_report(results: Sequence[ScanResult], info: IndexInfo | None = None, co
     promise = next((r.promise for r in results if r.promise), None)
     warnings = next((r.warnings for r in results if r.warnings), [])
     ctx = _header("mimicry scan report", info, command)
-    ctx.update(items=items, promise=promise, warnings=warnings,
+    ctx.update(items=items, promise=promise, warnings=warnings, scale=scale,
                flagged=sum(1 for r in results if r.artist), errors=sum(1 for r in results if r.error))
     return _env().get_template("scan.html.j2").render(**ctx)
 
@@ -187,6 +235,18 @@ def _model_sentence(v: ModelVerdict) -> str:
             f"samples can imitate an artist without showing it here.")
 
 
+def _evaluation_index(e: "Evaluation") -> dict[str, Any]:
+    """The header's index block for an evaluation: the portfolio index it built
+    from the manifest and calibrated at its target rate."""
+    p = e.promise or {}
+    return {"backbone": e.backbone or "unknown", "model_spec": "embedded by this run",
+            "recipe": "the evaluation's own index, built from the manifest's portfolio rows",
+            "artists": e.n_artists, "works": e.n_genuine, "calibration": "calibrated by this run",
+            "calibrated_at": None, "fpr": e.fpr_target if e.promise else None,
+            "negatives": p.get("negatives"), "source": p.get("source"),
+            "certified": p.get("certified"), "needed": p.get("needed")}
+
+
 def evaluation_report(evaluation: "Evaluation", command: str = "", paths: bool = True) -> str:
     """The HTML report of an evaluation: metrics, ROC curve, score
     distributions with the flag threshold, and the worst misses beside their
@@ -202,6 +262,7 @@ def evaluation_report(evaluation: "Evaluation", command: str = "", paths: bool =
                "thumb": thumbs.uri(m.path),
                "nearest": [_evidence(w, thumbs, True, paths) for w in m.nearest]} for m in e.misses]
     ctx = _header("mimicry evaluation report", None, command)
+    ctx["index"] = _evaluation_index(e)
     ctx.update(rows=rows, perturbations=list(e.perturbations), e=e, misses=misses,
                threshold=e.threshold,
                roc=roc_svg(e.scores.get("imitation", []), e.scores.get("negative", []), e.metrics.get("auc"),

@@ -66,7 +66,8 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
     rng = random.Random(0)
     acknowledged: list[str] = []
     uploaded: dict[str, int] = {}
-    for trial in range(20):
+    trials = 20
+    for trial in range(trials):
         proc, url = start(folder)
         warm = httpx.post(url + "/v1/scan", files=[("files", ("w.png", image, "image/png"))], timeout=60)
         assert warm.status_code == 200  # the model is loaded: kills land among writes
@@ -89,7 +90,11 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
                     return
 
         writer = threading.Thread(target=writes)
+        before = len(acknowledged)
         writer.start()
+        deadline = time.monotonic() + 60  # the kill lands mid-stream: after this trial's first write
+        while len(acknowledged) == before and writer.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
         time.sleep(rng.uniform(0.05, 1.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -105,7 +110,8 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
             data = Path(works[wid].path).read_bytes()
             assert hashlib.sha256(data).hexdigest() == works[wid].sha256, (trial, wid)
         consistent(folder)
-    assert len(acknowledged) > 40 and len(uploaded) > 20  # the kills landed mid-stream, not before it
+    # Every kill landed mid-stream, after some acknowledged writes (no throughput floor: a busy machine is slow).
+    assert len(acknowledged) >= trials and uploaded
 
 
 def test_cli_index_and_service_writes_share_the_index(tmp_path):

@@ -7,6 +7,8 @@ with that reason)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from browser import browser, chromium_or_skip, full_screenshot, page_facts
@@ -71,3 +73,59 @@ def test_report_in_chromium(reports, name, width, tmp_path):
         shot = tmp_path / f"{name}-{width}.png"
         full_screenshot(driver, shot, width)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+#: Each name's characters per rendered line (a Range's client rects are its line boxes).
+NAME_LINES = """
+return Array.from(document.querySelectorAll('.name, .filename, .artist, .supports, figcaption span, .evidence-text, .banner strong, dd'))
+  .filter(e => e.innerText.trim().length >= 12)
+  .map(e => { const r = document.createRange(); r.selectNodeContents(e);
+              const lines = new Set(Array.from(r.getClientRects()).map(x => Math.round(x.top))).size || 1;
+              return [e.innerText.trim(), lines, e.innerText.trim().length / lines]; });
+"""
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("name", ["scan", "model", "model-200", "evaluation", "scan-long"])
+def test_names_wrap_at_words_and_evidence_enlarges_on_a_click(reports, long_scan, name, width):
+    """No name wraps a few characters per line; a click on an evidence picture
+    shows it at least twice as large (no script), and the page still never
+    scrolls sideways."""
+    path = long_scan if name == "scan-long" else reports[name][0]
+    with browser(width) as driver:
+        facts = page_facts(driver, path)
+        squeezed = [n for n in driver.execute_script(NAME_LINES) if n[2] < 8]
+        assert squeezed == [], squeezed
+        zooms = driver.find_elements("css selector", "details.zoom summary")
+        if name in ("scan", "scan-long"):
+            assert zooms and len(zooms) == facts["evidence"]
+        if not zooms:
+            return
+        img = "return document.querySelector('details.zoom img').getBoundingClientRect().width"
+        before = driver.execute_script(img)
+        driver.execute_script("arguments[0].scrollIntoView()", zooms[0])
+        zooms[0].click()
+        assert driver.execute_script("return document.querySelector('details.zoom').open")
+        after = driver.execute_script(img)
+        assert after >= min(2 * before, width - 80), (before, after)
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= width
+
+
+@pytest.fixture(scope="module")
+def long_scan(chromium, demo, default_embedder, tmp_path_factory):
+    """A scan report of images with very long file names, against an index
+    whose works have them too."""
+    import shutil
+
+    from mimicry import StyleIndex
+    from mimicry.report import scan_report, write_report
+
+    _, _, out = demo
+    root = tmp_path_factory.mktemp("long")
+    long = "a-scanned-picture-with-an-exceptionally-long-file-name-from-a-camera-roll-export"
+    images = []
+    for i, src in enumerate([out / "unrelated" / "photo-00.png", *sorted((out / "imitations").glob("*.png"))[:2]]):
+        images.append(Path(shutil.copy(src, root / f"{long}-{i:02d}.png")))
+    with StyleIndex.open(out / "index", embedder=default_embedder) as ix:
+        html = scan_report(ix.scan(images), ix.info(), "mimicry scan " + " ".join(map(str, images)))
+    return write_report(html, root / "scan-long.html")

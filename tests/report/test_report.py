@@ -147,3 +147,52 @@ def test_a_review_verdict_is_amber_and_says_it_is_not_enough_to_act_on(demo, def
     assert "send it to a person with the evidence below" in html and "Imitates <strong>" not in html
     assert 'class="banner clear"' not in html and "a person should compare the pairs below" in html
     assert "images or makers" in html  # the demo's 40 makers back the review tier
+
+
+def test_score_bars_span_the_range_that_matters_and_the_legend_says_so(demo, default_embedder):
+    """Bars start near the lowest score shown, not at 0: a flagged image's bar
+    and a photo's differ by much more than a few percent of the width, and the
+    flag line sits where its similarity is on that scale."""
+    from mimicry.report.render import bar_scale
+
+    html, results = demo_scan(demo, default_embedder)
+    lo, hi = bar_scale(results)
+    assert 0 < lo < min(m.score for r in results for m in r.matches) and hi <= 1
+    assert f"Bars run from similarity {lo:.2f} at the left edge to {hi:.2f} at the right, not from 0" in html
+    fills = [float(w) for w in re.findall(r'class="fill[^"]*" style="width: ([0-9.]+)%"', html)]
+    flagged, photo = results[0].matches[0], results[2].matches[0]
+    assert fills[0] - fills[len(results[0].matches)] > 20 or max(fills) - min(fills) > 30, fills
+    assert abs(fills[0] - 100 * (flagged.score - lo) / (hi - lo)) < 0.11
+    lines = [float(x) for x in re.findall(r'class="line" style="left: ([0-9.]+)%"', html)]
+    assert abs(lines[-1] - 100 * (photo.flag_at - lo) / (hi - lo)) < 0.11
+
+
+def test_evidence_opens_large_without_scripts(demo, default_embedder):
+    html, results = demo_scan(demo, default_embedder)
+    n = sum(len(r.matches[0].evidence) for r in results)
+    assert html.count('<details class="zoom"><summary title="Enlarge"><img class="thumb"') == n
+    assert "<script" not in html and "Click an evidence picture to enlarge it" in html
+
+
+def test_a_long_command_names_a_few_files_and_counts_the_rest():
+    from mimicry.report.render import _command_text
+
+    files = " ".join(f"scans/picture-{i:03d}.png" for i in range(200))
+    short = _command_text(f"mimicry scan {files} --report out.html")
+    assert short == ("mimicry scan --report out.html 200 files: picture-000.png, picture-001.png, "
+                     "picture-002.png, ... (+197)")
+    assert _command_text("mimicry scan a.png b.png --report out.html") == "mimicry scan a.png b.png --report out.html"
+    html = scan_report([], None, f"mimicry scan {files}")
+    assert "picture-199.png" not in html and "200 files: picture-000.png" in html
+
+
+def test_evaluation_report_has_the_index_header(demo, default_embedder, tmp_path):
+    from reports import demo_evaluation
+
+    path, result = demo_evaluation(demo, default_embedder, tmp_path / "eval")
+    html = path.read_text()
+    assert result.backbone and f"<dt>Backbone</dt><dd>{result.backbone}" in html
+    assert f"{result.n_genuine} works by {result.n_artists} artists" in html and result.n_artists == 4
+    assert "of images by nobody registered flagged, on " in html
+    # The docs' screenshot is this report: it shows a promise that holds.
+    assert result.metrics["background_flagged"] <= result.fpr_target

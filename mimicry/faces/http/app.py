@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mimicry import __version__
@@ -100,6 +103,25 @@ def _count_requests(app: FastAPI, svc: Service) -> None:
         return response
 
 
+#: Swagger UI's script, style sheet and icon, installed with the package
+#: (``fastapi-offline`` bundles them) and served under :data:`DOCS_ASSETS`:
+#: ``/docs`` works with no network.
+SWAGGER_FILES = Path(fastapi_offline.__file__).parent / "static"
+DOCS_ASSETS = "/docs-assets"
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the package's own copy of its assets, not a CDN."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_FILES), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def _docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png")
+
+
 def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = None,
                writes: bool = True, insecure_no_auth: bool = False,
                inference_slots: int | None = None) -> FastAPI:
@@ -118,7 +140,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         raise InputError("refusing to serve writes without MIMICRY_ADMIN_TOKEN: set it, serve "
                          "--read-only, or --insecure-no-auth (loopback only)")
     ix = _own_index(index, settings)
-    app = FastAPI(title="mimicry", version=__version__,
+    app = FastAPI(title="mimicry", version=__version__, docs_url=None, redoc_url=None,
                   description="Screen images and fine-tuned models for imitation of registered artists.")
     svc = Service(ix, settings, writes, insecure_no_auth, Metrics(ix),
                   threading.BoundedSemaphore(settings.inflight), slot_count(inference_slots, settings))
@@ -129,6 +151,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     _count_requests(app, svc)
     app.add_middleware(RequestGate, settings=settings)  # outermost: ids, access log, /docs
     _handle_errors(app, ix.folder)
+    _serve_docs(app)
     for router in (operations.router, scan.router, artists.router):
         app.include_router(router)
     return app
