@@ -65,25 +65,38 @@ class ArtistTest:
     hits: np.ndarray  # indices of the samples supporting the artist at or below that level
 
 
+def _level_p_values(best: np.ndarray, image_p: np.ndarray, cal: Calibration,
+                    tails: dict[int, np.ndarray] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The test's p-value at every level, for each artist some sample supports:
+    (those artists, the sample x level mask of samples at each level, their
+    artist x level p-values, the levels). ``tails``: a memo of each sample
+    count's Beta-binomial tails, kept by the caller."""
+    levels = np.array(model_test_levels(cal))
+    ranks = np.floor(levels * (cal.n_null + 1) + 1e-9)  # l: a sample is at level a when p <= l / (n_null + 1)
+    n = len(best)
+    at = image_p[:, None] <= levels[None, :] + 1e-12  # sample x level
+    supported, row = np.unique(best, return_inverse=True)  # artists no sample supports keep p = 1
+    if n == 0 or not (ranks >= 1).any():
+        return supported, at, np.ones((len(supported), len(levels))), levels
+    counts = np.zeros((len(supported), len(levels)), dtype=np.int64)  # artist x level
+    np.add.at(counts, row.reshape(-1), at.astype(np.int64))
+    # Over the draw of the null images, the share of unrelated images at level a is
+    # Beta(l, n_null + 1 - l); the count of n samples at that level is Beta-binomial.
+    tails = {} if tails is None else tails
+    if n not in tails:  # [level, count]: P(X >= count), every count 0..n
+        tails[n] = beta_binomial_tail(np.tile(np.arange(n + 1)[:, None], (1, len(levels))), n,
+                                      np.maximum(ranks, 1), cal.n_null + 1 - ranks).T
+    tail = tails[n][np.arange(len(levels))[None, :], counts]
+    p = np.where((counts > 0) & (ranks >= 1)[None, :], np.minimum(1.0, tail * len(levels)), 1.0)
+    return supported, at, p, levels
+
+
 def artist_tests(judged: Judged, cal: Calibration) -> list[ArtistTest]:
     """The multi-level Beta-binomial test (module docstring) for every artist
     (in ``cal.artists`` order); an artist no sample supports gets p = 1."""
-    levels = np.array(model_test_levels(cal))
-    n_null = cal.n_null
-    n = len(judged.raw)
-    ranks = np.floor(levels * (n_null + 1) + 1e-9)  # l: a sample is at level a when p <= l / (n_null + 1)
-    none = ArtistTest(1.0, float(levels[0]), np.zeros(0, dtype=np.int64))
-    out = [none] * len(cal.artists)
-    supported = np.unique(judged.best)  # artists no sample supports keep p = 1
-    if not len(supported) or n == 0:
-        return out
-    at = judged.image_p[:, None] <= levels[None, :] + 1e-12  # sample x level
-    counts = np.stack([at[judged.best == j].sum(axis=0) for j in supported])  # artist x level
-    # Over the draw of the null images, the share of unrelated images at level a is
-    # Beta(l, n_null + 1 - l); the count of n samples at that level is Beta-binomial.
-    usable = ranks >= 1
-    tail = beta_binomial_tail(counts, n, np.maximum(ranks, 1), n_null + 1 - ranks)
-    p = np.where((counts > 0) & usable[None, :], np.minimum(1.0, tail * len(levels)), 1.0)
+    supported, at, p, levels = _level_p_values(judged.best, judged.image_p, cal)
+    out = [ArtistTest(1.0, float(levels[0]), np.zeros(0, dtype=np.int64))] * len(cal.artists)
     for row, j in enumerate(supported):
         k = int(np.argmin(p[row]))  # the first level with the smallest p-value
         if p[row, k] < 1.0:
@@ -97,21 +110,8 @@ def image_test_p(best: np.ndarray, image_p: np.ndarray, n_artists: int, cal: Cal
     """Per artist, the p-value :func:`artist_tests` gives samples with these best
     artists and image-level p-values (without the supporting samples).
     ``tails``: a memo of each sample count's Beta-binomial tails, kept by the caller."""
-    levels = np.array(model_test_levels(cal))
-    ranks = np.floor(levels * (cal.n_null + 1) + 1e-9)
+    supported, _, p, _ = _level_p_values(best, image_p, cal, tails)
     out = np.ones(n_artists)
-    n = len(best)
-    if n == 0 or not (ranks >= 1).any():
-        return out
-    tails = {} if tails is None else tails
-    if n not in tails:  # [level, count]: P(X >= count), every count 0..n
-        tails[n] = beta_binomial_tail(np.tile(np.arange(n + 1)[:, None], (1, len(levels))), n,
-                                      np.maximum(ranks, 1), cal.n_null + 1 - ranks).T
-    supported, row = np.unique(best, return_inverse=True)
-    counts = np.zeros((len(supported), len(levels)), dtype=np.int64)
-    np.add.at(counts, row.reshape(-1), (image_p[:, None] <= levels[None, :] + 1e-12).astype(np.int64))
-    tail = tails[n][np.arange(len(levels))[None, :], counts]
-    p = np.where((counts > 0) & (ranks >= 1)[None, :], np.minimum(1.0, tail * len(levels)), 1.0)
     out[supported] = p.min(axis=1)
     return out
 

@@ -107,3 +107,38 @@ def write_manifest(path: Path, portfolios: Path, imitations: Path, unrelated: Pa
     lines += [f"{name(f)},negative,," for f in sorted(unrelated.glob("*.png"))]
     path.write_text("\n".join(lines + list(extra)) + "\n")
     return path
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve(index: Path, env: dict[str, str] | None = None):
+    """``mimicry serve`` on ``index`` in a process of its own (no auth, CPU,
+    ``env`` added to the environment), once ``/healthz`` answers: (process, url, port)."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mimicry", "serve", "--index", str(index), "--port", str(port),
+                             "--device", "cpu", "--insecure-no-auth"],
+                            env={**os.environ, "MIMICRY_ADMIN_TOKEN": "", **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url, port
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not start")

@@ -5,7 +5,6 @@ page names is served by the app itself and answers 200."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -15,6 +14,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from browser import browser  # noqa: E402
+from helpers import free_port  # noqa: E402
 from mimicry.faces.http import create_app  # noqa: E402
 from mimicry.index import StyleIndex  # noqa: E402
 from mimicry.settings import get_settings  # noqa: E402
@@ -42,17 +42,11 @@ def test_docs_names_only_its_own_assets_and_each_answers(app):
     assert client.get("/redoc").status_code == 404  # ReDoc would load from a CDN: not served
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_docs_renders_in_chromium_with_no_network(app):
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

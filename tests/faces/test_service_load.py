@@ -6,10 +6,8 @@ nor a connection past the header and body timeouts."""
 from __future__ import annotations
 
 import io
-import os
 import socket
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -22,7 +20,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from helpers import write_portfolio  # noqa: E402
+from helpers import serve, write_portfolio  # noqa: E402
 from mimicry import StyleIndex  # noqa: E402
 from mimicry.faces.http import create_app  # noqa: E402
 from mimicry.faces.http.thumbs import Thumbnails, cached_path  # noqa: E402
@@ -92,26 +90,6 @@ def test_an_upload_s_thumbnail_is_kept_and_goes_with_its_work(client):
 
 
 # -- a real server ---------------------------------------------------------------
-def _start(index: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "mimicry", "serve", "--index", str(index), "--port", str(port),
-                             "--device", "cpu", "--insecure-no-auth"],
-                            env={**os.environ, "MIMICRY_ADMIN_TOKEN": "", **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc, url, port
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not start")
-
-
 def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -137,7 +115,7 @@ def _rss_mb(pid: int) -> float:
 def test_thumbnails_of_a_huge_upload_keep_memory_flat(small_index):
     """16 GETs at concurrency 8 of a stored 9000x9000 PNG raise the server's
     RSS by at most 300 MB (each full decode is about 320 MB)."""
-    proc, url, _ = _start(small_index, {})
+    proc, url, _ = serve(small_index, {})
     try:
         r = httpx.post(url + "/v1/artists", json={"name": "huge-hal"}, timeout=30)
         assert r.status_code == 201, r.text
@@ -178,7 +156,7 @@ def test_slow_bodies_hold_no_inflight_slot_and_time_out(small_index, tmp_path):
     """MIMICRY_INFLIGHT connections stuck mid-body: a normal scan still answers
     200 at once; the stuck ones get 408 after the body timeout, and a
     connection stuck mid-headers is closed after the header timeout."""
-    proc, url, port = _start(small_index, {"MIMICRY_INFLIGHT": "2", "MIMICRY_BODY_TIMEOUT": "4",
+    proc, url, port = serve(small_index, {"MIMICRY_INFLIGHT": "2", "MIMICRY_BODY_TIMEOUT": "4",
                                            "MIMICRY_HEADER_TIMEOUT": "2"})
     photo = [("files", ("p.png", png((64, 64)), "image/png"))]
     try:

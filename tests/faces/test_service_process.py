@@ -7,7 +7,6 @@ import hashlib
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,34 +17,10 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from helpers import consistent, write_portfolio  # noqa: E402
+from helpers import consistent, serve, write_portfolio  # noqa: E402
 from mimicry import StyleIndex  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(index: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mimicry", "serve", "--index", str(index), "--port", str(port),
-                             "--device", "cpu", "--insecure-no-auth"],
-                            env={**os.environ, "MIMICRY_ADMIN_TOKEN": ""},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not start")
 
 
 def test_acknowledged_writes_survive_sigkill(tmp_path):
@@ -68,7 +43,7 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
     uploaded: dict[str, int] = {}
     trials = 20
     for trial in range(trials):
-        proc, url = start(folder)
+        proc, url, _ = serve(folder)
         warm = httpx.post(url + "/v1/scan", files=[("files", ("w.png", image, "image/png"))], timeout=60)
         assert warm.status_code == 200  # the model is loaded: kills land among writes
         stop = threading.Event()
@@ -118,7 +93,7 @@ def test_cli_index_and_service_writes_share_the_index(tmp_path):
     portfolio = write_portfolio(tmp_path / "p", artists=3, works=4)
     folder = tmp_path / "ix"
     StyleIndex.create(folder, device="cpu").add_folder(write_portfolio(tmp_path / "first", artists=1, works=2))
-    proc, url = start(folder)
+    proc, url, _ = serve(folder)
     try:
         cli = subprocess.Popen([sys.executable, "-m", "mimicry", "index", str(portfolio), "--index", str(folder),
                                 "-q", "--batch-size", "2"], env={**os.environ, "MIMICRY_CHECKPOINT": "2"})

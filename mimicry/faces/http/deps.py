@@ -7,8 +7,6 @@ server parse one."""
 from __future__ import annotations
 
 import hmac
-import re
-import uuid
 from pathlib import Path
 from typing import Annotated, AsyncIterator
 
@@ -27,12 +25,10 @@ from mimicry.errors import (
     quoted,
 )
 from mimicry.faces.http.context import Service
+from mimicry.faces.http.gate import bearer, request_id, scan_token_error
 from mimicry.images import ImageBytes, check_header, sniff_type
 from mimicry.registry import Actor
 from mimicry.settings import Settings
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
 
 async def service(request: Request) -> Service:
     """The app's :class:`Service`."""
@@ -42,24 +38,12 @@ async def service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(service)]
 
 
-def _bearer(request: Request) -> str | None:
-    """The ``Authorization: Bearer`` token, or None when there is none."""
-    header = request.headers.get("authorization", "")
-    return header[7:].strip() if header.lower().startswith("bearer ") else None
-
-
 async def authorise_scan(request: Request, svc: ServiceDep) -> None:
     """With a scan token set, scans and reads need it (or the admin token):
-    none is 401, another is 403."""
-    s = svc.settings
-    if s.scan_token is None:
-        return
-    given = _bearer(request)
-    if given is None:
-        raise UnauthorizedError("this service needs a token: Authorization: Bearer <token>")
-    ok = [t for t in (s.scan_token, s.admin_token) if t]
-    if not any(hmac.compare_digest(given.encode(), t.encode()) for t in ok):
-        raise ForbiddenError("this token may not scan here")
+    none is 401, another is 403 (:func:`.gate.scan_token_error`)."""
+    denied = scan_token_error(request.headers, svc.settings, "scan")
+    if denied is not None:
+        raise denied
 
 
 async def writable(svc: ServiceDep) -> None:
@@ -74,11 +58,10 @@ def identify(svc: Service, request: Request, artist: str | None) -> Actor:
     existence: a token that may not act on an artist gets 403 whether or not
     the artist exists. The request id is the client's ``X-Request-ID`` when
     well formed, else a new one."""
-    rid = request.headers.get("x-request-id", "")
-    rid = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+    rid = request_id(request.headers.get("x-request-id"))
     if svc.insecure_no_auth:
         return Actor("anonymous", None, rid)
-    given = _bearer(request)
+    given = bearer(request.headers)
     if given is None:
         raise UnauthorizedError("this write needs a token: Authorization: Bearer <token>")
     admin_token = svc.settings.admin_token

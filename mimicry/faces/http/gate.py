@@ -41,8 +41,9 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     return header[7:].strip() if header.lower().startswith("bearer ") else None
 
 
-def scan_token_error(headers: Mapping[str, str], settings: Settings) -> MimicryError | None:
-    """Why a request may not read what the scan token guards (401 with no
+def scan_token_error(headers: Mapping[str, str], settings: Settings, action: str = "read this"
+                     ) -> MimicryError | None:
+    """Why a request may not ``action`` what the scan token guards (401 with no
     token, 403 with another), or None when it may (or no scan token is set)."""
     if settings.scan_token is None:
         return None
@@ -51,7 +52,7 @@ def scan_token_error(headers: Mapping[str, str], settings: Settings) -> MimicryE
         return UnauthorizedError("this service needs a token: Authorization: Bearer <token>")
     ok = [t for t in (settings.scan_token, settings.admin_token) if t]
     if not any(hmac.compare_digest(given.encode(), t.encode()) for t in ok):
-        return ForbiddenError("this token may not read this here")
+        return ForbiddenError(f"this token may not {action} here")
     return None
 
 
