@@ -78,7 +78,7 @@ def _background(folder: Path) -> Path:
 
 
 def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] = print,
-             embedder: Embedder | None = None) -> DemoResult:
+             embedder: Embedder | None = None, runtime: str | None = None) -> DemoResult:
     """Builds a synthetic set under ``out`` (replacing an earlier demo's index),
     runs index, calibrate, scan and scan-model on it, prints what a user would
     see, ending with its own wall time, and returns the measured :class:`DemoResult`."""
@@ -92,10 +92,10 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
          f"{sum(v is not None for v in data.truth.values())} imitations, "
          f"{sum(v is None for v in data.truth.values())} unrelated photos, a background of {BACKGROUND} by {MAKERS} makers "
          f"and two sets of model samples in {out}")
-    with StyleIndex.create(out / "index", device=device, embedder=embedder) as ix:
+    with StyleIndex.create(out / "index", device=device, embedder=embedder, runtime=runtime) as ix:
         report = ix.add_folder(data.portfolios)
         echo(f"indexed: embedded {report.embedded}, skipped {len(report.skipped)} "
-             f"(backbone {ix.pin.backbone_id}, dim {ix.pin.dim})")
+             f"(backbone {ix.pin.backbone_id}, dim {ix.pin.dim}, on {ix.embedder.runtime})")
         cal = ix.calibrate(background=[background])
         promise = cal.promise()
         echo(f"calibrated: at most {percent_text(cal.fpr)} of images by nobody registered are flagged "

@@ -68,6 +68,7 @@ class Evaluation:
     makers: dict[str, Any] = field(default_factory=dict)  # held-out makers, each one set
     backbone: str | None = None  # the backbone that embedded everything (the report's header)
     n_artists: int = 0  # registered artists in the evaluation's own portfolio index
+    runtime: str | None = None  # what ran the model for the vectors this run embedded
 
     def to_dict(self) -> dict[str, Any]:
         """The flat object ``--json`` prints and ``metrics.json`` holds (a metric
@@ -116,10 +117,17 @@ class _Queries:
     models: np.ndarray  # the model that made each ("" for none)
 
 
+def runtime_of(embedder: Embedder, cache: str | Path | None) -> str | None:
+    """What ran the model, as the report's header says it (the vector cache
+    reuses vectors whichever runtime made them: they are the same vectors)."""
+    runtime = getattr(embedder, "runtime", None)
+    return f"{runtime}; cached vectors reused" if runtime and cache is not None else runtime
+
+
 def evaluate(
     manifest: str | Path | Sequence[str | Path],
     model: str = DEFAULT_MODEL,
-    device: str = "auto",
+    device: str = "auto", runtime: str | None = None,
     unregistered: int = 0,
     seed: int = 0,
     perturb: bool = False,
@@ -148,12 +156,12 @@ def evaluate(
     sets, on the sets of each model a manifest names (``models``) and on each
     held-out maker of the background (``makers``). With ``out``, writes
     ``metrics.json``, ``roc.png`` and ``report.html`` (headed by ``command``,
-    the command that made it).
+    the command that made it). ``runtime``: what runs the model (None: ``MIMICRY_RUNTIME``).
     """
     alpha, review_alpha = _alphas(alpha, review_alpha)
     manifests = [manifest] if isinstance(manifest, (str, Path)) else list(manifest)
     rows, manifest = [r for m in manifests for r in read_labelled(m)], ", ".join(map(str, manifests))
-    embedder, unreg = embedder or load_embedder(model, device), choose_unregistered(rows, unregistered, seed)
+    embedder, unreg = embedder or load_embedder(model, device, runtime), choose_unregistered(rows, unregistered, seed)
     got = (embed := _embed_fn(embedder, cache, batch_size, progress))(sorted({r.path for r in rows}))
     vecs = dict(zip(got.keys, got.vectors))
     skipped = got.skipped()
@@ -168,7 +176,7 @@ def evaluate(
                         worst_misses(h.snapshot, clean, q.vecs, q.roles, q.truth, q.paths), alpha, review_alpha,
                         model_metrics(clean, cal, q.models, q.truth, seed, sets, alpha, review_alpha),
                         {} if h.held is None else maker_metrics(h.held, bg.held_groups, cal, alpha, review_alpha),
-                        getattr(embedder, "backbone_id", None), len(h.snapshot.artists))
+                        getattr(embedder, "backbone_id", None), len(h.snapshot.artists), runtime_of(embedder, cache))
     if perturb:
         for name, fn in PERTURBATIONS.items():
             pv = embed_perturbed(embedder, q.paths, fn)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 
 from mimicry.backbones import DEFAULT_MODEL, Embedder, load_embedder
-from mimicry.flagging import Calibration, calibration_of, calibration_state, state_warnings
+from mimicry.flagging import Calibration, calibration_of
 from mimicry.results import IndexInfo, IndexReport, ModelVerdict, ScanResult
 from mimicry.settings import Settings, check_rate, positive_or
 from mimicry.store import Pin, Snapshot, Store, Work
@@ -46,19 +46,21 @@ class StyleIndex:
     """A folder of artists' works embedded with one pinned model and recipe."""
 
     def __init__(self, store: Store, embedder: Embedder | None = None, device: str = "auto",
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None, runtime: str | None = None) -> None:
         self.store = store
         self.folder = store.folder
         self.settings = settings or store.settings
         self._embedder = embedder
         self._device = device
+        self._runtime = runtime or self.settings.runtime  # what runs the model (auto, torch, onnx)
         self._rebuilt: IndexReport | None = None  # reported by the next sync
 
     # -- opening --------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, model: str = DEFAULT_MODEL, device: str = "auto",
                embedder: Embedder | None = None, rebuild: bool = False, drop_unreadable: bool = False,
-               progress: ProgressFn | None = None, index_type: str | None = None) -> StyleIndex:
+               progress: ProgressFn | None = None, index_type: str | None = None,
+               runtime: str | None = None) -> StyleIndex:
         """Creates an empty index at ``path`` pinned to ``model`` (or opens the
         one there, which must be pinned to the same model).
 
@@ -69,29 +71,31 @@ class StyleIndex:
 
         An index there of an older recipe of the same model is :class:`PinMismatchError`
         (re-index) unless ``rebuild``: then every work is re-embedded the current way
-        first (:meth:`rebuild`). Another model, or a newer index, is always refused."""
+        first (:meth:`rebuild`). Another model, or a newer index, is always refused.
+        ``runtime`` (``auto``, ``torch``, ``onnx``; None: ``MIMICRY_RUNTIME``) runs the model."""
         from mimicry.opening import create_index
 
-        return create_index(cls, path, model, device, embedder, rebuild, drop_unreadable, progress, index_type)
+        return create_index(cls, path, model, (device, runtime), embedder, rebuild, drop_unreadable, progress,
+                            index_type)
 
     @classmethod
     def open(cls, path: str | Path, device: str = "auto", model: str | None = None,
-             embedder: Embedder | None = None, verify: bool = True) -> StyleIndex:
+             embedder: Embedder | None = None, verify: bool = True, runtime: str | None = None) -> StyleIndex:
         """Opens an existing index. The model is built lazily from the pin (or
         from ``model``/``embedder``, which must match the pin exactly). With
         ``verify`` (the default) the committed state is read now, so an
         unreadable index fails here, not on first use; ``calibrate`` opens
-        without it to rewrite an unreadable calibration."""
+        without it to rewrite an unreadable calibration. ``runtime`` as in :meth:`create`."""
         store = Store.open(Path(path))
         pin = store.read_pin()
         pin.check_current(store.folder)
         if embedder is None and model is not None:
-            embedder = load_embedder(model, device)
+            embedder = load_embedder(model, device, runtime)
         if embedder is not None:
             pin.check(embedder, store.folder)
         if verify:
             calibration_of(store.snapshot())
-        return cls(store, embedder, device)
+        return cls(store, embedder, device, runtime=runtime)
 
     def view(self, ann_in_background: bool = False) -> StyleIndex:
         """Another handle on this index (same folder, settings, device, and model
@@ -101,14 +105,14 @@ class StyleIndex:
         of its own (what the service wants: an upload never waits minutes)."""
         store = Store(self.folder, self.store.settings)
         store.ann_in_background = ann_in_background
-        return StyleIndex(store, self._embedder, self._device, self.settings)
+        return StyleIndex(store, self._embedder, self._device, self.settings, self._runtime)
 
     @property
     def embedder(self) -> Embedder:
         """The pinned model, built on first use."""
         if self._embedder is None:
             pin = self.store.read_pin()
-            emb = load_embedder(pin.model_spec, self._device)
+            emb = load_embedder(pin.model_spec, self._device, self._runtime)
             pin.check(emb, self.folder)
             self._embedder = emb
         return self._embedder
@@ -135,18 +139,11 @@ class StyleIndex:
         return snap
 
     def info(self) -> IndexInfo:
-        """What the index is: pin, recipe, artists and works, calibration state, search."""
-        snap = self.snapshot()
-        pin, cal, ann = snap.pin, calibration_of(snap), snap.ann
-        assert pin is not None
-        return IndexInfo(
-            str(self.folder), pin.backbone_id, pin.model_spec, pin.weights_sha256, dict(pin.recipe), pin.dim,
-            pin.schema_version, pin.package_version, dict(snap.artist_counts), len(snap.work_ids),
-            snap.generation, calibration_state(snap), None if cal is None else cal.target_rate,
-            0 if cal is None else cal.n_background, None if cal is None else cal.promise(),
-            state_warnings(snap), (cal.calibrated_at or None) if cal is not None else None,
-            {"type": pin.index_type, "in_use": ann.info.type if ann is not None else "flat",
-             "infos": ann.info.to_dict() if ann is not None else None})
+        """What the index is: pin, recipe, artists and works, calibration state,
+        search, and the runtimes that made its vectors (:mod:`mimicry.index_info`)."""
+        from mimicry.index_info import describe
+
+        return describe(self.store, self.snapshot())
 
     def artists(self) -> list[str]:
         return list(self.snapshot().artists)
@@ -178,7 +175,7 @@ class StyleIndex:
 
         return make_engine(engine, lambda: self.embedder, lambda: asdict(self.store.read_pin()),
                            device=self._device if self._device != "auto" else "cpu", address=address,
-                           ray_threads=self.settings.ray_threads)
+                           ray_threads=self.settings.ray_threads, runtime=self._runtime)
 
     @property
     def loaded_embedder(self) -> Embedder | None:
@@ -188,7 +185,7 @@ class StyleIndex:
     def embedder_unchecked(self) -> Embedder:
         """The pinned model as it embeds today, whatever recipe the index is pinned to (for rebuilds)."""
         if self._embedder is None:
-            self._embedder = load_embedder(self.store.read_pin().model_spec, self._device)
+            self._embedder = load_embedder(self.store.read_pin().model_spec, self._device, self._runtime)
         return self._embedder
 
     def check_pin(self, snap: Snapshot) -> None:

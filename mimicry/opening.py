@@ -42,10 +42,10 @@ def _upgraded(store: Store) -> Pin:
     return pin
 
 
-def create_index(cls: type[Index], path: str | Path, model: str, device: str, embedder: Embedder | None,
-                 rebuild: bool, drop_unreadable: bool, progress: ProgressFn | None,
+def create_index(cls: type[Index], path: str | Path, model: str, where: tuple[str, str | None],
+                 embedder: Embedder | None, rebuild: bool, drop_unreadable: bool, progress: ProgressFn | None,
                  index_type: str | None) -> Index:
-    """What :meth:`mimicry.index.StyleIndex.create` promises."""
+    """What :meth:`mimicry.index.StyleIndex.create` promises (``where``: device and runtime)."""
     from mimicry.store.ann import AUTO, check_kind
 
     folder = Path(path)
@@ -54,9 +54,9 @@ def create_index(cls: type[Index], path: str | Path, model: str, device: str, em
     if Store.exists(folder):
         store = Store.open(folder)
         pin = _upgraded(store)
-        emb = embedder or load_embedder(model if model != DEFAULT_MODEL else pin.model_spec, device)
+        emb = embedder or load_embedder(model if model != DEFAULT_MODEL else pin.model_spec, *where)
     else:
-        emb = embedder or load_embedder(model, device)
+        emb = embedder or load_embedder(model, *where)
         store = Store.create(folder, Pin.for_embedder(emb, model, index_type or AUTO))
         pin = store.read_pin()  # another creator may have pinned it first
     if index_type is not None and pin.index_type != index_type and pin.same_model(emb):
@@ -67,7 +67,7 @@ def create_index(cls: type[Index], path: str | Path, model: str, device: str, em
     except PinMismatchError:
         if not (rebuild and pin.upgradable_to(emb)):
             raise
-        ix = cls(store, emb, device)
+        ix = cls(store, emb, where[0], runtime=where[1])
         ix._rebuilt = ix.rebuild(progress=progress, drop_unreadable=drop_unreadable)
         return ix
-    return cls(store, emb, device)
+    return cls(store, emb, where[0], runtime=where[1])

@@ -295,6 +295,13 @@ class ModelVerdict:
                 "warnings": list(self.warnings)}
 
 
+def runtimes_text(runtimes: dict[str, int], background: str | None) -> str:
+    """What ran the model for an index's vectors, as ``mimicry info`` and every
+    report's header say it: each runtime with its works, then the background's."""
+    works = ", ".join(f"{name} ({n} works)" for name, n in sorted(runtimes.items())) or "no works"
+    return works + (f"; background: {background}" if background else "")
+
+
 @dataclass(frozen=True)
 class IndexInfo:
     """What an index holds, which model and recipe it is pinned to, and the
@@ -318,6 +325,9 @@ class IndexInfo:
     warnings: list[str] = field(default_factory=list)
     calibrated_at: float | None = None  # when the calibration was made (Unix time; None: unknown)
     index: dict[str, Any] | None = None  # index type pinned, in use, and ``index_infos.json``
+    #: what ran the model for the works' vectors (runtime -> works; "not recorded" before schema 4)
+    runtimes: dict[str, int] = field(default_factory=dict)
+    background_runtime: str | None = None  # what ran the model for the stored background
 
     def to_dict(self) -> dict[str, Any]:
         """``calibrated_at`` as UTC ISO 8601 (:func:`iso_utc`)."""

@@ -43,8 +43,11 @@ class Settings:
     index: Path | None = _setting(None, "MIMICRY_INDEX", Path,
                                   "index folder when `--index` is not given", shown="none")
     home: Path = _setting(Path("~/.mimicry").expanduser(), "MIMICRY_HOME", Path,
-                          "mimicry's own files (the evaluation's vector cache)", shown="`~/.mimicry`")
+                          "mimicry's own files (the evaluation's vector cache, exported ONNX graphs)", shown="`~/.mimicry`")
     device: str = _setting("auto", "MIMICRY_DEVICE", str, "`auto`, `cpu` or `cuda`")
+    runtime: str = _setting("auto", "MIMICRY_RUNTIME", str,
+                            "what runs the model: `torch`, `onnx` (ONNX Runtime, CPU) or `auto` "
+                            "(ONNX Runtime on the CPU, torch on CUDA); the vectors are the same")
     # -- verdicts ---------------------------------------------------------------
     fpr: float = _setting(0.01, "MIMICRY_FPR", float,
                           "calibration target: of images by nobody registered, the share flagged "
@@ -165,6 +168,8 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)  # type: ignore[arg-type]
     for f in fields(Settings):
         _check(f, getattr(settings, f.name))
+    if settings.runtime not in ("auto", "torch", "onnx"):
+        raise InputError(f"MIMICRY_RUNTIME={settings.runtime!r}: use auto, torch or onnx")
     if settings.review_alpha < settings.alpha:
         raise InputError("MIMICRY_REVIEW_ALPHA must be at least MIMICRY_ALPHA")
     if settings.min_samples > settings.max_samples:

@@ -3,8 +3,11 @@ are built once per test session; tests that write copy them first."""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import os
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -12,6 +15,11 @@ import numpy as np
 import pytest
 
 from helpers import copy_portfolio, demo_truth, write_portfolio
+
+# mimicry's own files (exported ONNX graphs) for this test session alone: the
+# graph is exported once per session and every process the tests start reuses it.
+os.environ["MIMICRY_HOME"] = tempfile.mkdtemp(prefix="mimicry-test-home-")
+atexit.register(shutil.rmtree, os.environ["MIMICRY_HOME"], True)
 
 
 class KnownVectors:
@@ -28,7 +36,7 @@ class KnownVectors:
         self.model = model
         self.backbone_id, self.weights_sha256, self.dim, self.device = (
             model.backbone_id, model.weights_sha256, model.dim, model.device)
-        self.recipe, self.forward_batch = model.recipe, model.forward_batch
+        self.recipe, self.forward_batch, self.runtime = model.recipe, model.forward_batch, model.runtime
         self._known: dict[bytes, np.ndarray] = {}
         self._lock = threading.Lock()
 

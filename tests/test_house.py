@@ -64,14 +64,15 @@ def test_only_the_settings_read_the_environment():
 
 
 @pytest.mark.slow
-def test_a_cli_scan_enters_at_most_twenty_package_files():
+def test_a_cli_scan_enters_at_most_twenty_one_package_files():
     """``scripts/trace_scan.py`` runs ``mimicry scan ONE.png --index IDX --json``
     in a fresh process: a scan loads what it needs, not the write side, the
-    approximate indexes, reports or plain-text output."""
+    approximate indexes, reports or plain-text output. (20 until the model ran
+    on ONNX Runtime by default: :mod:`mimicry.backbones.onnx_runtime` is the 21st.)"""
     import subprocess
     import sys
 
     out = subprocess.run([sys.executable, str(PACKAGE.parent / "scripts" / "trace_scan.py")],
                          capture_output=True, text=True, check=True, cwd=PACKAGE.parent).stdout
     files = int(re.search(r"files=(\d+)", out).group(1))
-    assert files <= 20, out
+    assert files <= 21, out

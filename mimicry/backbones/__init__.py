@@ -8,6 +8,11 @@ embedder; :data:`REGISTRY` lists the forms a spec can take, which the CLI shows:
 - ``clip:ARCH/TAG``: open_clip architecture + pretrained tag, from open_clip's cache
 - ``clip-file:ARCH:PATH``: open_clip architecture + a local checkpoint file
 
+Every backbone runs on one of :data:`RUNTIMES` (:func:`resolve_runtime`):
+``torch``, or ``onnx`` (ONNX Runtime on the CPU, :mod:`.onnx_runtime`). The
+runtime changes speed, not vectors, so it is not part of the recipe; each
+embedder names its runtime in ``runtime`` and each commit records it.
+
 A new backbone registers a :class:`Backbone` here; nothing else changes.
 """
 
@@ -60,6 +65,9 @@ class Embedder(Protocol):
     how many images one forward pass takes best on this device: the embedding
     loop runs the model as soon as that many are decoded (optional; without it,
     a whole batch). Vectors never depend on how images are grouped into passes.
+    ``runtime`` names what runs the forward pass and its version
+    (``torch 2.14.1``, ``onnxruntime 1.32.0``); vectors do not depend on it
+    beyond the golden tolerance.
     """
 
     backbone_id: str
@@ -68,6 +76,7 @@ class Embedder(Protocol):
     device: str
     recipe: Recipe
     forward_batch: int
+    runtime: str
 
     def preprocess(self, image: Image.Image) -> torch.Tensor: ...
 
@@ -87,6 +96,49 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+#: What may run a backbone's forward pass: ``auto`` picks per device.
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def resolve_runtime(runtime: str | None, device: str) -> str:
+    """``torch`` or ``onnx`` for a resolved ``device``. ``auto`` (and None, which
+    reads ``MIMICRY_RUNTIME``) takes ONNX Runtime on the CPU when it is
+    installed, torch otherwise and on CUDA. ``onnx`` on CUDA is refused: the
+    installed ONNX Runtime runs on the CPU."""
+    if runtime is None:
+        from mimicry.settings import get_settings
+
+        runtime = get_settings().runtime
+    if runtime not in RUNTIMES:
+        raise InputError(f"unknown runtime {runtime!r}: use " + ", ".join(RUNTIMES))
+    from mimicry.backbones.onnx_runtime import available
+
+    if runtime == "auto":
+        return "onnx" if device == "cpu" and available() else "torch"
+    if runtime == "onnx" and device != "cpu":
+        raise BackboneError(f"runtime onnx runs on the CPU, not {device}: use --device cpu or --runtime torch")
+    if runtime == "onnx" and not available():
+        raise BackboneError("runtime onnx needs the packages onnx and onnxruntime: run `make install`")
+    return runtime
+
+
+def runtime_label(runtime: str | None, device: str) -> str:
+    """What a model on ``runtime`` and ``device`` records as its runtime
+    (``torch 2.14.1``, ``onnxruntime 1.32.0``), without building the model."""
+    if resolve_runtime(runtime, resolve_device(device)) == "onnx":
+        from mimicry.backbones.onnx_runtime import version_label
+
+        return version_label()
+    return torch_label()
+
+
+def torch_label() -> str:
+    """``torch X.Y.Z`` (what a commit records as its runtime)."""
+    import torch
+
+    return f"torch {torch.__version__.split('+')[0]}"
+
+
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero), as float32."""
     import numpy as np
@@ -99,39 +151,39 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 DEFAULT_MODEL = "default"
 
 __all__ = [
-    "Backbone", "BackboneError", "DEFAULT_MODEL", "Embedder", "REGISTRY", "Recipe",
-    "l2_normalise", "load_embedder", "model_specs", "resolve_device",
+    "Backbone", "BackboneError", "DEFAULT_MODEL", "Embedder", "REGISTRY", "RUNTIMES", "Recipe",
+    "l2_normalise", "load_embedder", "model_specs", "resolve_device", "resolve_runtime",
 ]
 
 
-def _efficientnet(rest: str, device: str) -> Embedder:
+def _efficientnet(rest: str, device: str, runtime: str) -> Embedder:
     from mimicry.backbones.efficientnet import EfficientNetLiteEmbedder
 
-    return EfficientNetLiteEmbedder(device)
+    return EfficientNetLiteEmbedder(device, runtime)
 
 
-def _clip_tag(rest: str, device: str) -> Embedder:
+def _clip_tag(rest: str, device: str, runtime: str) -> Embedder:
     from mimicry.backbones.clip import from_tag
 
-    return from_tag(rest, device)
+    return from_tag(rest, device, runtime=runtime)
 
 
-def _clip_file(rest: str, device: str) -> Embedder:
+def _clip_file(rest: str, device: str, runtime: str) -> Embedder:
     from mimicry.backbones.clip import from_file
 
-    return from_file(rest, device)
+    return from_file(rest, device, runtime=runtime)
 
 
 @dataclass(frozen=True)
 class Backbone:
     """One registered form of model spec: ``prefix`` (a whole name when it has
     no colon), the ``usage`` shown to users, and the factory that receives the
-    rest of the spec and the device."""
+    rest of the spec, the device and the runtime (``torch`` or ``onnx``)."""
 
     prefix: str
     usage: str
     about: str
-    factory: Callable[[str, str], Embedder]
+    factory: Callable[[str, str, str], Embedder]
 
     def matches(self, spec: str) -> str | None:
         """The rest of ``spec`` after this prefix, or None when it is not this backbone's."""
@@ -153,8 +205,9 @@ def model_specs() -> list[str]:
     return [b.usage for b in REGISTRY]
 
 
-def load_embedder(model_spec: str = DEFAULT_MODEL, device: str = "auto") -> Embedder:
-    """Builds the embedder named by ``model_spec`` on ``device`` (auto, cpu, cuda).
+def load_embedder(model_spec: str = DEFAULT_MODEL, device: str = "auto", runtime: str | None = None) -> Embedder:
+    """Builds the embedder named by ``model_spec`` on ``device`` (auto, cpu, cuda)
+    and ``runtime`` (auto, torch, onnx; None reads ``MIMICRY_RUNTIME``).
 
     Raises :class:`BackboneError` naming the model and what to do when it
     cannot be built.
@@ -162,5 +215,6 @@ def load_embedder(model_spec: str = DEFAULT_MODEL, device: str = "auto") -> Embe
     for backbone in REGISTRY:
         rest = backbone.matches(model_spec)
         if rest is not None:
-            return backbone.factory(rest, device)
+            resolved = resolve_device(device)
+            return backbone.factory(rest, resolved, resolve_runtime(runtime, resolved))
     raise BackboneError(f"unknown model {model_spec!r}: use " + ", ".join(repr(s) for s in model_specs()))

@@ -14,7 +14,9 @@ weights and preprocessing that built it, whichever route brought them. A tag
 whose pretrained config sets its own mean and std (most use open_clip's
 defaults) gives another recipe than the bare file: opening its index through
 ``clip-file:`` is then the clear pin error, never a silent mix.
-Vectors are the image tower's output, L2-normalised.
+Vectors are the image tower's output, L2-normalised. With runtime ``onnx`` the
+image tower is exported from the loaded weights (once, cached by weights sha256,
+architecture and recipe) and runs on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mimicry.backbones import Recipe, l2_normalise, resolve_device
+from mimicry.backbones import Recipe, l2_normalise, resolve_device, torch_label
 from mimicry.errors import BackboneError
 
 #: Bump with any change here that moves CLIP vectors.
@@ -109,6 +111,17 @@ def _plain(value: object) -> str:
     return str(value)
 
 
+class _Tower(torch.nn.Module):
+    """``encode_image`` as a module of its own (what is exported to ONNX)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(x)
+
+
 class OpenClipEmbedder:
     """An open_clip image tower as an :class:`~mimicry.backbones.Embedder`."""
 
@@ -119,6 +132,7 @@ class OpenClipEmbedder:
         backbone_id: str,
         device: str = "auto",
         preprocess_cfg: dict | None = None,
+        runtime: str = "torch",
     ) -> None:
         import open_clip
 
@@ -160,17 +174,33 @@ class OpenClipEmbedder:
             size = size if isinstance(size, (tuple, list)) else (size, size)
             probe = torch.zeros(1, 3, *size, device=self.device)
             self.dim = int(self.model.encode_image(probe).shape[-1])
+        self.onnx, self.runtime = None, torch_label()
+        if runtime == "onnx":
+            self._use_onnx(arch, tuple(size))
+
+    def _use_onnx(self, arch: str, size: tuple[int, int]) -> None:
+        from mimicry.backbones.onnx_runtime import Graph, OnnxModel, cache_key, exported, version_label
+        from mimicry.settings import get_settings
+
+        key = cache_key({"weights": self.weights_sha256, "arch": arch, "recipe": self.recipe.to_dict()})
+        model = self.model
+        graph = Graph(f"open_clip-{arch}", key, lambda: _Tower(model), torch.zeros(2, 3, *size), ["features"])
+        self.onnx = OnnxModel(exported(graph, get_settings().home), ["features"], torch.get_num_threads())
+        self.runtime = version_label()
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.transform(image)
 
     @torch.inference_mode()
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        if self.onnx is not None:
+            return l2_normalise(self.onnx.run(batch.numpy())[0])
         feats = self.model.encode_image(batch.to(self.device))
         return l2_normalise(feats.float().cpu().numpy())
 
 
-def from_tag(spec: str, device: str = "auto", cache_dir: str | None = None) -> OpenClipEmbedder:
+def from_tag(spec: str, device: str = "auto", cache_dir: str | None = None,
+             runtime: str = "torch") -> OpenClipEmbedder:
     """``ARCH/TAG`` from open_clip's cache."""
     import open_clip
 
@@ -179,10 +209,10 @@ def from_tag(spec: str, device: str = "auto", cache_dir: str | None = None) -> O
         raise BackboneError(f"clip:{spec}: expected clip:ARCH/TAG, e.g. clip:ViT-B-32/openai")
     path = resolve_pretrained(arch, tag, cache_dir)
     cfg = open_clip.get_pretrained_cfg(arch, tag)
-    return OpenClipEmbedder(arch, path, f"open_clip:{arch}", device, preprocess_cfg=cfg)
+    return OpenClipEmbedder(arch, path, f"open_clip:{arch}", device, preprocess_cfg=cfg, runtime=runtime)
 
 
-def from_file(spec: str, device: str = "auto") -> OpenClipEmbedder:
+def from_file(spec: str, device: str = "auto", runtime: str = "torch") -> OpenClipEmbedder:
     """``ARCH:PATH``, a local checkpoint."""
     arch, sep, path = spec.partition(":")
     if not sep or not arch or not path:
@@ -190,4 +220,4 @@ def from_file(spec: str, device: str = "auto") -> OpenClipEmbedder:
             f"clip-file:{spec}: expected clip-file:ARCH:PATH, e.g. "
             f"clip-file:ViT-B-32:/models/open_clip_pytorch_model.bin"
         )
-    return OpenClipEmbedder(arch, path, f"open_clip:{arch}", device)
+    return OpenClipEmbedder(arch, path, f"open_clip:{arch}", device, runtime=runtime)

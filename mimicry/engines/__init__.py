@@ -99,10 +99,11 @@ class Engine(Protocol):
 
 
 def make_engine(name: str, embedder: Callable[[], Embedder], pin: Callable[[], Mapping[str, Any]], *,
-                device: str = "cpu", address: str | None = None, ray_threads: int = 1) -> Engine:
+                device: str = "cpu", address: str | None = None, ray_threads: int = 1,
+                runtime: str | None = None) -> Engine:
     """The engine called ``name``: ``local`` embeds with ``embedder()`` (called
     on first use), ``ray`` loads the model ``pin()`` names on each worker
-    (``device``, ``ray_threads`` torch threads each) on the cluster at
+    (``device``, ``runtime``, ``ray_threads`` threads each) on the cluster at
     ``address`` (None: a local one). Any other name is :class:`InputError`."""
     if name == "local":
         from mimicry.engines.local import LocalEngine
@@ -111,5 +112,5 @@ def make_engine(name: str, embedder: Callable[[], Embedder], pin: Callable[[], M
     if name == "ray":
         from mimicry.engines.ray import RayEngine
 
-        return RayEngine(dict(pin()), device=device, address=address, threads=ray_threads)
+        return RayEngine(dict(pin()), device=device, address=address, threads=ray_threads, runtime=runtime)
     raise InputError(f"--engine {name!r}: use one of {', '.join(ENGINES)}")

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Hashable, Iterator, Sequence
 
 import numpy as np
 
+from mimicry.backbones import runtime_label
 from mimicry.engines import Embedded
 from mimicry.errors import BackboneError, ImageError, InputError
 from mimicry.images import ImageBytes
@@ -102,13 +103,14 @@ def _decode_batch(batch: dict[str, np.ndarray], draft_size: int | None) -> dict[
 class EmbedActor:
     """Stage 2: one embedder per actor (``threads`` torch threads), checked against the pin."""
 
-    def __init__(self, model_spec: str, device: str, pin: dict[str, Any], threads: int = 1) -> None:
+    def __init__(self, model_spec: str, device: str, pin: dict[str, Any], threads: int = 1,
+                 runtime: str | None = None) -> None:
         import torch
 
         from mimicry.backbones import load_embedder
 
         torch.set_num_threads(max(1, int(threads)))
-        self.embedder = load_embedder(model_spec, device)
+        self.embedder = load_embedder(model_spec, device, runtime)
         got = (self.embedder.backbone_id, self.embedder.weights_sha256, self.embedder.recipe.to_dict())
         want = (pin["backbone_id"], pin["weights_sha256"], pin["recipe"])
         if got != want:
@@ -139,13 +141,14 @@ class RayEngine:
     def __init__(self, pin: dict[str, Any], *, device: str = "cpu", address: str | None = None,
                  threads: int = 1, actors: int | None = None, num_cpus: int | None = None,
                  gpus_per_actor: float = 0.0, actor: type = EmbedActor,
-                 stats: dict[int, int] | None = None) -> None:
+                 stats: dict[int, int] | None = None, runtime: str | None = None) -> None:
         """``address``: the cluster (``auto``: the one this machine belongs to;
         None: start a local one with ``num_cpus``). ``actors`` embedding actors
         (None: one per free CPU, or per ``gpus_per_actor`` GPUs), each with
         ``threads`` torch threads. ``actor``: the actor class, called as
         :class:`EmbedActor` is. ``stats``, if given, receives images embedded
-        per worker process."""
+        per worker process. ``runtime`` runs the model on each actor (auto, torch, onnx)."""
+        self.runtime = runtime
         self.pin, self.device, self.address, self.threads = pin, device, address, threads
         self.actors, self.num_cpus, self.gpus_per_actor = actors, num_cpus, gpus_per_actor
         self.actor, self.stats = actor, stats
@@ -158,7 +161,8 @@ class RayEngine:
 
         recipe = dict(self.pin["recipe"])
         return SimpleNamespace(backbone_id=self.pin["backbone_id"], weights_sha256=self.pin["weights_sha256"],
-                               dim=int(self.pin["dim"]), recipe=SimpleNamespace(to_dict=lambda: dict(recipe)))
+                               dim=int(self.pin["dim"]), recipe=SimpleNamespace(to_dict=lambda: dict(recipe)),
+                               runtime=runtime_label(self.runtime, self.device))
 
     def embed(self, sources: Sequence[ImageSource], *, keys: Sequence[Hashable] | None = None,
               batch_size: int = 32, progress: ProgressFn | None = None,
@@ -203,7 +207,8 @@ class RayEngine:
                             max_retries=RETRIES)
         ds = ds.map_batches(self.actor, fn_constructor_kwargs={"model_spec": self.pin["model_spec"],
                                                                "device": self.device, "pin": self.pin,
-                                                               "threads": self.threads},
+                                                               "threads": self.threads,
+                                                               "runtime": self.runtime},
                             batch_size=batch_size, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=actor_cpus,
                             num_gpus=gpus, max_restarts=RETRIES, max_task_retries=RETRIES)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,7 @@ MODEL_SPECS = " | ".join(model_specs())  # from the backbone registry
 INDEX_OPT = typer.Option(None, "--index", "-i", help="Index folder (default: $MIMICRY_INDEX).")
 MODEL_OPT = typer.Option("default", help=MODEL_SPECS)
 DEVICE_OPT = typer.Option(None, help="auto | cpu | cuda (default: $MIMICRY_DEVICE or auto).")
+RUNTIME_OPT = typer.Option(None, help="auto | torch | onnx: what runs the model, the same vectors (default: $MIMICRY_RUNTIME or auto: ONNX Runtime on the CPU).")
 JSON_OPT = typer.Option(False, "--json", help="Print JSON.")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress or info lines.")
 VERBOSE_OPT = typer.Option(False, "--verbose", "-v", help="Also other libraries' info lines (FAISS, torch).")
@@ -61,11 +63,13 @@ def _index_dir(index: Optional[Path], settings: Settings) -> Path:
 
 
 @contextmanager
-def _opened(index: Optional[Path], device: Optional[str], verify: bool = True) -> Iterator["StyleIndex"]:
-    """The index named by ``--index`` or ``MIMICRY_INDEX``, errors handled."""
+def _opened(index: Optional[Path], device: Optional[str], runtime: Optional[str] = None, verify: bool = True,
+            ) -> Iterator["StyleIndex"]:
+    """The index named by ``--index`` or ``MIMICRY_INDEX``, errors handled, its model on ``device`` and ``runtime``."""
     from mimicry.index import StyleIndex
 
-    with _errors() as s, StyleIndex.open(_index_dir(index, s), device=device or s.device, verify=verify) as ix:
+    with _errors() as s, StyleIndex.open(_index_dir(index, s), device=device or s.device, verify=verify,
+                                         runtime=runtime or s.runtime) as ix:
         yield ix
 
 
@@ -111,25 +115,13 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """Detect imitation of registered artists' styles."""
 
 
-def _command() -> str:
-    """The command line that is running, as a shell would take it back (heads reports)."""
-    import shlex
-
-    return shlex.join(["mimicry", *sys.argv[1:]])
-
-
 def _write_report(path: Optional[Path], kind: str, *results: object) -> None:
-    """Writes the HTML report ``kind`` of :mod:`mimicry.report` (imported only
-    when one is asked for) of ``results`` to ``path``, headed by this command line."""
-    if path is None:
-        return
-    from mimicry import report
+    """Writes the HTML report ``kind`` of ``results`` to ``path`` (:func:`mimicry.report.write_named`)."""
+    if path is not None:
+        from mimicry.report import write_named
 
-    try:
-        report.write_report(getattr(report, kind)(*results, _command()), path)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
-    typer.echo(f"report written to {path}", err=True)
+        write_named(path, kind, results, sys.argv[1:])
+        typer.echo(f"report written to {path}", err=True)
 
 
 def _text(kind: str, *args: object) -> None:
@@ -151,7 +143,7 @@ def index(
     index: Optional[Path] = INDEX_OPT,
     model: str = MODEL_OPT,
     batch_size: Optional[int] = BATCH_OPT,
-    device: Optional[str] = DEVICE_OPT,
+    device: Optional[str] = DEVICE_OPT, runtime: Optional[str] = RUNTIME_OPT,
     drop_unreadable: bool = typer.Option(False, "--drop-unreadable", help="When rebuilding an old index, drop works whose file cannot be read."),
     index_type: Optional[str] = typer.Option(None, "--index-type", help="flat | ivf | hnsw | auto (new indexes: auto = exact below 20,000 works, HNSW above). Re-pins an existing index."),
     engine: str = ENGINE_OPT,
@@ -164,7 +156,7 @@ def index(
 
     _setup_logging(quiet, verbose)
     with _errors() as s, StyleIndex.create(_index_dir(index, s), model=model, device=device or s.device,
-                                           rebuild=True, drop_unreadable=drop_unreadable,
+                                           runtime=runtime or s.runtime, rebuild=True, drop_unreadable=drop_unreadable,
                                            progress=_progress(quiet, "index"), index_type=index_type) as ix:
         report = ix.add_folder(portfolios, batch_size=batch_size, progress=_progress(quiet, "index"),
                                engine=engine, address=address)
@@ -183,7 +175,7 @@ def scan(
     top: Optional[int] = typer.Option(None, min=1, help=f"Artists to report per image (default {DEFAULTS.top})."),
     evidence: Optional[int] = typer.Option(None, min=1, help=f"Nearest works to show per artist (default {DEFAULTS.evidence})."),
     batch_size: Optional[int] = BATCH_OPT,
-    device: Optional[str] = DEVICE_OPT,
+    device: Optional[str] = DEVICE_OPT, runtime: Optional[str] = RUNTIME_OPT,
     report: Optional[Path] = REPORT_OPT,
     engine: str = ENGINE_OPT,
     address: Optional[str] = ADDRESS_OPT,
@@ -195,13 +187,13 @@ def scan(
     With --json each result is printed as soon as it is ready (one JSON object per line)."""
     _setup_logging(quiet, verbose)
     results = []
-    with _opened(index, device) as ix, _errors():
+    with _opened(index, device, runtime) as ix, _errors():
         for r in ix.iter_scan(images, top=top, evidence=evidence, batch_size=batch_size,
                               progress=_progress(quiet, "scan"), engine=engine, address=address):
             results.append(r)
             if as_json:
                 _emit(r.to_dict())
-        info = ix.info()
+        info = ix.info() if report is not None else None
     if not results:
         _fail("no images found in " + ", ".join(map(str, images)))
     for r in results if not as_json else []:
@@ -225,12 +217,12 @@ def calibrate(
     index: Optional[Path] = INDEX_OPT,
     background: Optional[List[Path]] = typer.Option(None, help="Folder(s) of unrelated images used as extra negatives."),
     fpr: Optional[float] = typer.Option(None, help=f"Target image-level false-flag rate: the share of images by nobody registered flagged as anyone, whatever the number of artists (default {DEFAULTS.fpr}, $MIMICRY_FPR)."),
-    device: Optional[str] = DEVICE_OPT,
+    device: Optional[str] = DEVICE_OPT, runtime: Optional[str] = RUNTIME_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Calibrate flags so that at most FPR of images by nobody registered are flagged (bring --background)."""
     _setup_logging(quiet, verbose)
-    with _opened(index, device, verify=False) as ix:  # calibrate rewrites an unreadable calibration
+    with _opened(index, device, runtime, verify=False) as ix:  # calibrate rewrites an unreadable calibration
         cal = ix.calibrate(background=background, fpr=fpr, progress=_progress(quiet, "calibrate"))
     _print(as_json, "calibration", cal)
 
@@ -240,15 +232,15 @@ def scan_model(
     samples: List[Path] = typer.Argument(..., help="Folder(s) of images sampled from one model."),
     index: Optional[Path] = INDEX_OPT,
     alpha: Optional[float] = typer.Option(None, help=f"Significance level of the `imitates` tier (default {DEFAULTS.alpha}, $MIMICRY_ALPHA; the `review` tier's is $MIMICRY_REVIEW_ALPHA)."),
-    device: Optional[str] = DEVICE_OPT,
+    device: Optional[str] = DEVICE_OPT, runtime: Optional[str] = RUNTIME_OPT,
     report: Optional[Path] = REPORT_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Verdict on a fine-tuned model from its samples (8 or more; 16-64 recommended): which artist it imitates, or should be reviewed for. Exit 1 when any artist is at either tier."""
     _setup_logging(quiet, verbose)
-    with _opened(index, device) as ix:
+    with _opened(index, device, runtime) as ix:
         verdict = ix.scan_model(samples, alpha=alpha, progress=_progress(quiet, "scan-model"))
-        info = ix.info()
+        info = ix.info() if report is not None else None
     _warn(verdict.warnings)
     _print(as_json, "model_verdict", verdict)
     with _errors():
@@ -295,7 +287,7 @@ def evaluate(
     heldout_background: Optional[List[Path]] = typer.Option(None, help="Folder(s) to measure background_flagged on instead of half of --background."),
     fpr: Optional[float] = typer.Option(None, help=f"Target image-level false-flag rate of the calibration; tpr_at_fpr is measured at it (default {DEFAULTS.fpr}, $MIMICRY_FPR)."),
     cache: bool = typer.Option(True, help="Keep embedded vectors in $MIMICRY_HOME/cache, so reruns embed only new files."),
-    device: Optional[str] = DEVICE_OPT,
+    device: Optional[str] = DEVICE_OPT, runtime: Optional[str] = RUNTIME_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Index the manifests' genuine works, scan the rest, report attribution, detection and model metrics."""
@@ -303,11 +295,11 @@ def evaluate(
 
     _setup_logging(quiet, verbose)
     with _errors() as s:
-        result = run_evaluate(manifest, model=model, device=device or s.device, unregistered=unregistered,
+        result = run_evaluate(manifest, model=model, device=device or s.device, runtime=runtime or s.runtime, unregistered=unregistered,
                               seed=seed, perturb=perturb, fpr=s.fpr if fpr is None else fpr,
                               batch_size=s.batch_size, out=out, background=background,
                               heldout_background=heldout_background,
-                              cache=s.home / "cache" if cache else None, command=_command(),
+                              cache=s.home / "cache" if cache else None, command=shlex.join(["mimicry", *sys.argv[1:]]),
                               progress=_progress(quiet, "evaluate"))
     _print(as_json, "evaluation", result)
 
@@ -319,7 +311,7 @@ def serve(
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
     read_only: bool = typer.Option(False, "--read-only", help="Serve scans and reads only: no registration or uploads."),
     insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help="Allow writes with no admin token (loopback only)."),
-    device: Optional[str] = DEVICE_OPT, verbose: bool = VERBOSE_OPT,
+    device: Optional[str] = DEVICE_OPT, runtime: Optional[str] = RUNTIME_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Serve the HTTP API over an index (OpenAPI at /docs): scans, model verdicts, artists, health."""
     from dataclasses import replace
@@ -327,21 +319,21 @@ def serve(
 
     _setup_logging(False, verbose)
     with _errors() as s:
-        run_server(_index_dir(index, s), replace(s, device=device or s.device), host, port,
+        run_server(_index_dir(index, s), replace(s, device=device or s.device, runtime=runtime or s.runtime), host, port,
                    writes=not read_only, insecure_no_auth=insecure_no_auth)
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Where to write the generated images and index."),
-    device: Optional[str] = DEVICE_OPT, verbose: bool = VERBOSE_OPT,
+    device: Optional[str] = DEVICE_OPT, runtime: Optional[str] = RUNTIME_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Generate procedural artists, imitations and photos; index, calibrate, scan and give model verdicts."""
     from mimicry.demo import run_demo
 
     _setup_logging(True, verbose)
     with _errors() as s:
-        run_demo(out, device=device or s.device, echo=typer.echo)
+        run_demo(out, device=device or s.device, runtime=runtime or s.runtime, echo=typer.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from mimicry.results import p_text, percent_text
+from mimicry.results import p_text, percent_text, runtimes_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.evaluate import Evaluation
@@ -104,6 +104,7 @@ def index_info(data: dict[str, Any]) -> list[str]:
     lines = [f"index       {data['path']}", f"backbone    {data['backbone_id']} ({data['model_spec']})",
              f"weights     sha256 {data['weights_sha256']}",
              f"recipe      v{recipe.get('version')}: {recipe.get('descriptor')}",
+             f"runtime     {runtimes_text(data['runtimes'], data['background_runtime'])}",
              f"dimension   {data['dim']}", f"search      {_search_line(data['index'])}",
              f"calibration {cal}", f"works       {data['works']} by {len(data['artists'])} artists"]
     return lines + [f"  {name:<28} {n}" for name, n in data["artists"].items()]

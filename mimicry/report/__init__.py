@@ -5,9 +5,30 @@ result of the Python API into one HTML file: Jinja2 templates under
 ``templates/``, one stylesheet under ``static/`` inlined, images embedded as
 thumbnails (:mod:`mimicry.report.thumbs`) and plots as SVG
 (:mod:`mimicry.report.plots`). Nothing in a report loads from the network.
-:func:`write_report` writes one atomically.
+:func:`write_report` writes one atomically; :func:`write_named` is how the
+command line asks for one.
 """
 
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from mimicry.errors import InputError
 from mimicry.report.render import evaluation_report, model_report, scan_report, write_report
 
-__all__ = ["evaluation_report", "model_report", "scan_report", "write_report"]
+__all__ = ["evaluation_report", "model_report", "scan_report", "write_named", "write_report"]
+
+
+def write_named(path: str | Path, kind: str, results: Sequence[object], argv: Sequence[str] | None = None) -> None:
+    """Writes the report ``kind`` (``scan_report``, ``model_report``,
+    ``evaluation_report``) of ``results`` to ``path``, headed by the command
+    line ``mimicry ARGV`` as a shell would take it back; a path that cannot be
+    written is :class:`InputError` naming it."""
+    command = shlex.join(["mimicry", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        write_report(globals()[kind](*results, command), path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the report ({exc.strerror or exc})") from None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from mimicry import __version__
 from mimicry.images import ImageSource, source_name
 from mimicry.report.thumbs import Thumbnails
-from mimicry.results import Evidence, IndexInfo, ModelVerdict, ScanResult, p_text, percent_text
+from mimicry.results import Evidence, IndexInfo, ModelVerdict, ScanResult, p_text, percent_text, runtimes_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from jinja2 import Environment
@@ -70,7 +70,7 @@ def _header(title: str, info: IndexInfo | None, command: str) -> dict[str, Any]:
     if info is not None:
         recipe = info.recipe or {}
         p = info.promise or {}
-        index = {"backbone": info.backbone_id, "model_spec": info.model_spec,
+        index = {"backbone": info.backbone_id, "model_spec": info.model_spec, "runtime": runtimes_text(info.runtimes, info.background_runtime),
                  "recipe": f"v{recipe.get('version', '?')}: {recipe.get('descriptor', '')}".strip(),
                  "artists": len(info.artists), "works": info.works, "calibration": info.calibration,
                  "calibrated_at": _when(info.calibrated_at), "fpr": info.fpr,
@@ -239,7 +239,7 @@ def _evaluation_index(e: "Evaluation") -> dict[str, Any]:
     """The header's index block for an evaluation: the portfolio index it built
     from the manifest and calibrated at its target rate."""
     p = e.promise or {}
-    return {"backbone": e.backbone or "unknown", "model_spec": "embedded by this run",
+    return {"backbone": e.backbone or "unknown", "model_spec": "embedded by this run", "runtime": e.runtime,
             "recipe": "the evaluation's own index, built from the manifest's portfolio rows",
             "artists": e.n_artists, "works": e.n_genuine, "calibration": "calibrated by this run",
             "calibrated_at": None, "fpr": e.fpr_target if e.promise else None,

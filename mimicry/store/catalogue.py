@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS works (
     mtime_ns INTEGER NOT NULL,
     added_at REAL NOT NULL,
     origin TEXT NOT NULL DEFAULT 'folder',
+    runtime TEXT,
     UNIQUE (artist_id, path)
 );
 CREATE INDEX IF NOT EXISTS works_sha ON works(sha256);
@@ -90,6 +91,7 @@ class Work:
     mtime_ns: int
     added_at: float
     origin: str = FOLDER
+    runtime: str | None = None  # what ran the model for its vector (None: not recorded, schema 3)
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,7 @@ class Catalogue:
     def works(self, artist: str | None = None, ids: Sequence[int] | None = None) -> list[Work]:
         """Works by id: all, one ``artist``'s, or those of ``ids``."""
         sql = (
-            "SELECT w.id, a.name, w.path, w.sha256, w.size, w.mtime_ns, w.added_at, w.origin "
+            "SELECT w.id, a.name, w.path, w.sha256, w.size, w.mtime_ns, w.added_at, w.origin, w.runtime "
             "FROM works w JOIN artists a ON a.id=w.artist_id"
         )
         args: tuple = ()
@@ -249,15 +251,20 @@ class Catalogue:
         return [Work(*row) for row in self.db.execute(sql + " ORDER BY w.id", args)]
 
     def add_work(
-        self, artist: str, path: str, sha256: str, size: int, mtime_ns: int, origin: str = FOLDER
+        self, artist: str, path: str, sha256: str, size: int, mtime_ns: int, origin: str = FOLDER,
+        runtime: str | None = None,
     ) -> int:
         aid = self.artist_id(artist, create=True)
         cur = self.db.execute(
-            "INSERT INTO works(artist_id, path, sha256, size, mtime_ns, added_at, origin) "
-            "VALUES(?, ?, ?, ?, ?, ?, ?)",
-            (aid, path, sha256, size, mtime_ns, time.time(), origin),
+            "INSERT INTO works(artist_id, path, sha256, size, mtime_ns, added_at, origin, runtime) "
+            "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+            (aid, path, sha256, size, mtime_ns, time.time(), origin, runtime),
         )
         return int(cur.lastrowid)
+
+    def set_runtime(self, ids: Sequence[int], runtime: str | None) -> None:
+        """Records that ``runtime`` made the vectors of the works ``ids`` (a rebuild)."""
+        self.db.executemany("UPDATE works SET runtime=? WHERE id=?", [(runtime, int(i)) for i in ids])
 
     # -- registered artists, tokens, audit ------------------------------------------
     def register_artist(self, name: str, token_sha256: str) -> None:

@@ -44,8 +44,14 @@ class Step:
     what: str
 
 
-#: Every format change since :data:`BASELINE`, in order (none yet).
-STEPS: list[Step] = []
+def _works_runtime(cat: Catalogue) -> None:
+    cat.db.execute("ALTER TABLE works ADD COLUMN runtime TEXT")
+
+
+#: Every format change since :data:`BASELINE`, in order.
+STEPS: list[Step] = [
+    Step(3, _works_runtime, "each work records the runtime that made its vector"),
+]
 
 
 def steps(from_schema: int, to_schema: int) -> list[Step] | None:

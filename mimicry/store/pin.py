@@ -32,7 +32,7 @@ from mimicry.errors import CorruptIndexError, PinMismatchError
 #: The format this mimicry reads and writes: 3, the baseline (vectors in
 #: segments, :mod:`mimicry.store.segments`). Later versions come with their
 #: step in :data:`mimicry.store.migrations.STEPS`.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FILENAME = "manifest.json"
 
 REINDEX = "re-index it: `mimicry index PORTFOLIOS --index {folder}` rebuilds it from its works"

@@ -151,6 +151,11 @@ class Store:
         with self._reader() as cat:
             return self._pin_of(cat)
 
+    def read_meta(self, key: str) -> str | None:
+        """One committed ``meta`` value (e.g. ``background_runtime``), or None."""
+        with self._reader() as cat:
+            return cat.get_meta(key)
+
     def close(self) -> None:
         """Drops the cached snapshot (reads hold no connection between calls)."""
         with self._guard:

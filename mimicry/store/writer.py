@@ -223,7 +223,8 @@ class Writer:
                 cat.delete_works(remove_ids)
                 if remove_artist is not None:
                     cat.delete_artist(remove_artist)
-                new_ids = [cat.add_work(w.artist, w.path, w.sha256, w.size, w.mtime_ns, w.origin)
+                runtime = getattr(self.expect, "runtime", None)  # what made the vectors
+                new_ids = [cat.add_work(w.artist, w.path, w.sha256, w.size, w.mtime_ns, w.origin, runtime)
                            for w, _ in add]
                 if audit is not None:
                     audit(cat, new_ids)
@@ -262,6 +263,7 @@ class Writer:
                 for work_id, size, mtime_ns, sha in seen:
                     cat.touch_work(work_id, size, mtime_ns, sha)
                 cat.delete_artists_without_works()
+                cat.set_runtime(ids, getattr(self.expect, "runtime", None))
                 cat.delete_blob(CALIBRATION)
                 cat.delete_blob(BACKGROUND)
                 refs = [segment_io.write(self.folder, self._next_segment(cat), np.asarray(ids, np.int64),
@@ -341,4 +343,5 @@ class Writer:
             self._check_expected(cat)
             cat.set_arrays(BACKGROUND, {"vectors": np.asarray(vectors, dtype=np.float32),
                                         "groups": np.asarray(groups, dtype=np.int64)})
+            cat.set_meta("background_runtime", getattr(self.expect, "runtime", None) or "not recorded")
         self._reload()

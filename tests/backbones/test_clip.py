@@ -101,11 +101,14 @@ def test_cache_route_offline(tmp_path, tiny, monkeypatch):
     assert f"clip:{ARCH}/tiny" in msg and repo in msg and "clip-file:" in msg
 
 
-def test_clip_gives_its_golden_vectors(tiny):
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_clip_gives_its_golden_vectors(tiny, runtime):
     """A random-init model with a fixed seed, saved and loaded back: the recipe
-    (read from open_clip's own preprocessing) and the vectors are pinned."""
+    (read from open_clip's own preprocessing) and the vectors are pinned, on
+    either runtime (ONNX Runtime runs the tower exported from those weights)."""
     ckpt, _ = tiny
-    emb = load_embedder(f"clip-file:{ARCH}:{ckpt}", "cpu")
+    emb = load_embedder(f"clip-file:{ARCH}:{ckpt}", "cpu", runtime)
+    assert emb.runtime.split()[0] == {"torch": "torch", "onnx": "onnxruntime"}[runtime]
     assert emb.recipe.input_size == emb.recipe.draft_size == 32
     assert "mean=(0.481455" in emb.recipe.preprocess and "interpolation=bicubic" in emb.recipe.preprocess
     check_golden("clip-tiny-random", emb)

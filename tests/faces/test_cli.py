@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers import pin_older_recipe, write_manifest
+from mimicry.backbones import runtime_label
 from mimicry.faces.cli import app
 from mimicry.synthetic import STYLES, paint, scene
 
@@ -24,8 +25,9 @@ def cli(default_embedder, monkeypatch):
 
     real = backbones.load_embedder
     monkeypatch.setattr(backbones, "load_embedder",
-                        lambda spec="default", device="auto": default_embedder
-                        if spec in ("default", "efficientnet-lite0") else real(spec, device))
+                        lambda spec="default", device="auto", runtime=None: default_embedder
+                        if spec in ("default", "efficientnet-lite0")
+                        and backbones.resolve_runtime(runtime, "cpu") == "onnx" else real(spec, device, runtime))
     import mimicry.evaluate as evaluate_mod
     import mimicry.index as index_mod
 
@@ -76,11 +78,20 @@ def test_index_scan_info_remove(tmp_path, cli, portfolio_of):
     assert target.name in r.stdout and "nearest:" in r.stdout
     assert r.stdout.splitlines()[0].endswith("   Not calibrated: similarities only")
     assert "index not calibrated: similarities only" in r.stderr
+    # Either runtime scans the index (the same vectors); an unknown one is refused.
+    runs = [lines(cli("scan", str(queries / "suspect.png"), "--index", ix, "--json", "-q", *extra).stdout)[0]
+            for extra in ((), ("--runtime", "torch"))]
+    sims = [run["matches"][0]["evidence"][0]["similarity"] for run in runs]
+    assert abs(sims[0] - sims[1]) < 1e-4 and runs[0]["matches"][0]["artist"] == runs[1]["matches"][0]["artist"]
+    r = cli("scan", str(queries / "suspect.png"), "--index", ix, "--runtime", "tensorrt")
+    assert r.exit_code == 2 and "unknown runtime 'tensorrt'" in r.stderr
 
     info = json.loads(cli("info", "--index", ix, "--json").stdout)
+    assert info["runtimes"] == {runtime_label("onnx", "cpu"): 9}
     assert info["backbone_id"] == "efficientnet-lite0" and info["works"] == 9
     assert info["calibration"] == "uncalibrated" and info["recipe"]["version"] >= 1
     assert "recipe" in cli("info", "--index", ix).stdout
+    assert f"runtime     {runtime_label('onnx', 'cpu')} (9 works)" in cli("info", "--index", ix).stdout
 
     assert cli("remove", target.name, "--index", ix).exit_code == 0
     assert target.name not in json.loads(cli("info", "--index", ix, "--json").stdout)["artists"]

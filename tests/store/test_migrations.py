@@ -58,21 +58,22 @@ def test_a_step_is_applied_once_atomically_under_the_write_lock(tmp_path, monkey
         calls.append(1)
         cat.set_meta("migrated", "yes")
 
-    monkeypatch.setattr(pin_io, "SCHEMA_VERSION", 4)
-    monkeypatch.setattr(migrations, "STEPS", [migrations.Step(3, broken, "a test step")])
+    now = pin_io.SCHEMA_VERSION
+    monkeypatch.setattr(pin_io, "SCHEMA_VERSION", now + 1)
+    monkeypatch.setattr(migrations, "STEPS", [*migrations.STEPS, migrations.Step(now, broken, "a test step")])
     with pytest.raises(PinMismatchError, match="next write"):  # readers never migrate
         Store.open(folder).snapshot()
     with pytest.raises(RuntimeError, match="step failed"):
         with Store.open(folder).writer():
             pass
-    assert schema(folder) == 3 and meta(folder, "migrated") is None  # all or nothing
-    monkeypatch.setattr(migrations, "STEPS", [migrations.Step(3, step, "a test step")])
+    assert schema(folder) == now and meta(folder, "migrated") is None  # all or nothing
+    monkeypatch.setattr(migrations, "STEPS", [*migrations.STEPS[:-1], migrations.Step(now, step, "a test step")])
     revision = int(meta(folder, "revision"))
     with Store.open(folder).writer() as w:
-        assert w.pin.schema_version == 4
-    assert calls == [1] and meta(folder, "migrated") == "yes" and schema(folder) == 4
+        assert w.pin.schema_version == now + 1
+    assert calls == [1] and meta(folder, "migrated") == "yes" and schema(folder) == now + 1
     assert int(meta(folder, "revision")) == revision + 1
-    assert json.loads((folder / "manifest.json").read_text())["schema_version"] == 4
+    assert json.loads((folder / "manifest.json").read_text())["schema_version"] == now + 1
     with Store.open(folder).writer():
         pass
     assert calls == [1]  # once
@@ -83,13 +84,41 @@ def test_a_missing_step_is_the_reindex_error(tmp_path, monkeypatch):
     folder = tmp_path / "ix"
     indexed(folder)
     calls = []
-    monkeypatch.setattr(pin_io, "SCHEMA_VERSION", 5)
-    monkeypatch.setattr(migrations, "STEPS", [migrations.Step(3, lambda cat: calls.append(1), "3 to 4")])
+    now = pin_io.SCHEMA_VERSION
+    monkeypatch.setattr(pin_io, "SCHEMA_VERSION", now + 2)
+    monkeypatch.setattr(migrations, "STEPS", [*migrations.STEPS,
+                                              migrations.Step(now + 1, lambda cat: calls.append(1), "a gap")])
     for open_it in (lambda: Store.open(folder).snapshot(), lambda: Store.open(folder).writer().__enter__()):
         with pytest.raises(PinMismatchError, match="re-index") as err:
             open_it()
         assert f"mimicry index PORTFOLIOS --index {folder}" in str(err.value)
-    assert calls == [] and schema(folder) == 3
+    assert calls == [] and schema(folder) == now
+
+
+def test_a_schema_3_index_gains_the_runtime_column_on_its_next_write(tmp_path, monkeypatch):
+    """A real step: works of a schema-3 index keep their rows and read as
+    'runtime not recorded'; works added after it record theirs."""
+    from types import SimpleNamespace
+
+    folder = tmp_path / "ix"
+    indexed(folder)
+    db = sqlite3.connect(folder / "catalogue.sqlite")
+    db.execute("ALTER TABLE works DROP COLUMN runtime")
+    pin = json.loads(db.execute("SELECT value FROM meta WHERE key='pin'").fetchone()[0])
+    db.execute("UPDATE meta SET value=? WHERE key='pin'", (json.dumps({**pin, "schema_version": 3}),))
+    db.commit()
+    db.close()
+    with pytest.raises(PinMismatchError, match="next write"):
+        Store.open(folder).snapshot()
+    store = Store.open(folder)
+    made_by = SimpleNamespace(backbone_id="test-model", weights_sha256="0" * 64, dim=DIM,
+                              recipe=SimpleNamespace(to_dict=lambda: {"version": 1}), runtime="onnxruntime 9.9")
+    with store.writer(expect=made_by) as w:
+        w.commit([(NewWork("b", "/b/0.png", "f" * 64, 1, 1), unit(np.ones((1, DIM)))[0])], [])
+    assert schema(folder) == pin_io.SCHEMA_VERSION
+    snap = Store.open(folder).snapshot()
+    runtimes = [snap.works[int(i)].runtime for i in snap.work_ids]
+    assert runtimes == [None] * 5 + ["onnxruntime 9.9"]
 
 
 def test_an_older_schema_says_reindex_a_newer_upgrade_and_neither_is_touched(tmp_path):
@@ -118,12 +147,13 @@ def test_mimicry_index_runs_the_steps_and_readers_do_not(tmp_path, portfolio, de
 
     folder = tmp_path / "ix"
     StyleIndex.create(folder, embedder=default_embedder).add_folder(portfolio)
-    monkeypatch.setattr(pin_io, "SCHEMA_VERSION", 4)
-    monkeypatch.setattr(migrations, "STEPS", [migrations.Step(3, lambda cat: cat.set_meta("migrated", "yes"),
-                                                              "a test step")])
+    now = pin_io.SCHEMA_VERSION
+    monkeypatch.setattr(pin_io, "SCHEMA_VERSION", now + 1)
+    monkeypatch.setattr(migrations, "STEPS", [*migrations.STEPS, migrations.Step(
+        now, lambda cat: cat.set_meta("migrated", "yes"), "a test step")])
     with pytest.raises(PinMismatchError, match="next write"):
         StyleIndex.open(folder)
-    assert schema(folder) == 3
+    assert schema(folder) == now
     ix = StyleIndex.create(folder, embedder=default_embedder)
-    assert schema(folder) == 4 and meta(folder, "migrated") == "yes"
-    assert ix.info().works == 9 and StyleIndex.open(folder).info().schema_version == 4
+    assert schema(folder) == now + 1 and meta(folder, "migrated") == "yes"
+    assert ix.info().works == 9 and StyleIndex.open(folder).info().schema_version == now + 1

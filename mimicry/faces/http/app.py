@@ -62,7 +62,8 @@ def _own_index(index: str | Path | StyleIndex, settings: Settings) -> StyleIndex
     thread of its own (minutes at 1M works)."""
     if isinstance(index, StyleIndex):
         return index.view(ann_in_background=True)
-    ix = StyleIndex.open(index, device=settings.device, verify=False).view(ann_in_background=True)
+    ix = StyleIndex.open(index, device=settings.device, verify=False, runtime=settings.runtime)
+    ix = ix.view(ann_in_background=True)
     ix.snapshot()
     return ix
 
