@@ -179,6 +179,7 @@ class ScanResult:
     warnings: list[str] = field(default_factory=list)
     image_p_value: float | None = None
     promise: dict[str, Any] | None = None
+    vector: Any = field(default=None, repr=False, compare=False)  # the image's embedding (not in to_dict)
 
     def verdict_words(self) -> tuple[str, str]:
         """(kind, words): the verdict every face prints for this image. ``kind``
@@ -274,6 +275,7 @@ class ModelVerdict:
     review_alpha: float = 0.05
     tiers: dict[str, dict[str, Any]] = field(default_factory=dict)  # per tier: alpha, makers, resolvable, ...
     nearest: dict[str, int] = field(default_factory=dict)  # per artist, samples nearest to it (raw score)
+    vectors: Any = field(default=None, repr=False, compare=False)  # the judged samples' embeddings (not in to_dict)
 
     @property
     def flagged(self) -> bool:

@@ -16,7 +16,7 @@ Promises:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -145,10 +145,10 @@ def iter_scan(ix: StyleIndex, images: Sequence[ImageSource], top: int, evidence:
                                 batch_size=batch_size):
         for pos, err in stretch.failed:
             pending[pos] = ScanResult(source_name(sources[pos]), [], err.reason, warnings=list(warnings))
-        for pos, sha, (matches, artist, image_p) in zip(stretch.keys, stretch.sha256,
-                                                        image_matches(snap, stretch.vectors, top, evidence)):
+        for pos, sha, vec, (matches, artist, image_p) in zip(
+                stretch.keys, stretch.sha256, stretch.vectors, image_matches(snap, stretch.vectors, top, evidence)):
             pending[pos] = ScanResult(source_name(sources[pos]), matches, None, artist, sha, list(warnings),
-                                      image_p, promise)
+                                      image_p, promise, vec)
         while nxt in pending:
             yield pending.pop(nxt)
             nxt += 1
@@ -174,7 +174,7 @@ def scan_model(ix: StyleIndex, samples: Sequence[ImageSource], alpha: float, bat
     verdict = judge_model(snap, got.vectors, [source_name(inputs[i]) for i in got.keys], alpha, evidence,
                           got.skipped(), (s.min_samples, s.max_samples), s.review_alpha)
     verdict.inputs[:] = got.keys
-    return verdict
+    return replace(verdict, vectors=got.vectors)
 
 
 def _lines(snapshot: Snapshot, raw: np.ndarray, queries: np.ndarray) -> _Lines:

@@ -1,0 +1,210 @@
+"""Scan history: every scan a hub's service answers, recorded with the hub's
+ids, each image's sha256, vector and a preview, the verdict, its tier and its
+evidence, so that cases can be opened, shown and re-screened later.
+
+Promises:
+
+- :func:`record_images` and :func:`record_model` commit the scan, its images,
+  the case it opens (if any) and that case's event in one transaction of the
+  moderation database; a preview's file (``history/previews/<sha256>.jpg``, at
+  most ``preview_side`` pixels on its long side) is complete on disk before
+  the row naming it commits.
+- :func:`expire` removes scans older than the retention (their cases and
+  decisions with them) and previews no scan names any more;
+  :func:`purge_uploader` removes everything of one uploader the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mimicry.moderation.cases import open_case
+from mimicry.moderation.db import ModerationDB
+from mimicry.results import ModelVerdict, ScanResult
+
+PREVIEWS = Path("history") / "previews"
+
+
+@dataclass(frozen=True)
+class HubIds:
+    """The hub's own names for what was scanned (any may be None)."""
+
+    upload_id: str | None = None
+    model_id: str | None = None
+    uploader: str | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording a scan did: the scan's id, and the case it opened or
+    joined (None when nothing was flagged) and whether it was opened now."""
+
+    scan_id: int
+    case_id: int | None = None
+    opened: bool = False
+
+
+def image_tier(result: ScanResult) -> str:
+    """An image's tier in the history: ``flagged``, ``not-flagged``,
+    ``uncalibrated``, ``cannot-flag`` or ``error`` (its verdict's kind)."""
+    return result.verdict_words()[0]
+
+
+def write_preview(folder: Path, sha256: str, data: bytes, side: int) -> str | None:
+    """The preview of an upload (JPEG, at most ``side`` pixels on its long
+    side), written atomically once per sha256; its name, or None when the
+    bytes cannot be decoded."""
+    from PIL import Image
+
+    from mimicry.images import ImageBytes, decode
+
+    name = f"{sha256}.jpg"
+    target = folder / PREVIEWS / name
+    if target.exists():
+        return name
+    try:
+        img = decode(ImageBytes(name, data)).image
+    except Exception:  # noqa: BLE001 - an unreadable upload has no preview
+        return None
+    img.thumbnail((side, side), Image.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=88)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return name
+
+
+def _insert_scan(db: Any, kind: str, ids: HubIds, request_id: str | None, tier: str, artist: str | None,
+                 result: dict[str, Any]) -> int:
+    cur = db.execute("INSERT INTO scans(at, kind, upload_id, model_id, uploader, request_id, tier, artist, "
+                     "result) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (time.time(), kind, ids.upload_id, ids.model_id, ids.uploader, request_id, tier, artist,
+                      json.dumps(result, ensure_ascii=False)))
+    return int(cur.lastrowid)
+
+
+def _insert_images(db: Any, scan_id: int, rows: Sequence[tuple[str, str, np.ndarray, str | None, str, str | None]]
+                   ) -> None:
+    db.executemany("INSERT INTO scan_images(scan_id, position, sha256, name, vector, preview, tier, artist) "
+                   "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                   [(scan_id, i, sha, name, np.asarray(vec, np.float32).tobytes(), preview, tier, artist)
+                    for i, (sha, name, vec, preview, tier, artist) in enumerate(rows)])
+
+
+def record_images(mdb: ModerationDB, results: Sequence[ScanResult], uploads: Sequence[bytes], ids: HubIds,
+                  request_id: str | None = None, preview_side: int = 1024) -> Recorded:
+    """Records one ``/v1/scan`` request (``results`` and the uploads' bytes, in
+    the same order; unreadable images are not recorded) and opens its case
+    when an image is flagged: one case per upload id (or per scan without one),
+    its artists those images are flagged as, the most often flagged first."""
+    rows, flagged = [], []
+    for r, data in zip(results, uploads):
+        if r.error is not None or r.vector is None or r.sha256 is None:
+            continue
+        preview = write_preview(mdb.folder, r.sha256, data, preview_side)
+        rows.append((r.sha256, r.image, r.vector, preview, image_tier(r), r.artist))
+        if r.artist is not None:
+            flagged.append(r.artist)
+    artists = sorted(set(flagged), key=lambda a: (-flagged.count(a), a))
+    tier = "flagged" if flagged else (rows[0][4] if rows else "error")
+    summary = {"results": [r.to_dict(paths=False) for r in results]}
+    with mdb.transaction() as db:
+        scan_id = _insert_scan(db, "image", ids, request_id, tier, artists[0] if artists else None, summary)
+        _insert_images(db, scan_id, rows)
+        if not artists:
+            return Recorded(scan_id)
+        case_id, opened = open_case(db, "upload", ids.upload_id or f"scan:{scan_id}", scan_id, "flagged", artists)
+    return Recorded(scan_id, case_id, opened)
+
+
+def model_tier(verdict: ModelVerdict) -> tuple[str, list[str]]:
+    """A model verdict's tier (``imitates``, ``review`` or ``none``) and its artists, strongest first."""
+    if verdict.artists:
+        return "imitates", list(verdict.artists) + [a for a in verdict.review if a not in verdict.artists]
+    if verdict.review:
+        return "review", list(verdict.review)
+    return "none", []
+
+
+def record_model(mdb: ModerationDB, verdict: ModelVerdict, uploads: Sequence[bytes], ids: HubIds,
+                 request_id: str | None = None, preview_side: int = 1024) -> Recorded:
+    """Records one ``/v1/scan-model`` request (the verdict; ``uploads`` are the
+    samples' bytes in input order) and opens the model's case at tier
+    ``imitates`` or ``review``: one case per model id (or per scan without one)."""
+    tier, artists = model_tier(verdict)
+    support = verdict.supported_by()
+    rows = []
+    for i, (name, pos) in enumerate(zip(verdict.samples, verdict.inputs)):
+        vec = verdict.vectors[i]
+        sha = hashlib.sha256(uploads[pos]).hexdigest()
+        preview = write_preview(mdb.folder, sha, uploads[pos], preview_side)
+        rows.append((sha, name, vec, preview, "supports" if i in support else "sample", support.get(i)))
+    with mdb.transaction() as db:
+        scan_id = _insert_scan(db, "model", ids, request_id, tier, artists[0] if artists else None,
+                               verdict.to_dict(paths=False))
+        _insert_images(db, scan_id, rows)
+        if not artists:
+            return Recorded(scan_id)
+        case_id, opened = open_case(db, "model", ids.model_id or f"scan:{scan_id}", scan_id, tier, artists)
+    return Recorded(scan_id, case_id, opened)
+
+
+def _drop_unreferenced_previews(mdb: ModerationDB, names: set[str]) -> None:
+    for name in names:
+        if not mdb.read("SELECT 1 FROM scan_images WHERE preview=? LIMIT 1", (name,)):
+            try:
+                (mdb.folder / PREVIEWS / name).unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _delete_scans(mdb: ModerationDB, where: str, args: tuple) -> int:
+    with mdb.transaction() as db:
+        names = {r[0] for r in db.execute(f"SELECT DISTINCT i.preview FROM scan_images i JOIN scans s "
+                                          f"ON s.id = i.scan_id WHERE {where} AND i.preview IS NOT NULL", args)}
+        n = db.execute(f"DELETE FROM scans AS s WHERE {where}", args).rowcount
+    _drop_unreferenced_previews(mdb, names)
+    return n
+
+
+def expire(mdb: ModerationDB, days: float, now: float | None = None) -> int:
+    """Removes scans older than ``days`` (with their images, cases and
+    decisions) and their previews; returns how many scans went."""
+    cutoff = (time.time() if now is None else now) - days * 86400
+    return _delete_scans(mdb, "s.id IN (SELECT id FROM scans WHERE at < ?)", (cutoff,))
+
+
+def purge_uploader(mdb: ModerationDB, uploader: str) -> int:
+    """Removes every scan of ``uploader`` (with their images, cases, decisions
+    and previews); returns how many scans went."""
+    return _delete_scans(mdb, "s.id IN (SELECT id FROM scans WHERE uploader = ?)", (uploader,))
+
+
+def vectors(mdb: ModerationDB, kind: str = "image", since: float | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(scan ids, vectors, dimension) of every recorded image of scans of
+    ``kind``, oldest first: what lookback and the history background read."""
+    rows = mdb.read("SELECT i.scan_id, i.vector FROM scan_images i JOIN scans s ON s.id = i.scan_id "
+                    "WHERE s.kind = ? AND s.at >= ? ORDER BY i.scan_id, i.position", (kind, since or 0.0))
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32), 0
+    vecs = np.stack([np.frombuffer(v, np.float32) for _, v in rows])
+    return np.array([r[0] for r in rows], np.int64), vecs, vecs.shape[1]
