@@ -150,6 +150,12 @@ def artist_token_matches(ix: StyleIndex, name: str, token: str) -> bool:
         return token_matches(token, cat.token_sha256(name))
 
 
+def artist_for_token(ix: StyleIndex, token: str) -> str | None:
+    """The registered artist whose token ``token`` is, or None (a sign-in by token alone)."""
+    with ix.store._reader() as cat:  # looked up by the token's sha256: the token is never stored
+        return cat.artist_with_token(token_hash(token))
+
+
 def add_uploads(ix: StyleIndex, name: str, images: Sequence[ImageBytes], actor: Actor | None = None,
                 wait_s: float | None = None) -> list[int]:
     """Adds uploaded works to ``name`` (stored inside the index, named by hash;

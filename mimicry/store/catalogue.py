@@ -279,6 +279,12 @@ class Catalogue:
         row = self.db.execute("SELECT token_sha256 FROM artists WHERE name=?", (name,)).fetchone()
         return row[0] if row else None
 
+    def artist_with_token(self, token_sha256: str) -> str | None:
+        """The registered artist whose token has this sha256, or None."""
+        row = self.db.execute("SELECT name FROM artists WHERE token_sha256=? AND registered=1",
+                              (token_sha256,)).fetchone()
+        return row[0] if row else None
+
     def record(self, actor: str, actor_artist: str | None, action: str, target: str,
                detail: str = "", request_id: str | None = None) -> None:
         """Appends one audit row (inside the caller's transaction)."""

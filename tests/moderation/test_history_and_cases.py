@@ -156,3 +156,12 @@ def test_the_database_is_its_own_file_beside_the_catalogue(tmp_path):
     ModerationDB(tmp_path)
     assert (tmp_path / "moderation.sqlite").is_file()
     assert Path(tmp_path / "catalogue.sqlite").exists() is False
+
+
+def test_an_artist_is_found_by_their_token_alone(tmp_path, portfolio, default_embedder):
+    from mimicry.registry import artist_for_token
+
+    ix = StyleIndex.create(tmp_path / "ix", embedder=default_embedder)
+    token = ix.register_artist("Ada")
+    assert artist_for_token(ix, token) == "Ada" and artist_for_token(ix, token + "x") is None
+    assert artist_for_token(ix, ix.rotate_token("Ada")) == "Ada" and artist_for_token(ix, token) is None
