@@ -72,11 +72,11 @@ def write_preview(folder: Path, sha256: str, data: bytes, side: int) -> str | No
     target = folder / PREVIEWS / name
     if target.exists():
         return name
-    try:
-        img = decode(ImageBytes(name, data)).image
+    try:  # a JPEG decoded at the smallest scale still at least ``side``
+        img = decode(ImageBytes(name, data), draft_size=side).image
     except Exception:  # noqa: BLE001 - an unreadable upload has no preview
         return None
-    img.thumbnail((side, side), Image.BICUBIC)
+    img.thumbnail((side, side), Image.BICUBIC, reducing_gap=2.0)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=88)
     target.parent.mkdir(parents=True, exist_ok=True)
