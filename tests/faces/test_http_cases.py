@@ -200,7 +200,7 @@ def test_a_case_shows_its_evidence_and_previews(client, demo):
     evidence = scan["result"]["results"][0]["matches"][0]["evidence"][0]
     assert evidence["thumbnail"] == f"/v1/works/{evidence['work_id']}/thumbnail"
     assert client.get(evidence["thumbnail"]).status_code == 200
-    preview = client.get(scan["images"][0]["preview"], headers=mod)
+    preview = client.get(scan["images"][0]["preview"], headers=mod)  # 256 px: a JPEG at most 64 px
     assert preview.status_code == 200 and preview.headers["content-type"] == "image/jpeg"
     with Image.open(io.BytesIO(preview.content)) as im:
         assert max(im.size) <= 64
@@ -324,3 +324,23 @@ def test_a_folder_without_a_moderation_database(app_of, monkeypatch):
     assert client.app.state.service.moderation is None
     assert client.get("/v1/cases", headers=AS_ADMIN).status_code == 404
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_small_png_is_its_own_preview_without_its_metadata(tmp_path):
+    buf = io.BytesIO()
+    info = __import__("PIL.PngImagePlugin", fromlist=["PngInfo"]).PngInfo()
+    info.add_text("GPS", "51.5N 0.1W")
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(buf, "PNG", pnginfo=info)
+    data = buf.getvalue()
+    assert b"51.5N" in data
+    name = history.write_preview(tmp_path, "a" * 64, data, 64)
+    kept = (tmp_path / history.PREVIEWS / name).read_bytes()
+    assert name.endswith(".png") and b"51.5N" not in kept and b"tEXt" not in kept
+    with Image.open(io.BytesIO(kept)) as im:
+        assert im.size == (40, 30) and im.convert("RGB").getpixel((5, 5)) == (10, 200, 30)
+    big = history.write_preview(tmp_path, "b" * 64, data, 32)  # larger than the side: reduced, as a JPEG
+    with Image.open(tmp_path / history.PREVIEWS / big) as im:
+        assert big.endswith(".jpg") and im.format == "JPEG" and max(im.size) == 32
+    assert history.write_preview(tmp_path, "a" * 64, b"other bytes", 64) == name  # once per sha256
+    assert history.png_without_metadata(data[:-20]) is None  # cut short: not a whole PNG
+    assert history.write_preview(tmp_path, "c" * 64, b"\x89PNG\r\n\x1a\nbroken", 64) is None

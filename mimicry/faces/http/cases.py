@@ -29,6 +29,7 @@ from mimicry.faces.http.context import INT_MAX, Count, Position, Service
 from mimicry.faces.http.deps import ServiceDep
 from mimicry.faces.http.gate import request_id
 from mimicry.faces.http.identity import Identity, Moderating, Moderation, SignedIn
+from mimicry.images import sniff_type
 from mimicry.moderation import audited, cases, evidence
 from mimicry.moderation.cases import Case
 from mimicry.registry import Actor
@@ -147,7 +148,8 @@ def get_case(case_id: CaseId, who: SignedIn, mdb: Moderation, svc: ServiceDep) -
 
 @router.get("/v1/cases/{case_id}/images/{position}")
 def case_image(case_id: CaseId, position: ImagePosition, who: SignedIn, mdb: Moderation, svc: ServiceDep) -> Response:
-    """The preview of the case's image ``position`` (JPEG, at most ``MIMICRY_PREVIEW_SIDE`` px)."""
+    """The preview of the case's image ``position`` (at most ``MIMICRY_PREVIEW_SIDE`` px on its long
+    side: a JPEG, or a PNG upload already that small without its metadata)."""
     ev = _evidence(svc, mdb, case_id, who)
     path = ev.preview_path(svc.index.folder, position)
     try:
@@ -156,7 +158,8 @@ def case_image(case_id: CaseId, position: ImagePosition, who: SignedIn, mdb: Mod
         data = None
     if data is None:
         raise NotFoundError(f"case {case_id} has no preview of image {position}")
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+    return Response(data, media_type=sniff_type(data) or "application/octet-stream",
+                    headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.post("/v1/cases/{case_id}/decision")
