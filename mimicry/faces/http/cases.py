@@ -175,7 +175,7 @@ async def decide(case_id: CaseId, request: Request, who: Moderating, mdb: Modera
         where = ".".join(str(x) for x in first.get("loc", ())) or "body"
         raise InputError(f"expected a JSON body with a decision and an optional note ({where}: "
                          f"{first['msg']})") from None
-    actor = Actor("moderator" if who.role == "moderator" else who.role, None,
+    actor = Actor(who.role, None,
                   request_id(request.headers.get("x-request-id")))
     case = await run_in_threadpool(audited.decide, svc.index, mdb, case_id, body.decision, body.note, actor,
                                    who.actor, svc.settings.write_wait_s)
