@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -328,7 +329,7 @@ def test_a_folder_without_a_moderation_database(app_of, monkeypatch):
 
 def test_a_small_png_is_its_own_preview_without_its_metadata(tmp_path):
     buf = io.BytesIO()
-    info = __import__("PIL.PngImagePlugin", fromlist=["PngInfo"]).PngInfo()
+    info = PngInfo()
     info.add_text("GPS", "51.5N 0.1W")
     Image.new("RGB", (40, 30), (10, 200, 30)).save(buf, "PNG", pnginfo=info)
     data = buf.getvalue()
