@@ -122,6 +122,16 @@ class Settings:
     connections: int = _setting(256, "MIMICRY_CONNECTIONS", int,
                                 "service: open connections at once; more answer 503 (bounds bodies "
                                 "in progress)", POSITIVE)
+    # -- the hub's moderation loop ------------------------------------------------
+    history: str = _setting("on", "MIMICRY_HISTORY", str,
+                            "service: record every scan (the hub's ids, each image's sha256, vector and "
+                            "preview, the verdict) and open cases: `on` or `off`")
+    history_days: int = _setting(90, "MIMICRY_HISTORY_DAYS", int,
+                                 "service: days a recorded scan is kept (expired at start-up and hourly, "
+                                 "with its cases and previews)", POSITIVE)
+    preview_side: int = _setting(1024, "MIMICRY_PREVIEW_SIDE", int,
+                                 "service: long side of the previews kept of recorded uploads (pixels)",
+                                 POSITIVE)
 
 
 def environment() -> dict[str, str]:
@@ -170,6 +180,8 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
         _check(f, getattr(settings, f.name))
     if settings.runtime not in ("auto", "torch", "onnx"):
         raise InputError(f"MIMICRY_RUNTIME={settings.runtime!r}: use auto, torch or onnx")
+    if settings.history not in ("on", "off"):
+        raise InputError(f"MIMICRY_HISTORY={settings.history!r}: use on or off")
     if settings.review_alpha < settings.alpha:
         raise InputError("MIMICRY_REVIEW_ALPHA must be at least MIMICRY_ALPHA")
     if settings.min_samples > settings.max_samples:

@@ -6,9 +6,10 @@ Promises:
 
 - :func:`record_images` and :func:`record_model` commit the scan, its images,
   the case it opens (if any) and that case's event in one transaction of the
-  moderation database; a preview's file (``history/previews/<sha256>.jpg``, at
-  most ``preview_side`` pixels on its long side) is complete on disk before
-  the row naming it commits.
+  moderation database; a preview's file (``history/previews/<sha256>.jpg``,
+  or ``.png`` for a PNG upload already that small, kept without its
+  metadata; at most ``preview_side`` pixels on its long side) is complete on
+  disk before the row naming it commits.
 - :func:`expire` removes scans older than the retention (their cases and
   decisions with them) and previews no scan names any more;
   :func:`purge_uploader` removes everything of one uploader the same way.
@@ -60,30 +61,70 @@ def image_tier(result: ScanResult) -> str:
     return result.verdict_words()[0]
 
 
-def write_preview(folder: Path, sha256: str, data: bytes, side: int) -> str | None:
-    """The preview of an upload (JPEG, at most ``side`` pixels on its long
-    side), written atomically once per sha256; its name, or None when the
-    bytes cannot be decoded."""
+#: The chunks a PNG preview keeps: pixels and colour, never text, EXIF or times.
+PNG_CHUNKS = {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT"}
+
+
+def png_without_metadata(data: bytes) -> bytes | None:
+    """A PNG's bytes with only the chunks of :data:`PNG_CHUNKS` (its first
+    frame when animated), or None when they are not a whole PNG."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    out, i = [data[:8]], 8
+    while i + 12 <= len(data):
+        end = i + 12 + int.from_bytes(data[i:i + 4], "big")
+        kind = data[i + 4:i + 8]
+        if end > len(data):
+            return None
+        if kind in PNG_CHUNKS:
+            out.append(data[i:end])
+        if kind == b"IEND":
+            return b"".join(out)
+        i = end
+    return None
+
+
+def _preview_bytes(name: str, data: bytes, side: int) -> tuple[str, bytes] | None:
+    """(suffix, bytes) of an upload's preview: a PNG already at most ``side``
+    pixels is kept as it is without its metadata (no decode, no loss); any
+    other image is decoded (a JPEG at the smallest scale still at least
+    ``side``), reduced and written as a JPEG. None when it cannot be decoded."""
     from PIL import Image
 
-    from mimicry.images import ImageBytes, decode
+    from mimicry.images import ImageBytes, check_header, decode
 
-    name = f"{sha256}.jpg"
-    target = folder / PREVIEWS / name
-    if target.exists():
-        return name
     try:
-        img = decode(ImageBytes(name, data)).image
+        if data.startswith(b"\x89PNG") and max(check_header(ImageBytes(name, data))) <= side:
+            kept = png_without_metadata(data)
+            if kept is not None:
+                return ".png", kept
+        img = decode(ImageBytes(name, data), draft_size=side).image
     except Exception:  # noqa: BLE001 - an unreadable upload has no preview
         return None
-    img.thumbnail((side, side), Image.BICUBIC)
+    img.thumbnail((side, side), Image.BICUBIC, reducing_gap=2.0)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=88)
+    return ".jpg", buf.getvalue()
+
+
+def write_preview(folder: Path, sha256: str, data: bytes, side: int) -> str | None:
+    """The preview of an upload (at most ``side`` pixels on its long side:
+    ``<sha256>.jpg``, or ``<sha256>.png`` for a PNG that small, kept without
+    its metadata), written atomically and durably once per sha256; its name,
+    or None when the bytes cannot be decoded."""
+    for suffix in (".jpg", ".png"):
+        if (folder / PREVIEWS / f"{sha256}{suffix}").exists():
+            return f"{sha256}{suffix}"
+    made = _preview_bytes(f"{sha256}", data, side)
+    if made is None:
+        return None
+    name = f"{sha256}{made[0]}"
+    target = folder / PREVIEWS / name
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
+            fh.write(made[1])
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)

@@ -18,7 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mimicry import __version__
 from mimicry.errors import InputError, MimicryError, PayloadTooLargeError, clipped
-from mimicry.faces.http import artists, operations, scan
+from mimicry.faces.http import artists, cases, moderators, operations, scan
+from mimicry.faces.http.background import lifespan, retention
 from mimicry.faces.http.context import Metrics, Service, error_response, slot_count
 from mimicry.faces.http.limits import BodyDeadline
 from mimicry.faces.http.gate import RequestGate
@@ -66,6 +67,23 @@ def _own_index(index: str | Path | StyleIndex, settings: Settings) -> StyleIndex
     ix = ix.view(ann_in_background=True)
     ix.snapshot()
     return ix
+
+
+def _moderation(folder: Path, settings: Settings) -> Any:
+    """The index folder's moderation database. One that cannot be opened (a
+    read-only folder) is an :class:`InputError` when history is on, and
+    leaves the service without cases when it is off."""
+    import sqlite3
+
+    from mimicry.moderation.db import ModerationDB
+
+    try:
+        return ModerationDB(folder)
+    except (OSError, sqlite3.Error) as exc:
+        if settings.history == "on":
+            raise InputError(f"cannot record the scan history in the index folder ({exc}): "
+                             f"make it writable, or set MIMICRY_HISTORY=off") from None
+        return None
 
 
 def _handle_errors(app: FastAPI, folder: Path) -> None:
@@ -141,10 +159,13 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
         raise InputError("refusing to serve writes without MIMICRY_ADMIN_TOKEN: set it, serve "
                          "--read-only, or --insecure-no-auth (loopback only)")
     ix = _own_index(index, settings)
-    app = FastAPI(title="mimicry", version=__version__, docs_url=None, redoc_url=None,
+    app = FastAPI(title="mimicry", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Screen images and fine-tuned models for imitation of registered artists.")
     svc = Service(ix, settings, writes, insecure_no_auth, Metrics(ix),
-                  threading.BoundedSemaphore(settings.inflight), slot_count(inference_slots, settings))
+                  threading.BoundedSemaphore(settings.inflight), slot_count(inference_slots, settings),
+                  _moderation(ix.folder, settings))
+    if svc.moderation is not None:  # what was recorded expires, recording or not
+        svc.background.append(retention(svc))
     app.state.service = svc
     app.state.index, app.state.settings, app.state.inflight = ix, settings, svc.inflight
     app.add_middleware(_LimitBody, limit=settings.request_bytes)
@@ -153,6 +174,6 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     app.add_middleware(RequestGate, settings=settings)  # outermost: ids, access log, /docs
     _handle_errors(app, ix.folder)
     _serve_docs(app)
-    for router in (operations.router, scan.router, artists.router):
+    for router in (operations.router, scan.router, artists.router, cases.router, moderators.router):
         app.include_router(router)
     return app

@@ -27,8 +27,13 @@ from mimicry.errors import (
 from mimicry.faces.http.context import Service
 from mimicry.faces.http.gate import bearer, request_id, scan_token_error
 from mimicry.images import ImageBytes, check_header, sniff_type
+from mimicry.moderation.history import HubIds
 from mimicry.registry import Actor
 from mimicry.settings import Settings
+
+#: The hub's ids a scan may carry (multipart fields beside ``files``), and their longest.
+HUB_FIELDS = ("upload_id", "model_id", "uploader")
+HUB_ID_CHARS = 200
 
 async def service(request: Request) -> Service:
     """The app's :class:`Service`."""
@@ -102,6 +107,26 @@ async def received_form(request: Request, svc: ServiceDep) -> FormData:
 Form = Annotated[FormData, Depends(received_form)]
 
 
+async def hub_ids(form: Form) -> HubIds:
+    """The hub's ids of a scan: the form fields ``upload_id``, ``model_id`` and
+    ``uploader``, each at most once, 1 to :data:`HUB_ID_CHARS` printable
+    characters (an empty field is no field); anything else is a 400 naming the
+    field, before any image is read."""
+    got: dict[str, str | None] = {}
+    for name in HUB_FIELDS:
+        values = form.getlist(name)
+        if len(values) > 1:
+            raise InputError(f"form field {name!r}: sent {len(values)} times; send it once")
+        value = values[0] if values else None
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"form field {name!r}: expected text, not a file")
+        if value and (len(value) > HUB_ID_CHARS or not value.isprintable()):
+            raise InputError(f"form field {name!r}: 1 to {HUB_ID_CHARS} printable characters, "
+                             f"got {quoted(value)}")
+        got[name] = value or None
+    return HubIds(**got)
+
+
 async def inflight_slot(svc: ServiceDep, _body: Form) -> AsyncIterator[None]:
     """One of the ``MIMICRY_INFLIGHT`` slots for a request holding images, taken
     once its body has arrived (none free: 503 with ``Retry-After``), held until
@@ -171,6 +196,7 @@ async def scan_uploads(svc: ServiceDep, form: Form, _slot: Annotated[None, Depen
 
 
 ScanAllowed = Depends(authorise_scan)
+Hub = Annotated[HubIds, Depends(hub_ids)]
 Writable = Depends(writable)
 Admin = Annotated[Actor, Depends(admin)]
 ArtistWriter = Annotated[Actor, Depends(artist_writer)]
