@@ -3,10 +3,13 @@ request counting) and its error handlers."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, AsyncIterator, Optional
 
 import fastapi_offline
 from fastapi import FastAPI, Request
@@ -18,12 +21,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mimicry import __version__
 from mimicry.errors import InputError, MimicryError, PayloadTooLargeError, clipped
-from mimicry.faces.http import artists, operations, scan
+from mimicry.faces.http import artists, operations, scan, webhooks
 from mimicry.faces.http.context import Metrics, Service, error_response, slot_count
 from mimicry.faces.http.limits import BodyDeadline
 from mimicry.faces.http.gate import RequestGate
 from mimicry.index import StyleIndex
+from mimicry.moderation.db import ModerationDB
 from mimicry.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 
 class _LimitBody:
@@ -123,6 +129,31 @@ def _serve_docs(app: FastAPI) -> None:
                                    swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png")
 
 
+def _moderation(folder: Path) -> ModerationDB | None:
+    """The index folder's moderation database, or None (logged) when it cannot be opened."""
+    try:
+        return ModerationDB(folder)
+    except (sqlite3.Error, OSError) as exc:
+        log.warning("moderation database not opened (%s): nothing is recorded or sent", exc)
+        return None
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Starts every job of the service's ``background`` when the app starts
+    and stops them in reverse when it stops."""
+    svc = app.state.service
+    started = []
+    try:
+        for job in svc.background:
+            job.start()
+            started.append(job)
+        yield
+    finally:
+        for job in reversed(started):
+            job.stop()
+
+
 def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = None,
                writes: bool = True, insecure_no_auth: bool = False,
                inference_slots: int | None = None) -> FastAPI:
@@ -135,16 +166,21 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     built unless ``insecure_no_auth`` (then every write is allowed: for a
     loopback-only service). ``inference_slots``: model calls at once (default:
     ``MIMICRY_INFERENCE_SLOTS``, whose 0 is the number of cores; ``mimicry
-    serve`` also gives each call one core)."""
+    serve`` also gives each call one core). A writable service sends the
+    webhooks' events on a thread that starts and stops with the app (its lifespan)."""
     settings = settings or get_settings()
     if writes and not settings.admin_token and not insecure_no_auth:
         raise InputError("refusing to serve writes without MIMICRY_ADMIN_TOKEN: set it, serve "
                          "--read-only, or --insecure-no-auth (loopback only)")
     ix = _own_index(index, settings)
-    app = FastAPI(title="mimicry", version=__version__, docs_url=None, redoc_url=None,
+    app = FastAPI(title="mimicry", version=__version__, docs_url=None, redoc_url=None, lifespan=_lifespan,
                   description="Screen images and fine-tuned models for imitation of registered artists.")
     svc = Service(ix, settings, writes, insecure_no_auth, Metrics(ix),
-                  threading.BoundedSemaphore(settings.inflight), slot_count(inference_slots, settings))
+                  threading.BoundedSemaphore(settings.inflight), slot_count(inference_slots, settings),
+                  moderation=_moderation(ix.folder))
+    if writes and svc.moderation is not None:
+        webhooks.announce(svc)  # registrations committed before this start (the first start: none)
+        svc.background.append(webhooks.deliverer(svc))
     app.state.service = svc
     app.state.index, app.state.settings, app.state.inflight = ix, settings, svc.inflight
     app.add_middleware(_LimitBody, limit=settings.request_bytes)
@@ -153,6 +189,6 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     app.add_middleware(RequestGate, settings=settings)  # outermost: ids, access log, /docs
     _handle_errors(app, ix.folder)
     _serve_docs(app)
-    for router in (operations.router, scan.router, artists.router):
+    for router in (operations.router, scan.router, artists.router, webhooks.router):
         app.include_router(router)
     return app

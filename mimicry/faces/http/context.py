@@ -7,7 +7,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Callable, TypeVar
 
 from fastapi import Path as PathParam
 from fastapi import Query, Request
@@ -17,6 +17,9 @@ from mimicry.errors import MimicryError, clipped
 from mimicry.faces.http.thumbs import Thumbnails
 from mimicry.index import StyleIndex
 from mimicry.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mimicry.moderation.db import ModerationDB
 
 T = TypeVar("T")
 
@@ -58,7 +61,10 @@ class Metrics:
 class Service:
     """One app's state: its own handle on the index, its settings and switches,
     its metrics, the ``MIMICRY_INFLIGHT`` slots for requests holding images,
-    the slots for model calls (``inference_slots`` of them) and the works' thumbnails."""
+    the slots for model calls (``inference_slots`` of them), the works'
+    thumbnails, the index folder's moderation database (None when it cannot be
+    opened) and the background jobs that start and stop with the app
+    (``start()``, ``stop()``)."""
 
     index: StyleIndex
     settings: Settings
@@ -67,6 +73,8 @@ class Service:
     metrics: Metrics
     inflight: threading.BoundedSemaphore
     inference_slots: int
+    moderation: ModerationDB | None = None
+    background: list[Any] = field(default_factory=list)
     inference: threading.Semaphore = field(init=False)
     thumbs: Thumbnails = field(init=False)
 
