@@ -100,7 +100,7 @@ Sender = Callable[[str, bytes, "dict[str, str]", float], "str | None"]
 _DUE = ("SELECT d.event_id, d.webhook_id, d.attempts, e.type, e.created, e.data, w.url, w.secret "
         "FROM deliveries d JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id "
         "WHERE d.delivered_at IS NULL AND d.gave_up_at IS NULL AND d.next_at <= ? "
-        "ORDER BY d.next_at, e.created, d.event_id LIMIT ?")
+        "ORDER BY e.created, e.rowid LIMIT ?")  # oldest first: the oldest probes a failing endpoint
 _PENDING = "delivered_at IS NULL AND gave_up_at IS NULL"
 
 

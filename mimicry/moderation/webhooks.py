@@ -186,9 +186,10 @@ def announce_registrations(mdb: ModerationDB, audit: AuditReader, page: int = 50
             seen = int(row[0]) if row else None
             entries = audit(seen or 0, page)
             if seen is None:
-                while len(entries) == page:  # the log's end: nothing before it is announced
-                    entries = audit(entries[-1].id, page)
                 last = entries[-1].id if entries else 0
+                while len(entries) == page:  # the log's end: nothing before it is announced
+                    entries = audit(last, page)
+                    last = entries[-1].id if entries else last
                 db.execute("INSERT INTO meta(key, value) VALUES(?, ?)", (AUDIT_SEEN, str(last)))
                 return 0
             for e in entries:
