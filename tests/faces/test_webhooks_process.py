@@ -125,7 +125,8 @@ def test_every_committed_event_arrives_through_sigkills(demo, calibrated_copy):
     finally:
         receiver.close()
     _check(mdb, receiver, committed, acked)
-    print(f"\n{TRIALS} trials: {len(committed)} events committed, {len(receiver.events)} arrivals, "
+    types = Counter(t for (t,) in mdb.read("SELECT type FROM events"))
+    print(f"\n{TRIALS} trials: {len(committed)} events committed ({dict(types)}), {len(receiver.events)} arrivals, "
           f"{len(receiver.events) - len(receiver.ids)} duplicates, {len(acked['artists'])} registrations and "
           f"{len(acked['scans'])} scans acknowledged; the rest arrived {drained:.1f} s after the last start")
 
@@ -152,3 +153,5 @@ def _check(mdb: ModerationDB, receiver: Receiver, committed: set[str], acked: di
     if any(acked["scanning"]):  # the service records scans: every acknowledged one is in the history
         recorded = {r[0] for r in mdb.read("SELECT id FROM scans")}
         assert set(acked["scans"]) <= recorded and acked["scans"]
+        opened = {r[0] for r in mdb.read("SELECT scan_id FROM cases WHERE source='scan'")}
+        assert set(acked["scans"]) <= opened  # each opened its case (and so a case.opened event)
