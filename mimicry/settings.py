@@ -132,6 +132,21 @@ class Settings:
     preview_side: int = _setting(1024, "MIMICRY_PREVIEW_SIDE", int,
                                  "service: long side of the previews kept of recorded uploads (pixels)",
                                  POSITIVE)
+    # -- webhooks ---------------------------------------------------------------
+    webhook_retry_s: float = _setting(10.0, "MIMICRY_WEBHOOK_RETRY", float,
+                                      "webhooks: seconds before a failed delivery is tried again, "
+                                      "doubling with each failure", NONNEG)
+    webhook_retry_max_s: float = _setting(3600.0, "MIMICRY_WEBHOOK_RETRY_MAX", float,
+                                          "webhooks: the longest wait between two tries of a delivery "
+                                          "(seconds)", NONNEG)
+    webhook_give_up_s: float = _setting(86400.0, "MIMICRY_WEBHOOK_GIVE_UP", float,
+                                        "webhooks: seconds after an event was created that its failing "
+                                        "delivery is given up", NONNEG, shown="86400 (24 h)")
+    webhook_timeout_s: float = _setting(10.0, "MIMICRY_WEBHOOK_TIMEOUT", float,
+                                        "webhooks: seconds one POST to an endpoint may take", NONNEG)
+    webhook_poll_s: float = _setting(5.0, "MIMICRY_WEBHOOK_POLL", float,
+                                     "webhooks: seconds between looks for due deliveries and for events "
+                                     "other processes wrote (the service's own are sent at once)", NONNEG)
 
 
 def environment() -> dict[str, str]:

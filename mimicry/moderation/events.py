@@ -9,10 +9,25 @@ import json
 import sqlite3
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 #: The events a webhook receives.
 TYPES = ("case.opened", "case.decided", "artist.registered", "lookback.finished")
+
+#: Called (no arguments) by every :func:`enqueue` of this process: a delivery
+#: worker's wake-up (:mod:`mimicry.moderation.delivery`). A listener must not
+#: block: it runs inside the enqueuing transaction.
+_listeners: list[Callable[[], None]] = []
+
+
+def listen(fn: Callable[[], None]) -> None:
+    """Calls ``fn()`` whenever this process enqueues an event (until :func:`unlisten`)."""
+    _listeners.append(fn)
+
+
+def unlisten(fn: Callable[[], None]) -> None:
+    if fn in _listeners:
+        _listeners.remove(fn)
 
 
 def enqueue(db: sqlite3.Connection, type_: str, data: dict[str, Any]) -> str:
@@ -26,6 +41,8 @@ def enqueue(db: sqlite3.Connection, type_: str, data: dict[str, Any]) -> str:
                (event_id, type_, int(now), json.dumps(data, ensure_ascii=False, sort_keys=True)))
     db.execute("INSERT INTO deliveries(event_id, webhook_id, next_at) SELECT ?, id, ? FROM webhooks",
                (event_id, now))
+    for fn in list(_listeners):
+        fn()
     return event_id
 
 

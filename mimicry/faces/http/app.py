@@ -3,6 +3,7 @@ request counting) and its error handlers."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -18,13 +19,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mimicry import __version__
 from mimicry.errors import InputError, MimicryError, PayloadTooLargeError, clipped
-from mimicry.faces.http import artists, cases, moderators, operations, scan
+from mimicry.faces.http import artists, cases, moderators, operations, scan, webhooks
 from mimicry.faces.http.background import lifespan, retention
 from mimicry.faces.http.context import Metrics, Service, error_response, slot_count
 from mimicry.faces.http.limits import BodyDeadline
 from mimicry.faces.http.gate import RequestGate
 from mimicry.index import StyleIndex
 from mimicry.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 
 class _LimitBody:
@@ -153,7 +156,8 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     built unless ``insecure_no_auth`` (then every write is allowed: for a
     loopback-only service). ``inference_slots``: model calls at once (default:
     ``MIMICRY_INFERENCE_SLOTS``, whose 0 is the number of cores; ``mimicry
-    serve`` also gives each call one core)."""
+    serve`` also gives each call one core). A writable service sends the
+    webhooks' events on a thread that starts and stops with the app (its lifespan)."""
     settings = settings or get_settings()
     if writes and not settings.admin_token and not insecure_no_auth:
         raise InputError("refusing to serve writes without MIMICRY_ADMIN_TOKEN: set it, serve "
@@ -166,6 +170,9 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
                   _moderation(ix.folder, settings))
     if svc.moderation is not None:  # what was recorded expires, recording or not
         svc.background.append(retention(svc))
+    if writes and svc.moderation is not None:
+        webhooks.announce(svc)  # registrations committed before this start (the first start: none)
+        svc.background.append(webhooks.deliverer(svc))
     app.state.service = svc
     app.state.index, app.state.settings, app.state.inflight = ix, settings, svc.inflight
     app.add_middleware(_LimitBody, limit=settings.request_bytes)
@@ -174,6 +181,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     app.add_middleware(RequestGate, settings=settings)  # outermost: ids, access log, /docs
     _handle_errors(app, ix.folder)
     _serve_docs(app)
-    for router in (operations.router, scan.router, artists.router, cases.router, moderators.router):
+    for router in (operations.router, scan.router, artists.router, cases.router, moderators.router,
+                   webhooks.router):
         app.include_router(router)
     return app

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from mimicry.errors import ImageError, InputError, NotFoundError, quoted
 from mimicry.faces.http.context import WorkId
 from mimicry.faces.http.deps import Admin, ArtistWriter, ScanAllowed, ServiceDep, Uploads, Writable
+from mimicry.faces.http.webhooks import announce
 
 router = APIRouter()
 
@@ -67,12 +68,14 @@ def thumbnail(work_id: WorkId, svc: ServiceDep) -> Response:
 # -- writes -------------------------------------------------------------------
 @router.post("/v1/artists", status_code=201, dependencies=[Writable])
 async def register(request: Request, actor: Admin, svc: ServiceDep) -> dict[str, str]:
-    """Registers an artist (admin; JSON body with a name); the token is in this answer only."""
+    """Registers an artist (admin; JSON body with a name); the token is in this
+    answer only. Its ``artist.registered`` event is committed before the answer."""
     try:
         body = ArtistIn.model_validate_json(await request.body())
     except ValidationError as exc:
         raise InputError("expected a JSON body with a name (" + exc.errors()[0]["msg"] + ")") from None
     token = await run_in_threadpool(svc.index.register_artist, body.name, actor, svc.settings.write_wait_s)
+    await run_in_threadpool(announce, svc)
     return {"name": body.name, "token": token}
 
 
