@@ -122,6 +122,13 @@ class Settings:
     connections: int = _setting(256, "MIMICRY_CONNECTIONS", int,
                                 "service: open connections at once; more answer 503 (bounds bodies "
                                 "in progress)", POSITIVE)
+    lookback: int = _setting(1, "MIMICRY_LOOKBACK", int,
+                             "service: re-screen the scan history for an artist who registers or adds "
+                             "works (0: off)", NONNEG)
+    history_calibrate_hours: float = _setting(0.0, "MIMICRY_HISTORY_CALIBRATE_HOURS", float,
+                                              "service: refresh the calibration from the scan history "
+                                              "(uploads grouped by uploader) every this many hours "
+                                              "(0: off)", NONNEG)
 
 
 def environment() -> dict[str, str]:

@@ -61,17 +61,18 @@ def history(snapshot, artist: str, n: int, models: int, seed: int = 0) -> tuple[
 
 def insert(mdb: ModerationDB, images: np.ndarray, sets: list[np.ndarray]) -> None:
     """The history as recorded scans: one scan per single upload, one per model."""
+    now = time.time()
     with mdb.transaction() as db:
         db.executemany("INSERT INTO scans(id, at, kind, upload_id, uploader, tier, result) "
-                       "VALUES(?, 0, 'image', ?, ?, 'not-flagged', '{}')",
-                       [(i + 1, f"up-{i}", f"user-{i % 5000}") for i in range(len(images))])
+                       "VALUES(?, ?, 'image', ?, ?, 'not-flagged', '{}')",
+                       [(i + 1, now, f"up-{i}", f"user-{i % 5000}") for i in range(len(images))])
         db.executemany("INSERT INTO scan_images(scan_id, position, sha256, name, vector, tier) "
                        "VALUES(?, 0, ?, 'x.png', ?, 'not-flagged')",
                        [(i + 1, f"{i:064x}", v.tobytes()) for i, v in enumerate(images)])
         for m, vecs in enumerate(sets):
             sid = len(images) + m + 1
-            db.execute("INSERT INTO scans(id, at, kind, model_id, tier, result) VALUES(?, 0, 'model', ?, 'none', '{}')",
-                       (sid, f"model-{m}"))
+            db.execute("INSERT INTO scans(id, at, kind, model_id, tier, result) VALUES(?, ?, 'model', ?, 'none', '{}')",
+                       (sid, now, f"model-{m}"))
             db.executemany("INSERT INTO scan_images(scan_id, position, sha256, name, vector, tier) "
                            "VALUES(?, ?, ?, ?, ?, 'sample')",
                            [(sid, p, f"m{m}-{p}", f"s{p}.png", v.tobytes()) for p, v in enumerate(vecs)])

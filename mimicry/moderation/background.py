@@ -118,9 +118,10 @@ def calibrate_from_history(ix: StyleIndex, mdb: ModerationDB, rate: float, minim
     from mimicry.flagging import flaggable_size
     from mimicry.ingestion import calibrate_index_vectors
 
+    from mimicry.moderation.lookback import pinned_at
+
     snap = ix.snapshot()
-    since = snap.pin.created_at if snap.pin is not None else 0.0
-    bg = sample(mdb, snap.dim, since)
+    bg = sample(mdb, snap.dim, pinned_at(snap))
     need = flaggable_size(rate) if minimum is None else minimum
     if len(bg.vectors) < need:
         raise InputError(f"the scan history holds {len(bg.vectors)} usable uploads by {bg.uploaders} uploaders "
@@ -131,3 +132,18 @@ def calibrate_from_history(ix: StyleIndex, mdb: ModerationDB, rate: float, minim
     log.info("calibrated from the history: %d uploads by %d uploaders (%d left out: confirmed uploaders)",
              len(bg.vectors), bg.uploaders, bg.left_out)
     return cal, bg
+
+
+def calibrate_index_from_history(ix: StyleIndex, fpr: float | None = None) -> tuple[Calibration, str]:
+    """``mimicry calibrate --from-history``: :func:`calibrate_from_history` at
+    ``fpr`` (default ``MIMICRY_FPR``); the calibration and a sentence on its
+    background. An index without a scan history is :class:`InputError`."""
+    from mimicry.moderation.db import FILENAME
+    from mimicry.settings import check_rate
+
+    if not (ix.folder / FILENAME).exists():
+        raise InputError(f"{ix.folder}: no scan history here (`mimicry serve` records it)")
+    rate = check_rate("fpr", ix.settings.fpr if fpr is None else fpr)
+    cal, bg = calibrate_from_history(ix, ModerationDB(ix.folder), rate)
+    return cal, (f"background from the scan history: {len(bg.vectors)} uploads by {bg.uploaders} uploaders "
+                 f"({bg.left_out} left out: uploaders with a confirmed case)")

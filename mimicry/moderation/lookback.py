@@ -103,20 +103,27 @@ def begin(mdb: ModerationDB, artist: str) -> int:
 
 
 # -- a run over the history -----------------------------------------------------------
-def _image_stretches(mdb: ModerationDB, dim: int):
-    """(rowids, scan ids, vectors) of recorded single-upload images, in rowid
-    order, :data:`STRETCH` at a time; vectors of another dimension (another
-    model) are left out."""
+def _image_stretches(mdb: ModerationDB, dim: int, since: float):
+    """(rows read, scan ids, vectors) of recorded single-upload images, in
+    rowid order, :data:`STRETCH` at a time; vectors of scans recorded before
+    ``since`` (the index's pin: another model or recipe) are left out."""
     after = 0
     while True:
-        rows = mdb.read("SELECT i.rowid, i.scan_id, i.vector FROM scan_images i JOIN scans s ON s.id = i.scan_id "
-                        "WHERE s.kind = 'image' AND i.rowid > ? ORDER BY i.rowid LIMIT ?", (after, STRETCH))
+        rows = mdb.read("SELECT i.rowid, i.scan_id, i.vector, s.at FROM scan_images i JOIN scans s "
+                        "ON s.id = i.scan_id WHERE s.kind = 'image' AND i.rowid > ? ORDER BY i.rowid LIMIT ?",
+                        (after, STRETCH))
         if not rows:
             return
         after = rows[-1][0]
-        keep = [r for r in rows if len(r[2]) == 4 * dim]
+        keep = [r for r in rows if len(r[2]) == 4 * dim and r[3] >= since]
         vecs = np.frombuffer(b"".join(r[2] for r in keep), np.float32).reshape(len(keep), dim)
         yield len(rows), np.array([r[1] for r in keep], np.int64), vecs
+
+
+def pinned_at(snapshot: Snapshot) -> float:
+    """When the index's model and recipe were pinned: vectors recorded before
+    came from another (a rebuild re-embeds the works, not the history)."""
+    return snapshot.pin.created_at if snapshot.pin is not None else 0.0
 
 
 def _count(mdb: ModerationDB, kind: str) -> int:
@@ -143,14 +150,15 @@ def _open_uploads(mdb: ModerationDB, lookback_id: int, artist: str, scan_ids: np
     return opened
 
 
-def _model_sets(mdb: ModerationDB, dim: int):
+def _model_sets(mdb: ModerationDB, dim: int, since: float):
     """Recorded models, a stretch of about :data:`STRETCH` samples at a time:
-    lists of (scan id, model id, sample vectors, vectors counted)."""
-    models = mdb.read("SELECT id, model_id FROM scans WHERE kind = 'model' ORDER BY id")
+    lists of (scan id, model id, sample vectors, vectors counted); a model
+    recorded before ``since`` has no vectors here."""
+    models = mdb.read("SELECT id, model_id, at FROM scans WHERE kind = 'model' ORDER BY id")
     batch: list[tuple[int, str | None, np.ndarray, int]] = []
-    for scan_id, model_id in models:
+    for scan_id, model_id, at in models:
         rows = mdb.read("SELECT vector FROM scan_images WHERE scan_id=? ORDER BY position", (scan_id,))
-        keep = [v for (v,) in rows if len(v) == 4 * dim]
+        keep = [v for (v,) in rows if len(v) == 4 * dim and at >= since]
         batch.append((scan_id, model_id, np.frombuffer(b"".join(keep), np.float32).reshape(len(keep), dim),
                       len(rows)))
         if sum(len(b[2]) for b in batch) >= STRETCH:
@@ -163,7 +171,7 @@ def _model_sets(mdb: ModerationDB, dim: int):
 def _screen_models(mdb: ModerationDB, snapshot: Snapshot, lookback_id: int, artist: str, test: ModelTest) -> int:
     """The model test on every recorded model's samples; cases opened."""
     opened = 0
-    for batch in _model_sets(mdb, snapshot.dim):
+    for batch in _model_sets(mdb, snapshot.dim, pinned_at(snapshot)):
         tiers = model_tiers(snapshot, [b[2] for b in batch], test)
         with mdb.transaction() as db:
             new = 0
@@ -185,8 +193,11 @@ def run(mdb: ModerationDB, snapshot: Snapshot, lookback_id: int, test: ModelTest
                    (_count(mdb, "image") + _count(mdb, "model"), lookback_id))
     state, error = "finished", None
     try:
-        if artist in snapshot.artists:
-            for seen, scan_ids, vecs in _image_stretches(mdb, snapshot.dim):
+        if artist not in snapshot.artists:  # no works: nothing is like them
+            with mdb.transaction() as db:
+                db.execute("UPDATE lookbacks SET done=total WHERE id=?", (lookback_id,))
+        else:
+            for seen, scan_ids, vecs in _image_stretches(mdb, snapshot.dim, pinned_at(snapshot)):
                 hit = screen_images(snapshot, vecs, artist)
                 _open_uploads(mdb, lookback_id, artist, scan_ids[hit], seen)
             _screen_models(mdb, snapshot, lookback_id, artist, test)

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mimicry import __version__
 from mimicry.errors import InputError, MimicryError, PayloadTooLargeError, clipped
-from mimicry.faces.http import artists, operations, scan
+from mimicry.faces.http import artists, lookbacks, operations, scan
 from mimicry.faces.http.context import Metrics, Service, error_response, slot_count
 from mimicry.faces.http.limits import BodyDeadline
 from mimicry.faces.http.gate import RequestGate
@@ -153,6 +153,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     app.add_middleware(RequestGate, settings=settings)  # outermost: ids, access log, /docs
     _handle_errors(app, ix.folder)
     _serve_docs(app)
-    for router in (operations.router, scan.router, artists.router):
+    for router in (operations.router, scan.router, artists.router, lookbacks.router):
         app.include_router(router)
+    app.state.history_refresh = lookbacks.attach(svc)
     return app
