@@ -19,7 +19,7 @@ from typing import Any, Optional
 from fastapi import APIRouter
 
 from mimicry.errors import MimicryError
-from mimicry.faces.http.context import Count, Position, Service
+from mimicry.faces.http.context import Count, Position, Service, WorkId
 from mimicry.faces.http.deps import Admin, ServiceDep
 from mimicry.moderation import lookback
 from mimicry.moderation.db import ModerationDB
@@ -58,7 +58,7 @@ def lookbacks(actor: Reader, svc: ServiceDep, artist: Optional[str] = None, afte
 
 
 @router.get("/v1/lookbacks/{lookback_id}")
-def one(lookback_id: Position, actor: Reader, svc: ServiceDep) -> dict[str, Any]:
+def one(lookback_id: WorkId, actor: Reader, svc: ServiceDep) -> dict[str, Any]:
     """One lookback: ``artist``, ``state`` (queued, running, finished, failed),
     ``done`` of ``total`` vectors, cases ``opened``, ``error``."""
     return lookback.get(moderation(svc), lookback_id).to_dict()
