@@ -282,3 +282,25 @@ def calibrate_index(ix: StyleIndex, background: Sequence[ImageSource] | None, ra
         w.record(CLI.kind, None, "calibrate", str(ix.folder),
                  detail=f"fpr {rate}, {cal.n_null} {cal.null_source} images")
     return cal
+
+
+def calibrate_index_vectors(ix: StyleIndex, vectors: np.ndarray, groups: np.ndarray, rate: float,
+                            source: str) -> Calibration:
+    """Fits and stores the calibration of ``ix`` at ``rate`` with ``vectors``
+    (already embedded by the index's pinned model; ``groups``: one number per
+    maker) stored as its background, in one writer; ``source`` says in the
+    audit log where they came from (the scan history)."""
+    from mimicry.calibration import calibrate_snapshot
+    from mimicry.registry import CLI
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    with ix.store.writer(expect=ix.loaded_embedder) as w:
+        if vectors.ndim != 2 or vectors.shape[1] != w.pin.dim or len(groups) != len(vectors):
+            raise InputError(f"{ix.folder}: a background of {vectors.shape} vectors and {len(groups)} groups "
+                             f"does not fit the index's {w.pin.dim} dimensions")
+        w.set_background(vectors, np.asarray(groups, dtype=np.int64))
+        cal = calibrate_snapshot(w.snapshot(), rate)
+        w.set_calibration(cal.to_arrays())
+        w.record(CLI.kind, None, "calibrate", str(ix.folder),
+                 detail=f"fpr {rate}, {cal.n_null} {cal.null_source} images, {source}"[:1000])
+    return cal

@@ -147,6 +147,13 @@ class Settings:
     webhook_poll_s: float = _setting(5.0, "MIMICRY_WEBHOOK_POLL", float,
                                      "webhooks: seconds between looks for due deliveries and for events "
                                      "other processes wrote (the service's own are sent at once)", NONNEG)
+    lookback: int = _setting(1, "MIMICRY_LOOKBACK", int,
+                             "service: re-screen the scan history for an artist who registers or adds "
+                             "works (0: off)", NONNEG)
+    history_calibrate_hours: float = _setting(0.0, "MIMICRY_HISTORY_CALIBRATE_HOURS", float,
+                                              "service: refresh the calibration from the scan history "
+                                              "(uploads grouped by uploader) every this many hours "
+                                              "(0: off)", NONNEG)
 
 
 def environment() -> dict[str, str]:

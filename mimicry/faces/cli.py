@@ -217,13 +217,23 @@ def calibrate(
     index: Optional[Path] = INDEX_OPT,
     background: Optional[List[Path]] = typer.Option(None, help="Folder(s) of unrelated images used as extra negatives."),
     fpr: Optional[float] = typer.Option(None, help=f"Target image-level false-flag rate: the share of images by nobody registered flagged as anyone, whatever the number of artists (default {DEFAULTS.fpr}, $MIMICRY_FPR)."),
+    from_history: bool = typer.Option(False, "--from-history", help="Background: the service's recorded uploads, grouped by uploader (instead of --background)."),
     device: Optional[str] = DEVICE_OPT, runtime: Optional[str] = RUNTIME_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
-    """Calibrate flags so that at most FPR of images by nobody registered are flagged (bring --background)."""
+    """Calibrate flags so that at most FPR of images by nobody registered are flagged (bring --background, or --from-history)."""
     _setup_logging(quiet, verbose)
+    if from_history and background:
+        _fail("--from-history and --background: give one")
     with _opened(index, device, runtime, verify=False) as ix:  # calibrate rewrites an unreadable calibration
-        cal = ix.calibrate(background=background, fpr=fpr, progress=_progress(quiet, "calibrate"))
+        if from_history:
+            from mimicry.moderation.background import calibrate_index_from_history
+
+            cal, said = calibrate_index_from_history(ix, fpr)
+            if not (quiet or as_json):
+                typer.echo(said, err=True)
+        else:
+            cal = ix.calibrate(background=background, fpr=fpr, progress=_progress(quiet, "calibrate"))
     _print(as_json, "calibration", cal)
 
 

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mimicry import __version__
 from mimicry.errors import InputError, MimicryError, PayloadTooLargeError, clipped
-from mimicry.faces.http import artists, cases, moderators, operations, scan, webhooks
+from mimicry.faces.http import artists, cases, lookbacks, moderators, operations, scan, webhooks
 from mimicry.faces.http.background import lifespan, retention
 from mimicry.faces.http.context import Metrics, Service, error_response, slot_count
 from mimicry.faces.http.limits import BodyDeadline
@@ -182,6 +182,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     _handle_errors(app, ix.folder)
     _serve_docs(app)
     for router in (operations.router, scan.router, artists.router, cases.router, moderators.router,
-                   webhooks.router):
+                   webhooks.router, lookbacks.router):
         app.include_router(router)
+    app.state.history_refresh = lookbacks.attach(svc)
     return app

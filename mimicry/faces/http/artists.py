@@ -18,6 +18,7 @@ from mimicry.errors import ImageError, InputError, NotFoundError, quoted
 from mimicry.faces.http.context import WorkId
 from mimicry.faces.http.deps import Admin, ArtistWriter, ScanAllowed, ServiceDep, Uploads, Writable
 from mimicry.faces.http.webhooks import announce
+from mimicry.faces.http.lookbacks import after_change
 
 router = APIRouter()
 
@@ -67,16 +68,17 @@ def thumbnail(work_id: WorkId, svc: ServiceDep) -> Response:
 
 # -- writes -------------------------------------------------------------------
 @router.post("/v1/artists", status_code=201, dependencies=[Writable])
-async def register(request: Request, actor: Admin, svc: ServiceDep) -> dict[str, str]:
+async def register(request: Request, actor: Admin, svc: ServiceDep) -> dict[str, Any]:
     """Registers an artist (admin; JSON body with a name); the token is in this
-    answer only. Its ``artist.registered`` event is committed before the answer."""
+    answer only, with the id of the lookback started for them (null when off).
+    Its ``artist.registered`` event is committed before the answer."""
     try:
         body = ArtistIn.model_validate_json(await request.body())
     except ValidationError as exc:
         raise InputError("expected a JSON body with a name (" + exc.errors()[0]["msg"] + ")") from None
     token = await run_in_threadpool(svc.index.register_artist, body.name, actor, svc.settings.write_wait_s)
     await run_in_threadpool(announce, svc)
-    return {"name": body.name, "token": token}
+    return {"name": body.name, "token": token, "lookback": await run_in_threadpool(after_change, svc, body.name)}
 
 
 @router.post("/v1/artists/{name}/token", dependencies=[Writable])
@@ -88,11 +90,12 @@ async def rotate(name: str, actor: Admin, svc: ServiceDep) -> dict[str, str]:
 
 @router.post("/v1/artists/{name}/works", status_code=201, dependencies=[Writable])
 async def add_works(name: str, actor: ArtistWriter, images: Uploads, svc: ServiceDep) -> dict[str, Any]:
-    """Adds works to the artist (their token or the admin's); answers their ids."""
+    """Adds works to the artist (their token or the admin's); answers their ids
+    and the id of the lookback started for the artist (null when off)."""
     ids = await run_in_threadpool(svc.index.add_uploads, name, images, actor, svc.settings.write_wait_s)
     if svc.settings.thumbnails:  # made while the bytes are here: a GET never decodes a stored upload
         await run_in_threadpool(svc.thumbs.keep, images, [hashlib.sha256(i.data).hexdigest() for i in images])
-    return {"artist": name, "works": ids}
+    return {"artist": name, "works": ids, "lookback": await run_in_threadpool(after_change, svc, name)}
 
 
 @router.delete("/v1/artists/{name}/works/{work_id}", dependencies=[Writable])

@@ -1,0 +1,256 @@
+"""Lookback: when an artist registers or adds works, the recorded history is
+screened again for them, from the stored vectors (nothing is re-embedded),
+under the index's calibration as it is now.
+
+- Single uploads (scans of kind ``image``) get the image test: an image now
+  flagged as the artist opens (or joins) its upload's case, ``source``
+  ``lookback``, tier ``flagged``.
+- Models' sample sets (scans of kind ``model``) get the model test on the
+  stored sample vectors (the rule :func:`mimicry.scanning.judge_model`
+  applies): the artist at tier ``imitates`` or ``review`` opens (or joins)
+  the model's case.
+
+Promises:
+
+- Exact: an image opens a case exactly when a scan of it now would flag it as
+  the artist, and a model exactly when a scan of its samples would put the
+  artist at a tier (:mod:`mimicry.moderation.rescreen`: the full image test
+  runs only where a cheap bound says an image could be flagged).
+- Progress: one ``lookbacks`` row per run (``queued``, ``running``,
+  ``finished`` or ``failed``; ``done`` of ``total`` vectors, cases ``opened``,
+  the ``error``), committed with the cases each stretch opens; a
+  ``lookback.finished`` event when it ends, whichever way.
+- A decided case is never reopened (:func:`mimicry.moderation.cases.open_case`).
+- Runs queue behind one another (one at a time per process): a lookback is
+  CPU work on the service's cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mimicry.errors import NotFoundError
+from mimicry.moderation import events
+from mimicry.moderation.cases import open_case
+from mimicry.moderation.db import ModerationDB
+from mimicry.moderation.rescreen import ModelTest, model_tiers, screen_images
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mimicry.index import StyleIndex
+    from mimicry.store.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+STATES = ("queued", "running", "finished", "failed")
+#: Vectors read, bounded and committed at a time.
+STRETCH = 8192
+_ONE_AT_A_TIME = threading.Lock()
+
+
+@dataclass
+class Lookback:
+    """One re-screening of the history for ``artist``."""
+
+    id: int
+    artist: str
+    state: str
+    started_at: float
+    finished_at: float | None
+    done: int
+    total: int
+    opened: int
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_COLUMNS = "id, artist, state, started_at, finished_at, done, total, opened, error"
+
+
+def get(mdb: ModerationDB, lookback_id: int) -> Lookback:
+    """Lookback ``lookback_id``; :class:`NotFoundError` when there is none."""
+    rows = mdb.read(f"SELECT {_COLUMNS} FROM lookbacks WHERE id=?", (lookback_id,))
+    if not rows:
+        raise NotFoundError(f"no lookback {lookback_id}")
+    return Lookback(*rows[0])
+
+
+def listed(mdb: ModerationDB, artist: str | None = None, after: int = 0, limit: int = 50
+           ) -> tuple[list[Lookback], int | None]:
+    """Lookbacks (of ``artist`` when given), oldest first from id ``after``;
+    (lookbacks, the ``after`` of the next page or None)."""
+    where, args = "id > ?" + ("" if artist is None else " AND artist = ?"), [after]
+    if artist is not None:
+        args.append(artist)
+    rows = mdb.read(f"SELECT {_COLUMNS} FROM lookbacks WHERE {where} ORDER BY id LIMIT ?", [*args, limit + 1])
+    out = [Lookback(*r) for r in rows[:limit]]
+    return out, (out[-1].id if len(rows) > limit else None)
+
+
+def begin(mdb: ModerationDB, artist: str) -> int:
+    """A new lookback for ``artist``, queued; its id."""
+    with mdb.transaction() as db:
+        cur = db.execute("INSERT INTO lookbacks(artist, state, started_at) VALUES(?, 'queued', ?)",
+                         (artist, time.time()))
+        return int(cur.lastrowid)
+
+
+# -- a run over the history -----------------------------------------------------------
+def _image_stretches(mdb: ModerationDB, dim: int, since: float):
+    """(rows read, scan ids, vectors) of recorded single-upload images, in
+    rowid order, :data:`STRETCH` at a time; vectors of scans recorded before
+    ``since`` (the index's pin: another model or recipe) are left out."""
+    after = 0
+    while True:
+        rows = mdb.read("SELECT i.rowid, i.scan_id, i.vector, s.at FROM scan_images i JOIN scans s "
+                        "ON s.id = i.scan_id WHERE s.kind = 'image' AND i.rowid > ? ORDER BY i.rowid LIMIT ?",
+                        (after, STRETCH))
+        if not rows:
+            return
+        after = rows[-1][0]
+        keep = [r for r in rows if len(r[2]) == 4 * dim and r[3] >= since]
+        vecs = np.frombuffer(b"".join(r[2] for r in keep), np.float32).reshape(len(keep), dim)
+        yield len(rows), np.array([r[1] for r in keep], np.int64), vecs
+
+
+def pinned_at(snapshot: Snapshot) -> float:
+    """When the index's model and recipe were pinned: vectors recorded before
+    came from another (a rebuild re-embeds the works, not the history)."""
+    return snapshot.pin.created_at if snapshot.pin is not None else 0.0
+
+
+def _count(mdb: ModerationDB, kind: str) -> int:
+    return int(mdb.read("SELECT count(*) FROM scan_images i JOIN scans s ON s.id = i.scan_id WHERE s.kind = ?",
+                        (kind,))[0][0])
+
+
+def _progress(db: Any, lookback_id: int, done: int, opened: int) -> None:
+    db.execute("UPDATE lookbacks SET done = done + ?, opened = opened + ? WHERE id = ?", (done, opened, lookback_id))
+
+
+def _open_uploads(mdb: ModerationDB, lookback_id: int, artist: str, scan_ids: np.ndarray, seen: int) -> int:
+    """Opens or joins the cases of the uploads of ``scan_ids`` (flagged as
+    ``artist``) and counts ``seen`` vectors done, in one transaction; cases opened."""
+    opened = 0
+    with mdb.transaction() as db:
+        for scan_id in sorted(set(scan_ids.tolist())):
+            upload = db.execute("SELECT upload_id FROM scans WHERE id=?", (scan_id,)).fetchone()
+            if upload is None:  # expired or purged meanwhile
+                continue
+            key = upload[0] or f"scan:{scan_id}"
+            opened += open_case(db, "upload", key, scan_id, "flagged", [artist], source="lookback")[1]
+        _progress(db, lookback_id, seen, opened)
+    return opened
+
+
+def _model_sets(mdb: ModerationDB, dim: int, since: float):
+    """Recorded models, a stretch of about :data:`STRETCH` samples at a time:
+    lists of (scan id, model id, sample vectors, vectors counted); a model
+    recorded before ``since`` has no vectors here."""
+    models = mdb.read("SELECT id, model_id, at FROM scans WHERE kind = 'model' ORDER BY id")
+    batch: list[tuple[int, str | None, np.ndarray, int]] = []
+    for scan_id, model_id, at in models:
+        rows = mdb.read("SELECT vector FROM scan_images WHERE scan_id=? ORDER BY position", (scan_id,))
+        keep = [v for (v,) in rows if len(v) == 4 * dim and at >= since]
+        batch.append((scan_id, model_id, np.frombuffer(b"".join(keep), np.float32).reshape(len(keep), dim),
+                      len(rows)))
+        if sum(len(b[2]) for b in batch) >= STRETCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _screen_models(mdb: ModerationDB, snapshot: Snapshot, lookback_id: int, artist: str, test: ModelTest) -> int:
+    """The model test on every recorded model's samples; cases opened."""
+    opened = 0
+    for batch in _model_sets(mdb, snapshot.dim, pinned_at(snapshot)):
+        tiers = model_tiers(snapshot, [b[2] for b in batch], test)
+        with mdb.transaction() as db:
+            new = 0
+            for (scan_id, model_id, _, _), (tier, artists) in zip(batch, tiers):
+                if artist in artists and db.execute("SELECT 1 FROM scans WHERE id=?", (scan_id,)).fetchone():
+                    new += open_case(db, "model", model_id or f"scan:{scan_id}", scan_id, tier, artists,
+                                     source="lookback")[1]
+            _progress(db, lookback_id, sum(b[3] for b in batch), new)
+        opened += new
+    return opened
+
+
+def run(mdb: ModerationDB, snapshot: Snapshot, lookback_id: int, test: ModelTest = ModelTest()) -> Lookback:
+    """Runs lookback ``lookback_id`` (made by :func:`begin`) on this thread
+    against ``snapshot``; ends with its state and a ``lookback.finished`` event."""
+    artist = get(mdb, lookback_id).artist
+    with mdb.transaction() as db:
+        db.execute("UPDATE lookbacks SET state='running', total=? WHERE id=?",
+                   (_count(mdb, "image") + _count(mdb, "model"), lookback_id))
+    state, error = "finished", None
+    try:
+        if artist not in snapshot.artists:  # no works: nothing is like them
+            with mdb.transaction() as db:
+                db.execute("UPDATE lookbacks SET done=total WHERE id=?", (lookback_id,))
+        else:
+            for seen, scan_ids, vecs in _image_stretches(mdb, snapshot.dim, pinned_at(snapshot)):
+                hit = screen_images(snapshot, vecs, artist)
+                _open_uploads(mdb, lookback_id, artist, scan_ids[hit], seen)
+            _screen_models(mdb, snapshot, lookback_id, artist, test)
+    except Exception as exc:  # noqa: BLE001 - a failed run says why in its row
+        log.exception("lookback %s for %s failed", lookback_id, artist)
+        state, error = "failed", f"{type(exc).__name__}: {exc}"[:500]
+    with mdb.transaction() as db:
+        db.execute("UPDATE lookbacks SET state=?, error=?, finished_at=? WHERE id=?",
+                   (state, error, time.time(), lookback_id))
+        row = db.execute("SELECT done, total, opened FROM lookbacks WHERE id=?", (lookback_id,)).fetchone()
+        events.enqueue(db, "lookback.finished", {"lookback": lookback_id, "artist": artist, "state": state,
+                                                 "done": row[0], "total": row[1], "opened": row[2],
+                                                 "error": error})
+    return get(mdb, lookback_id)
+
+
+def start(mdb: ModerationDB, ix: StyleIndex, artist: str) -> tuple[int, threading.Thread]:
+    """Queues a lookback for ``artist`` and runs it on a thread of its own
+    (after any running one), against the index as committed when it starts;
+    (its id, the thread)."""
+    s = ix.settings
+    test = ModelTest(s.alpha, s.review_alpha, (s.min_samples, s.max_samples))
+    lookback_id = begin(mdb, artist)
+
+    def _work() -> None:
+        with _ONE_AT_A_TIME:
+            try:
+                snapshot = ix.snapshot()
+            except Exception as exc:  # noqa: BLE001 - an unreadable index fails the run, visibly
+                _fail(mdb, lookback_id, exc)
+                return
+            run(mdb, snapshot, lookback_id, test)
+        mdb.close()
+
+    thread = threading.Thread(target=_work, name=f"lookback-{lookback_id}", daemon=True)
+    thread.start()
+    return lookback_id, thread
+
+
+def _fail(mdb: ModerationDB, lookback_id: int, exc: BaseException) -> None:
+    with mdb.transaction() as db:
+        db.execute("UPDATE lookbacks SET state='failed', error=?, finished_at=? WHERE id=?",
+                   (f"{type(exc).__name__}: {exc}"[:500], time.time(), lookback_id))
+        artist = db.execute("SELECT artist FROM lookbacks WHERE id=?", (lookback_id,)).fetchone()[0]
+        events.enqueue(db, "lookback.finished", {"lookback": lookback_id, "artist": artist, "state": "failed",
+                                                 "error": str(exc)[:500]})
+
+
+def interrupted(mdb: ModerationDB) -> list[str]:
+    """Marks lookbacks a stopped process left queued or running as failed
+    (``interrupted``); the artists, to start again."""
+    with mdb.transaction() as db:
+        rows = db.execute("SELECT id, artist FROM lookbacks WHERE state IN ('queued', 'running')").fetchall()
+        db.execute("UPDATE lookbacks SET state='failed', error='interrupted: the service stopped', "
+                   "finished_at=? WHERE state IN ('queued', 'running')", (time.time(),))
+    return sorted({a for _, a in rows})
