@@ -155,4 +155,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
     _serve_docs(app)
     for router in (operations.router, scan.router, artists.router):
         app.include_router(router)
+    from mimicry.faces import web  # the pages for moderators and artists (mimicry.faces.web)
+
+    app.include_router(web.router)
     return app
