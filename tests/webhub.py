@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import io
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -81,3 +83,64 @@ def sign_in(client, token: str):
     """Signs ``client`` (a TestClient) in with ``token``; the answer to the POST."""
     page = client.get("/")
     return client.post("/signin", data={"token": token, "csrf": csrf_of(page.text)}, follow_redirects=False)
+
+
+@contextmanager
+def served(app) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port, on a thread: its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started, "the test server did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+#: What a page fetched and how it is laid out, read from the live page.
+PAGE_FACTS = """
+const imgs = Array.from(document.images);
+return {
+  url: location.href,
+  fetched: performance.getEntriesByType('resource').map(e => e.name),
+  sources: Array.from(document.querySelectorAll('[src],[href],[action]'))
+             .map(e => e.src || e.href || e.action).filter(u => typeof u === 'string'),
+  undecoded: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt),
+  no_alt: imgs.filter(i => !i.alt).length,
+  scroll_width: document.documentElement.scrollWidth,
+  client_width: document.documentElement.clientWidth,
+  styled: getComputedStyle(document.body).fontFamily.includes('system-ui'),
+};
+"""
+
+
+def page_facts(driver, base: str) -> dict:
+    """The facts of the page the browser is on, once its images have decoded;
+    asserts that everything it fetched or points to is this service's or a
+    ``data:`` URI, that it never scrolls sideways and that its stylesheet applied."""
+    driver.execute_async_script("""
+      const done = arguments[arguments.length - 1];
+      Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null))).then(() => done(null));
+    """)
+    facts = driver.execute_script(PAGE_FACTS)
+    foreign = [u for u in facts["fetched"] + facts["sources"] if not (u.startswith(base + "/") or u.startswith("data:"))]
+    assert foreign == [], (facts["url"], foreign)
+    assert f"{base}/web.css" in facts["fetched"], "the stylesheet is not the service's own"
+    assert facts["scroll_width"] <= facts["client_width"], f"{facts['url']} scrolls sideways"
+    assert facts["undecoded"] == [] and facts["no_alt"] == 0, facts
+    assert facts["styled"], "the stylesheet did not apply"
+    return facts

@@ -29,7 +29,7 @@ from mimicry.registry import Actor
 router = APIRouter(include_in_schema=False)
 ARTIST = ("artist",)
 #: What the page says after a write (by key; the count is a number only).
-DONE = {"added": "Added {n} works.", "removed": "Removed work #{n}."}
+DONE = {"added": "Added {n} work{s}.", "removed": "Removed work #{n}."}
 
 
 @router.get("/artist")
@@ -44,7 +44,7 @@ def artist_page(request: Request, done: Annotated[str, Query(max_length=20)] = "
     shown = [{"id": c.id, "state": c.state, "tier": c.tier, "kind": c.kind, "opened_at": c.opened_at,
               "updated_at": c.updated_at, "strongest": c.artist == s.who.name} for c in reversed(about)]
     return render("artist.html.j2", s, works=works, cases=shown, writes=svc.writes,
-                  done=DONE.get(done, "").format(n=n), limits=svc.settings)
+                  done=DONE.get(done, "").format(n=n, s="" if n == 1 else "s"), limits=svc.settings)
 
 
 def _writer(request: Request, svc: Any) -> Actor:

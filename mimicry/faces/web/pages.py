@@ -134,12 +134,12 @@ def _env() -> "Environment":
 
 
 def age_text(t: float, now: float | None = None) -> str:
-    """How long ago ``t`` was, in the largest whole unit: ``5 min``, ``3 h``, ``2 days``."""
+    """How long ago ``t`` was, in the largest whole unit: ``5 min ago``, ``3 h ago``, ``2 days ago``, ``just now``."""
     s = max(0.0, (time.time() if now is None else now) - t)
     for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
         if s >= size:
             n = int(s // size)
-            return f"{n} {unit}{'s' if unit == 'day' and n != 1 else ''}"
+            return f"{n} {unit}{'s' if unit == 'day' and n != 1 else ''} ago"
     return "just now"
 
 
