@@ -17,6 +17,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from mimicry import ImageBytes  # noqa: E402
 from mimicry.faces.http import create_app  # noqa: E402
 from mimicry.faces.web import session as sessions  # noqa: E402
 from mimicry.moderation import cases, moderators  # noqa: E402
@@ -119,7 +120,7 @@ def test_a_case_shows_the_upload_beside_its_nearest_works_and_the_verdicts_words
 
 
 def test_work_pictures_are_large_enough_to_compare_brushwork(hub):
-    ids = hub.index.add_uploads(hub.artist, [__import__("mimicry").ImageBytes("big.png", painting(0, (1100, 800)))])
+    ids = hub.index.add_uploads(hub.artist, [ImageBytes("big.png", painting(0, (1100, 800)))])
     client = signed_in(hub, hub.moderator)
     big = Image.open(io.BytesIO(client.get(f"/works/{ids[0]}/image").content))
     assert max(big.size) == 1024
@@ -233,6 +234,10 @@ def test_a_read_only_service_shows_the_artist_page_but_refuses_its_writes(hub):
     assert "read-only" in page and 'action="/artist/works"' not in page
     r = client.post("/artist/works", data={"csrf": csrf_of(page)}, files=[("files", ("a.png", painting(4), "image/png"))])
     assert r.status_code == 403 and hub.index.works(hub.artist) == []
+    moderator = signed_in(hub, hub.moderator, writes=False)  # decisions write the moderation database only
+    token = csrf_of(moderator.get(f"/cases/{hub.case}").text)
+    assert moderator.post(f"/cases/{hub.case}/decision", data={"decision": "escalate", "csrf": token}).status_code == 200
+    assert cases.get_case(hub.mdb, hub.case).state == "escalated"
 
 
 def test_sign_out_ends_the_session(hub):
