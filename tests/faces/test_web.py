@@ -216,8 +216,11 @@ def test_an_artist_uploads_removes_and_withdraws_from_the_page(hub):
     bad = client.post("/artist/works", files=[("files", ("x.png", b"not an image", "image/png"))],
                       data={"csrf": csrf_of(page)})
     assert bad.status_code == 415 and "not an image type" in bad.text
+    sha = next(w.sha256 for w in hub.index.works(hub.artist) if w.id == ids[0])
+    assert len(list((hub.folder / "thumbnails").glob(f"{sha}-*.jpg"))) == 2  # 256 and 1024 px
     r = client.post(f"/artist/works/{ids[0]}/remove", data={"csrf": csrf_of(page)}, follow_redirects=False)
     assert r.status_code == 303 and [w.id for w in hub.index.works(hub.artist)] == ids[1:]
+    assert list((hub.folder / "thumbnails").glob(f"{sha}-*.jpg")) == []  # a removed work leaves no picture
     assert client.post("/artist/withdraw", data={"csrf": csrf_of(page)}).status_code == 400
     r = client.post("/artist/withdraw", data={"csrf": csrf_of(page), "confirm": "yes"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/?note=withdrawn"

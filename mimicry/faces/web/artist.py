@@ -97,13 +97,6 @@ async def upload(request: Request) -> Response:
     return redirect(f"/artist?done=added&n={len(ids)}")
 
 
-def _forget(svc: Any, request: Request, artist: str, work_id: int | None) -> Any:
-    """Deletes the kept pictures (small and large) of the works about to go."""
-    small = svc.thumbs.forget(svc.index, artist, work_id)
-    large = web(request).large.forget(svc.index, artist, work_id)
-    return lambda: (small(), large())
-
-
 @router.post("/artist/works/{work_id}/remove")
 @page
 async def remove(request: Request, work_id: WorkId) -> Response:
@@ -111,7 +104,7 @@ async def remove(request: Request, work_id: WorkId) -> Response:
     svc = service(request)
     actor = _writer(request, svc)
     await checked_form(request, need(request, ARTIST))
-    forget = await run_in_threadpool(_forget, svc, request, actor.artist, work_id)
+    forget = await run_in_threadpool(svc.thumbs.forget, svc.index, actor.artist, work_id)  # every side kept
     await run_in_threadpool(svc.index.remove_work, actor.artist, work_id, actor, svc.settings.write_wait_s)
     await run_in_threadpool(forget)
     return redirect(f"/artist?done=removed&n={work_id}")
@@ -126,7 +119,7 @@ async def withdraw(request: Request) -> Response:
     form = await checked_form(request, need(request, ARTIST))
     if form.get("confirm") != "yes":
         raise InputError("to withdraw, tick the box that says you understand every work is removed")
-    forget = await run_in_threadpool(_forget, svc, request, actor.artist, None)
+    forget = await run_in_threadpool(svc.thumbs.forget, svc.index, actor.artist, None)
     await run_in_threadpool(svc.index.remove_artist, actor.artist, actor, svc.settings.write_wait_s)
     await run_in_threadpool(forget)
     out = redirect("/?note=withdrawn")
