@@ -152,8 +152,13 @@ def artist_token_matches(ix: StyleIndex, name: str, token: str) -> bool:
 
 def artist_for_token(ix: StyleIndex, token: str) -> str | None:
     """The registered artist whose token ``token`` is, or None (a sign-in by token alone)."""
-    with ix.store._reader() as cat:  # looked up by the token's sha256: the token is never stored
-        return cat.artist_with_token(token_hash(token))
+    return artist_for_token_sha256(ix, token_hash(token))  # the token is never stored
+
+
+def artist_for_token_sha256(ix: StyleIndex, digest: str) -> str | None:
+    """The registered artist whose token has the sha256 ``digest`` (hex), or None."""
+    with ix.store._reader() as cat:
+        return cat.artist_with_token(digest)
 
 
 def add_uploads(ix: StyleIndex, name: str, images: Sequence[ImageBytes], actor: Actor | None = None,

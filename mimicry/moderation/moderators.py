@@ -57,7 +57,12 @@ def revoke(mdb: ModerationDB, name: str) -> None:
 
 def who(mdb: ModerationDB, token: str) -> str | None:
     """The moderator whose token ``token`` is, or None."""
-    digest = _digest(token)
+    return by_digest(mdb, _digest(token))
+
+
+def by_digest(mdb: ModerationDB, digest: str) -> str | None:
+    """The moderator whose token has the sha256 ``digest`` (hex), or None (a
+    session signed in with a token keeps only its sha256)."""
     for name, stored in mdb.read("SELECT name, token_sha256 FROM moderators WHERE token_sha256=?", (digest,)):
         if hmac.compare_digest(stored, digest):
             return name

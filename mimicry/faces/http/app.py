@@ -185,4 +185,7 @@ def create_app(index: str | Path | StyleIndex, settings: Optional[Settings] = No
                    webhooks.router, lookbacks.router):
         app.include_router(router)
     app.state.history_refresh = lookbacks.attach(svc)
+    from mimicry.faces import web  # the pages for moderators and artists (mimicry.faces.web)
+
+    app.include_router(web.router)
     return app

@@ -1,0 +1,127 @@
+"""The artist's page (an artist's session only): ``/artist`` lists their
+works and the cases about their style (state, tier, kind and dates: never
+the uploader, the upload's or model's ids, previews or moderators' notes);
+``POST /artist/works`` uploads works (as ``POST /v1/artists/{name}/works``:
+:meth:`StyleIndex.add_uploads`, all or none), ``POST
+/artist/works/{id}/remove`` removes one, ``POST /artist/withdraw`` removes
+the artist and every work, and ends the session."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from mimicry.errors import BusyError, ForbiddenError, InputError, PayloadTooLargeError, UnsupportedMediaError
+from mimicry.faces.http.context import WorkId
+from mimicry.faces.http.gate import request_id
+from mimicry.faces.web import session as sessions
+from mimicry.faces.web.pages import checked_form, need, page, redirect, render, service, web
+from mimicry.images import ImageBytes, check_header, sniff_type
+from mimicry.moderation import cases
+from mimicry.registry import Actor
+
+router = APIRouter(include_in_schema=False)
+ARTIST = ("artist",)
+#: What the page says after a write (by key; the count is a number only).
+DONE = {"added": "Added {n} work{s}.", "removed": "Removed work #{n}."}
+
+
+@router.get("/artist")
+@page
+def artist_page(request: Request, done: Annotated[str, Query(max_length=20)] = "",
+                n: Annotated[int, Query(ge=0, le=10**9)] = 0) -> Response:
+    """The artist's works (newest first) and the cases about their style."""
+    s = need(request, ARTIST)
+    svc = service(request)
+    works = sorted(svc.index.works(s.who.name), key=lambda w: -w.id)
+    about, _ = cases.list_cases(web(request).moderation, artist=s.who.name, limit=200)
+    shown = [{"id": c.id, "state": c.state, "tier": c.tier, "kind": c.kind, "opened_at": c.opened_at,
+              "updated_at": c.updated_at, "strongest": c.artist == s.who.name} for c in reversed(about)]
+    return render("artist.html.j2", s, works=works, cases=shown, writes=svc.writes,
+                  done=DONE.get(done, "").format(n=n, s="" if n == 1 else "s"), limits=svc.settings)
+
+
+def _writer(request: Request, svc: Any) -> Actor:
+    if not svc.writes:
+        raise ForbiddenError("this service is read-only")
+    s = need(request, ARTIST)
+    return Actor("artist", s.who.name, request_id(request.headers.get("x-request-id")))
+
+
+async def _images(form: Any, settings: Any) -> list[ImageBytes]:
+    """The form's files, within the API's limits for ``POST /v1/artists/{name}/works``:
+    files per request and bytes per file (413), type sniffed (415), pixels (422)."""
+    files = [f for f in form.getlist("files") if isinstance(f, UploadFile) and (f.filename or f.size)]
+    if not files:
+        raise InputError("no files: choose one or more images to upload")
+    if len(files) > settings.request_files:
+        raise PayloadTooLargeError(f"{len(files)} files, above the {settings.request_files}-file limit")
+    out = []
+    for i, f in enumerate(files):
+        name = (FilePath(f.filename or f"upload-{i}").name or f"upload-{i}")[:200]
+        data = await f.read(settings.upload_bytes + 1)
+        if len(data) > settings.upload_bytes:
+            raise PayloadTooLargeError(f"{name}: above the {settings.upload_bytes}-byte limit per file")
+        item = ImageBytes(name, data)
+        if sniff_type(data) is None:
+            raise UnsupportedMediaError(f"{name}: not an image type mimicry reads (JPEG, PNG, GIF, WebP, BMP, TIFF)")
+        check_header(item, settings.max_pixels)
+        out.append(item)
+    return out
+
+
+@router.post("/artist/works")
+@page
+async def upload(request: Request) -> Response:
+    """Adds the uploaded works (all or none), then back to the page."""
+    svc = service(request)
+    actor = _writer(request, svc)
+    form = await checked_form(request, need(request, ARTIST))
+    images = await _images(form, svc.settings)
+    if not svc.inflight.acquire(blocking=False):  # the API's slots for requests holding images
+        raise BusyError(f"{svc.settings.inflight} requests with images are in flight; try again shortly",
+                        retry_after=svc.settings.retry_after_s)
+    try:
+        ids = await run_in_threadpool(svc.index.add_uploads, actor.artist, images, actor,
+                                      svc.settings.write_wait_s)
+        if svc.settings.thumbnails:  # made while the bytes are here, as the API does
+            await run_in_threadpool(svc.thumbs.keep, images, [hashlib.sha256(i.data).hexdigest() for i in images])
+    finally:
+        svc.inflight.release()
+    return redirect(f"/artist?done=added&n={len(ids)}")
+
+
+@router.post("/artist/works/{work_id}/remove")
+@page
+async def remove(request: Request, work_id: WorkId) -> Response:
+    """Removes one of the artist's works."""
+    svc = service(request)
+    actor = _writer(request, svc)
+    await checked_form(request, need(request, ARTIST))
+    forget = await run_in_threadpool(svc.thumbs.forget, svc.index, actor.artist, work_id)  # every side kept
+    await run_in_threadpool(svc.index.remove_work, actor.artist, work_id, actor, svc.settings.write_wait_s)
+    await run_in_threadpool(forget)
+    return redirect(f"/artist?done=removed&n={work_id}")
+
+
+@router.post("/artist/withdraw")
+@page
+async def withdraw(request: Request) -> Response:
+    """Removes the artist and all their works (the form must say so), and signs out."""
+    svc = service(request)
+    actor = _writer(request, svc)
+    form = await checked_form(request, need(request, ARTIST))
+    if form.get("confirm") != "yes":
+        raise InputError("to withdraw, tick the box that says you understand every work is removed")
+    forget = await run_in_threadpool(svc.thumbs.forget, svc.index, actor.artist, None)
+    await run_in_threadpool(svc.index.remove_artist, actor.artist, actor, svc.settings.write_wait_s)
+    await run_in_threadpool(forget)
+    out = redirect("/?note=withdrawn")
+    out.delete_cookie(sessions.COOKIE, path="/", httponly=True, samesite="strict")
+    return out

@@ -1,0 +1,155 @@
+"""What a case page shows, read back from the history: each recorded image's
+preview beside the registered works nearest to it, and the verdict in the
+words every face uses (:meth:`ScanResult.verdict_words`, and the model
+report's sentence). No file path and no upload bytes leave this module: images
+are named by the page routes that serve them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mimicry.moderation.cases import Case
+from mimicry.moderation.db import ModerationDB
+from mimicry.results import ArtistFinding, Evidence, Match, ModelVerdict, ScanResult, SupportingSample
+
+#: The most sample-and-work pairs a model case shows per artist (the strongest).
+PAIRS_SHOWN = 12
+
+
+@dataclass
+class Picture:
+    """One image on a page: where the page serves it (None: not available any
+    more), its alt text, and its caption's lines."""
+
+    url: str | None
+    alt: str
+    caption: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Row:
+    """One recorded image (an upload's image, or a model's sample) beside the
+    works nearest to it, with the verdict's kind and words about it."""
+
+    picture: Picture
+    kind: str
+    words: str
+    works: list[Picture]
+
+
+@dataclass
+class CaseView:
+    """Everything the case page shows besides the case itself."""
+
+    scan_kind: str
+    banner: str  # the verdict's kind (flagged, review, not-flagged...): its colour
+    headline: str
+    sentence: str
+    rows: list[Row]
+    warnings: list[str]
+    uploader: str | None = None  # the hub's uploader of the scan behind the case (moderators see it)
+
+
+def _evidence(d: dict[str, Any]) -> Evidence:
+    return Evidence(int(d["work_id"]), d["artist"], d["sha256"], float(d["similarity"]))
+
+
+def scan_result(d: dict[str, Any]) -> ScanResult:
+    """A recorded ``ScanResult.to_dict`` as the result again (without its vector)."""
+    matches = [Match(m["artist"], m["score"], [_evidence(e) for e in m.get("evidence", [])], m.get("normalised"),
+                     m.get("flagged"), m.get("p_value"), m.get("flag_at")) for m in d.get("matches", [])]
+    return ScanResult(d["image"], matches, d.get("error"), d.get("artist"), d.get("sha256"),
+                      list(d.get("warnings", [])), d.get("image_p_value"), d.get("promise"))
+
+
+def model_verdict(d: dict[str, Any]) -> ModelVerdict:
+    """A recorded ``ModelVerdict.to_dict`` as the verdict again (without its vectors)."""
+    findings = []
+    for f in d.get("findings", []):
+        pairs = [SupportingSample(p["sample"], p["p_value"], _evidence(p["nearest"]), p.get("index", -1))
+                 for p in f.get("pairs", [])]
+        findings.append(ArtistFinding(f["artist"], f["flagged"], f["p_value"], f["level"], f["supporting"],
+                                      list(f.get("samples", [])), [_evidence(e) for e in f.get("nearest_works", [])],
+                                      pairs, list(f.get("indices", [])), f.get("p_makers"),
+                                      f.get("p_images_makers"), dict(f.get("p_tiers", {})), f.get("tier"),
+                                      f.get("nearest_samples", 0)))
+    return ModelVerdict(d["n_samples"], d["alpha"], list(d.get("artists", [])), findings, [],
+                        list(d.get("warnings", [])), d.get("promise"), list(d.get("samples", [])),
+                        list(d.get("inputs", [])), list(d.get("review", [])), d.get("review_alpha", 0.05),
+                        dict(d.get("tiers", {})), dict(d.get("nearest", {})))
+
+
+def work_picture(e: Evidence, known: Any) -> Picture:
+    """A registered work as the page shows it (``known``: the index's works by id)."""
+    url = f"/works/{e.work_id}/image" if e.work_id in known else None
+    return Picture(url, f"Registered work #{e.work_id} by {e.artist}",
+                   [f"work #{e.work_id}" + ("" if url else " (removed since)"),
+                    f"{e.artist} · similarity {e.similarity:.3f}"])
+
+
+def _images(mdb: ModerationDB, scan_id: int) -> list[tuple[int, str, str | None]]:
+    return [(int(p), n, pv) for p, n, pv in mdb.read(
+        "SELECT position, name, preview FROM scan_images WHERE scan_id=? ORDER BY position", (scan_id,))]
+
+
+def _upload_view(case: Case, result: dict[str, Any], images: list, known: Any) -> CaseView:
+    readable = [scan_result(r) for r in result.get("results", []) if r.get("error") is None and r.get("sha256")]
+    rows = []
+    for r, (pos, name, preview) in zip(readable, images):
+        kind, words = r.verdict_words()
+        works = [work_picture(e, known) for e in (r.matches[0].evidence if r.matches else [])]
+        pic = Picture(f"/cases/{case.id}/images/{pos}" if preview else None, f"Recorded upload image {pos + 1}",
+                      [f"upload image {pos + 1}", f"{len(r.matches)} artists compared"])
+        rows.append(Row(pic, kind, words, works))
+    rows.sort(key=lambda row: row.kind != "flagged")  # flagged images first, each group in upload order
+    flagged = sum(row.kind == "flagged" for row in rows)
+    headline = (f"Flagged as {', '.join(case.artists)}" if flagged else "Not flagged now")
+    sentence = (f"{flagged} of the {len(rows)} recorded images of this upload are flagged; each is shown "
+                f"beside the registered works nearest to it.")
+    warnings = next((r.warnings for r in readable if r.warnings), [])
+    return CaseView("image", "flagged" if flagged else "neutral", headline, sentence, rows, list(warnings))
+
+
+def _model_view(case: Case, result: dict[str, Any], images: list, known: Any) -> CaseView:
+    from mimicry.report.render import _model_sentence
+
+    v = model_verdict(result)
+    by_pos = {pos: preview for pos, _, preview in images}
+    rows = []
+    for f in v.findings:
+        if f.tier is None and f.artist not in v.artists + v.review:
+            continue
+        for p in f.pairs[:PAIRS_SHOWN]:
+            url = f"/cases/{case.id}/images/{p.index}" if by_pos.get(p.index) else None
+            pic = Picture(url, f"Recorded sample {p.index + 1}", [f"sample {p.index + 1}",
+                                                                  f"supports {f.artist}"])
+            rows.append(Row(pic, f.tier or "review", f"image p-value {p.p_value:.2g} against {f.artist}",
+                            [work_picture(p.nearest, known)]))
+    if v.artists:
+        banner, headline = "flagged", f"Imitates {', '.join(v.artists)}"
+    elif v.review:
+        banner, headline = "review", f"Review for {', '.join(v.review)}"
+    else:
+        banner, headline = "neutral", "Not at either tier now"
+    return CaseView("model", banner, headline, _model_sentence(v), rows, list(v.warnings))
+
+
+def case_view(mdb: ModerationDB, case: Case, known: Any) -> CaseView:
+    """The evidence of ``case`` from the scan behind it (``known``: the index's
+    works by id; a work removed since is shown as removed)."""
+    rows = mdb.read("SELECT kind, result, uploader FROM scans WHERE id=?", (case.scan_id,))
+    if not rows:  # a case always has its scan (they are removed together)
+        return CaseView("image", "grey", "The scan behind this case is gone", "", [], [])
+    kind, result = rows[0][0], json.loads(rows[0][1])
+    images = _images(mdb, case.scan_id)
+    view = (_model_view if kind == "model" else _upload_view)(case, result, images, known)
+    view.uploader = rows[0][2]
+    return view
+
+
+def preview_name(mdb: ModerationDB, case: Case, position: int) -> str | None:
+    """The preview file of image ``position`` of the scan behind ``case``, or None."""
+    rows = mdb.read("SELECT preview FROM scan_images WHERE scan_id=? AND position=?", (case.scan_id, position))
+    return rows[0][0] if rows and rows[0][0] else None
