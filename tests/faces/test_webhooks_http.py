@@ -81,15 +81,19 @@ def test_registering_an_artist_sends_a_signed_event_through_the_worker(folder):
             hook = c.post("/v1/webhooks", json={"url": receiver.url}, headers=AS_ADMIN).json()
             receiver.secret = hook["secret"]
             assert c.post("/v1/artists", json={"name": "ana"}, headers=AS_ADMIN).status_code == 201
-            receiver.wait_for(lambda r: len(r.events) == 1, timeout=10)
+            # the registration, and the lookback it starts (an empty history: finished at once)
+            receiver.wait_for(lambda r: len(r.events) == 2, timeout=10)
             deadline = time.monotonic() + 10  # recorded as delivered just after the receiver answered
-            while (listed := c.get("/v1/webhooks", headers=AS_ADMIN).json()["webhooks"][0])["delivered"] == 0:
+            while (listed := c.get("/v1/webhooks", headers=AS_ADMIN).json()["webhooks"][0])["delivered"] < 2:
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
         assert not worker.alive
     finally:
         receiver.close()
-    [event] = receiver.events
-    assert event["type"] == "artist.registered" and event["data"] == {"artist": "ana"}
+    by_type = {e["type"]: e for e in receiver.events}
+    assert set(by_type) == {"artist.registered", "lookback.finished"} and len(receiver.events) == 2
+    event = by_type["artist.registered"]
+    assert event["data"] == {"artist": "ana"}
     assert event["id"].startswith("evt_") and isinstance(event["created"], int)
-    assert receiver.bad_signatures == 0 and (listed["pending"], listed["delivered"]) == (0, 1)
+    assert by_type["lookback.finished"]["data"]["artist"] == "ana"
+    assert receiver.bad_signatures == 0 and (listed["pending"], listed["delivered"]) == (0, 2)

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from fastapi import APIRouter
 
-from mimicry.errors import MimicryError
+from mimicry.errors import MimicryError, NotFoundError
 from mimicry.faces.http.context import Count, Position, Service, WorkId
 from mimicry.faces.http.deps import ServiceDep
 from mimicry.faces.http.identity import Moderating
@@ -33,17 +33,17 @@ Reader = Moderating
 
 
 def moderation(svc: Service) -> ModerationDB:
-    """The service's moderation database (one per app, made on first use)."""
-    mdb = getattr(svc, "moderation", None)
-    if mdb is None:
-        mdb = svc.moderation = ModerationDB(svc.index.folder)  # type: ignore[attr-defined]
-    return mdb
+    """The service's moderation database; 404 when it has none (history off
+    on a folder where it could not be opened)."""
+    if svc.moderation is None:
+        raise NotFoundError("this service keeps no scan history: no lookbacks")
+    return svc.moderation
 
 
 def after_change(svc: Service, artist: str) -> int | None:
     """Starts a lookback for ``artist`` after they registered or added works
     (a writable service with ``MIMICRY_LOOKBACK`` on); its id, else None."""
-    if not svc.writes or not svc.settings.lookback:
+    if not svc.writes or not svc.settings.lookback or svc.moderation is None:
         return None
     return lookback.start(moderation(svc), svc.index, artist)[0]
 
@@ -108,6 +108,8 @@ class HistoryRefresh:
 def attach(svc: Service) -> HistoryRefresh | None:
     """What the app starts with: interrupted lookbacks started again, and the
     scheduled refresh, a job that starts and stops with the app (returned; None when off)."""
+    if svc.moderation is None:
+        return None
     if svc.writes and svc.settings.lookback:
         for artist in lookback.interrupted(moderation(svc)):
             after_change(svc, artist)
