@@ -1,20 +1,22 @@
 """``mimicry demo``: the whole pipeline on images it makes itself, no data needed.
 
-Index four procedural artists, calibrate against a background of photo-like
-images, scan imitations and photos (calibrated flags), then give model-level
-verdicts on two sets of samples: one from a pretend fine-tune of one artist,
-one of unrelated images.
+Index three procedural artists, calibrate against a background of photo-like
+images, scan a pretend fine-tune of a fourth artist as a hub would (recorded),
+register the fourth artist and look back (:mod:`mimicry.demo_loop`: a case
+about them opens), then scan imitations and photos (calibrated flags) and give
+model-level verdicts on two sets of samples: the fine-tune's, and unrelated images.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from mimicry.backbones import Embedder
+from mimicry.demo_loop import LoopResult, record_model_scan, register_and_look_back, say
 from mimicry.index import StyleIndex
 from mimicry.report import model_report, scan_report, write_report
 from mimicry.synthetic import STYLES, make_dataset, paint, photo_like, scene
@@ -31,11 +33,13 @@ class DemoResult:
     fine_tune: ModelVerdict  # samples of a pretend fine-tune of ``fine_tuned_artist``
     unrelated_model: ModelVerdict  # samples that imitate nobody
     fine_tuned_artist: str
+    loop: LoopResult | None = None  # the moderation loop: the lookback's case about the fine-tuned artist
 
     def to_dict(self) -> dict:
         return {"top1": self.top1, "flagged_right": self.flagged_right,
                 "photos_flagged": self.photos_flagged, "fine_tuned_artist": self.fine_tuned_artist,
-                "fine_tune": self.fine_tune.to_dict(), "unrelated_model": self.unrelated_model.to_dict()}
+                "fine_tune": self.fine_tune.to_dict(), "unrelated_model": self.unrelated_model.to_dict(),
+                "loop": None if self.loop is None else asdict(self.loop)}
 
 
 #: Background images the demo calibrates with: enough to flag at 1% at all
@@ -93,14 +97,19 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
          f"{sum(v is None for v in data.truth.values())} unrelated photos, a background of {BACKGROUND} by {MAKERS} makers "
          f"and two sets of model samples in {out}")
     with StyleIndex.create(out / "index", device=device, embedder=embedder, runtime=runtime) as ix:
-        report = ix.add_folder(data.portfolios)
-        echo(f"indexed: embedded {report.embedded}, skipped {len(report.skipped)} "
+        first = {p.name: [p] for p in sorted(data.portfolios.iterdir()) if p.name != tuned_artist}
+        report = ix.sync(first)
+        echo(f"indexed {len(first)} artists: embedded {report.embedded}, skipped {len(report.skipped)} "
              f"(backbone {ix.pin.backbone_id}, dim {ix.pin.dim}, on {ix.embedder.runtime})")
         cal = ix.calibrate(background=[background])
         promise = cal.promise()
         echo(f"calibrated: at most {percent_text(cal.fpr)} of images by nobody registered are flagged "
              f"({promise['negatives']} background images; "
-             f"{'certified' if promise['certified'] else 'a real hub brings ' + str(promise['needed'])})\n")
+             f"{'certified' if promise['certified'] else 'a real hub brings ' + str(promise['needed'])})")
+        mdb, before = record_model_scan(ix, tuned)
+        loop = register_and_look_back(ix, mdb, tuned_artist, data.portfolios / tuned_artist, before)
+        say(loop, tuned_artist, out / "index", echo)
+        echo("")
         results = ix.scan([data.imitations, data.unrelated], top=2)
         fine_tune = ix.scan_model([tuned])
         unrelated_model = ix.scan_model([unrelated])
@@ -130,4 +139,4 @@ def run_demo(out: str | Path, device: str = "auto", echo: Callable[[str], None] 
     echo(f"\nreports to look at: {out / 'report-scan.html'} and {out / 'report-model.html'}")
     echo(f"demo took {time.perf_counter() - started:.1f} s")
     return DemoResult(top1 / max(n_imi, 1), right / max(n_imi, 1), photos, fine_tune,
-                      unrelated_model, tuned_artist)
+                      unrelated_model, tuned_artist, loop)

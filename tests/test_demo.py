@@ -41,3 +41,21 @@ def test_demo_ends_with_its_own_wall_time(demo):
 
     _, lines, _ = demo
     assert re.fullmatch(r"demo took \d+\.\d s", lines[-1]), lines[-1]
+
+
+def test_demo_shows_the_moderation_loop(demo):
+    """The fine-tune is scanned and recorded before its artist registers; the
+    lookback after the registration puts that artist on the model's case, and
+    the demo says where to look."""
+    from mimicry.moderation import cases
+    from mimicry.moderation.db import ModerationDB
+
+    res, lines, out = demo
+    loop = res.loop
+    assert loop is not None and loop.screened == res.fine_tune.n_samples
+    assert res.fine_tuned_artist not in loop.artists_before  # not registered yet when scanned
+    case = cases.get_case(ModerationDB(out / "index"), loop.case_id)
+    assert res.fine_tuned_artist in case.artists and case.kind == "model" and case.key == "demo-model-1"
+    assert case.tier in ("imitates", "review") and case.state == "open"
+    text = "\n".join(lines)
+    assert f"open /cases/{loop.case_id}" in text and "mimicry serve --index" in text
