@@ -229,8 +229,12 @@ def _delete_scans(mdb: ModerationDB, where: str, args: tuple) -> int:
 
 def expire(mdb: ModerationDB, days: float, now: float | None = None) -> int:
     """Removes scans older than ``days`` (with their images, cases and
-    decisions) and their previews; returns how many scans went."""
+    decisions) and their previews, and events older than that whose every
+    delivery is done (delivered or given up); returns how many scans went."""
     cutoff = (time.time() if now is None else now) - days * 86400
+    with mdb.transaction() as db:
+        db.execute("DELETE FROM events WHERE created < ? AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE "
+                   "d.event_id = events.id AND d.delivered_at IS NULL AND d.gave_up_at IS NULL)", (cutoff,))
     return _delete_scans(mdb, "s.id IN (SELECT id FROM scans WHERE at < ?)", (cutoff,))
 
 

@@ -121,6 +121,22 @@ def test_retention_and_purge_leave_nothing_behind(tmp_path, scanned):
     assert mdb.read("SELECT COUNT(*) FROM scan_images") == [(0,)]
 
 
+def test_retention_drops_old_events_once_every_delivery_is_done(tmp_path, scanned):
+    results, uploads = scanned
+    mdb = ModerationDB(tmp_path)
+    db = mdb.connect()
+    db.execute("INSERT INTO webhooks(id, url, secret, added_at) VALUES('w1', 'http://x', 's', 0)")
+    for key in ("a", "b", "c"):
+        history.record_images(mdb, results[:1], uploads[:1], HubIds(key))
+    ids = [r[0] for r in mdb.read("SELECT id FROM events ORDER BY rowid")]
+    db.execute("UPDATE events SET created = created - 100 * 86400 WHERE id IN (?, ?)", ids[:2])
+    db.execute("UPDATE deliveries SET delivered_at = 1 WHERE event_id = ?", (ids[0],))  # old, delivered
+    # ids[1]: old but still pending; ids[2]: new and delivered
+    db.execute("UPDATE deliveries SET delivered_at = 1 WHERE event_id = ?", (ids[2],))
+    history.expire(mdb, 90)
+    assert [r[0] for r in mdb.read("SELECT id FROM events ORDER BY rowid")] == ids[1:]
+
+
 def test_model_scans_open_a_case_per_model(tmp_path, demo, default_embedder):
     _, _, out = demo
     samples = sorted((out / "samples-fine-tune").glob("*.png"))
