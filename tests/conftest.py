@@ -95,10 +95,11 @@ def demo(tmp_path_factory, default_embedder):
 
 @pytest.fixture
 def calibrated_copy(demo, tmp_path) -> Path:
-    """A private copy of the demo's calibrated index, free to write to."""
+    """A private copy of the demo's calibrated index, free to write to, with no scan history."""
     _, _, out = demo
     dst = tmp_path / "index"
-    shutil.copytree(out / "index", dst, ignore=shutil.ignore_patterns("lock"))
+    # without the demo's scan history (its moderation loop records one model): tests start from none
+    shutil.copytree(out / "index", dst, ignore=shutil.ignore_patterns("lock", "moderation.sqlite*", "history"))
     return dst
 
 
