@@ -14,6 +14,8 @@ from typing import Any
 from mimicry.errors import ConflictError, InputError, NotFoundError, quoted
 from mimicry.moderation.db import ModerationDB
 
+#: Names decisions use for callers who are not moderators.
+RESERVED = ("admin", "anonymous")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
 
 
@@ -35,6 +37,8 @@ def add(mdb: ModerationDB, name: str) -> str:
     unique whatever the case) and returns their new token."""
     if not NAME.match(name or ""):
         raise InputError(f"moderator name {quoted(name)}: 1 to 64 letters, digits, spaces, '.', '_' or '-'")
+    if name.lower() in RESERVED:
+        raise InputError(f"moderator name {quoted(name)} is reserved (decisions name the admin so)")
     token = "mod_" + secrets.token_urlsafe(32)
     with mdb.transaction() as db:
         if db.execute("SELECT 1 FROM moderators WHERE name=?", (name,)).fetchone():

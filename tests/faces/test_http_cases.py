@@ -114,6 +114,8 @@ def test_history_off_records_nothing(app_of, demo):
     ({"uploader": "line\nbreak"}, "uploader"),
     ({"model_id": "tab\there"}, "model_id"),
     ({"upload_id": ["a", "b"]}, "upload_id"),
+    ({"upload_id": "scan:2"}, "upload_id"),  # would join the case of anonymous scan 2
+    ({"model_id": "scan:7"}, "model_id"),
 ])
 def test_a_bad_hub_id_is_a_400_naming_the_field(client, demo, data, field):
     r = client.post("/v1/scan", files=files(photo(demo)), data=data)
@@ -325,6 +327,9 @@ def test_a_folder_without_a_moderation_database(app_of, monkeypatch):
     assert client.app.state.service.moderation is None
     assert client.get("/v1/cases", headers=AS_ADMIN).status_code == 404
     assert client.get("/healthz").status_code == 200
+    # the web pages too: the sign-in page answers, the queue sends you to sign in
+    assert client.get("/").status_code == 200
+    assert client.get("/cases", follow_redirects=False).status_code == 303
 
 
 def test_a_small_png_is_its_own_preview_without_its_metadata(tmp_path):

@@ -114,8 +114,9 @@ def test_a_case_shows_the_upload_beside_its_nearest_works_and_the_verdicts_words
     assert len(previews) == 3 and len(works) >= 2 and 'class="zoom"' in page
     for url in previews[:1] + works[:1]:
         r = client.get(url)
-        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
-        assert Image.open(io.BytesIO(r.content)).size == (256, 256)  # the demo's images, whole
+        picture = Image.open(io.BytesIO(r.content))
+        assert r.status_code == 200 and r.headers["content-type"] == f"image/{picture.format.lower()}"
+        assert picture.size == (256, 256)  # the demo's images, whole (a small PNG is its own preview)
     assert client.get(f"/cases/{hub.case}/images/9").status_code == 404
     assert client.get("/cases/999").status_code == 404
     assert not re.search(r'(src|href|action)="(https?:)?//', page) and "<script" not in page
@@ -262,6 +263,12 @@ def test_the_secret_is_made_once_with_mode_0600(tmp_path):
     gone = tmp_path / "not-there"
     assert len(sessions.load_secret(gone)) == 64 and sessions.load_secret(gone) != sessions.load_secret(gone)
     assert not gone.exists()
+    # An empty or short file (a kill in the middle of an older write) is no secret: it is made again.
+    for damaged in (b"", b"abc"):
+        (tmp_path / sessions.SECRET_FILE).write_bytes(damaged)
+        fresh = sessions.load_secret(tmp_path)
+        assert len(fresh) == 64 and fresh != a and (tmp_path / sessions.SECRET_FILE).read_bytes() == fresh
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_a_model_case_shows_its_supporting_samples_beside_their_works(calibrated_copy, demo, default_embedder):

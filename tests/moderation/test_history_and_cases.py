@@ -161,6 +161,9 @@ def test_moderator_tokens(tmp_path):
         moderators.add(mdb, "mo lee")
     with pytest.raises(InputError):
         moderators.add(mdb, "../etc")
+    for reserved in ("admin", "Anonymous"):
+        with pytest.raises(InputError, match="reserved"):
+            moderators.add(mdb, reserved)
     assert [m.name for m in moderators.listed(mdb)] == ["Mo Lee"]
     moderators.revoke(mdb, "Mo Lee")
     assert moderators.who(mdb, token) is None

@@ -71,7 +71,8 @@ def thumbnail(work_id: WorkId, svc: ServiceDep) -> Response:
 async def register(request: Request, actor: Admin, svc: ServiceDep) -> dict[str, Any]:
     """Registers an artist (admin; JSON body with a name); the token is in this
     answer only, with the id of the lookback started for them (null when off).
-    Its ``artist.registered`` event is committed before the answer."""
+    Its ``artist.registered`` event is committed before the answer (or, should
+    that fail, by the delivery worker from the audit log)."""
     try:
         body = ArtistIn.model_validate_json(await request.body())
     except ValidationError as exc:

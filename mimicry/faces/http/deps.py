@@ -34,6 +34,8 @@ from mimicry.settings import Settings
 #: The hub's ids a scan may carry (multipart fields beside ``files``), and their longest.
 HUB_FIELDS = ("upload_id", "model_id", "uploader")
 HUB_ID_CHARS = 200
+#: How the case of a scan sent without a hub id is keyed (``scan:<scan id>``).
+ANONYMOUS_KEY = "scan:"
 
 async def service(request: Request) -> Service:
     """The app's :class:`Service`."""
@@ -110,8 +112,9 @@ Form = Annotated[FormData, Depends(received_form)]
 async def hub_ids(form: Form) -> HubIds:
     """The hub's ids of a scan: the form fields ``upload_id``, ``model_id`` and
     ``uploader``, each at most once, 1 to :data:`HUB_ID_CHARS` printable
-    characters (an empty field is no field); anything else is a 400 naming the
-    field, before any image is read."""
+    characters (an empty field is no field), and an upload or model id not
+    starting with ``scan:`` (the key of a scan's own case); anything else is a
+    400 naming the field, before any image is read."""
     got: dict[str, str | None] = {}
     for name in HUB_FIELDS:
         values = form.getlist(name)
@@ -123,6 +126,9 @@ async def hub_ids(form: Form) -> HubIds:
         if value and (len(value) > HUB_ID_CHARS or not value.isprintable()):
             raise InputError(f"form field {name!r}: 1 to {HUB_ID_CHARS} printable characters, "
                              f"got {quoted(value)}")
+        if value and name != "uploader" and value.startswith(ANONYMOUS_KEY):
+            # a scan without an id is its own case, keyed "scan:<id>": a hub's id may not look like one
+            raise InputError(f"form field {name!r}: may not start with {ANONYMOUS_KEY!r}, got {quoted(value)}")
         got[name] = value or None
     return HubIds(**got)
 

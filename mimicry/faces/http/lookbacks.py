@@ -81,11 +81,17 @@ class HistoryRefresh:
         return self
 
     def stop(self) -> None:
+        """Stops the schedule and waits for a refresh in progress to end."""
         self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join()
 
     def _loop(self) -> None:
         while not self.stopped.wait(self.period):
-            self.once()
+            try:
+                self.once()
+            except Exception:  # noqa: BLE001 - the next refresh happens on time
+                log.exception("calibration from the scan history failed")
 
     def once(self) -> bool:
         """One refresh; whether the calibration changed."""

@@ -54,7 +54,7 @@ async def _record(svc: Service, request: Request, record: Callable[..., history.
     rid = request.headers.get("x-request-id")
     try:
         rec = await run_in_threadpool(record, svc.moderation, result, uploads, ids, rid, svc.settings.preview_side)
-    except sqlite3.OperationalError as exc:
+    except (sqlite3.Error, OSError) as exc:  # a busy or full database, a preview that cannot be written
         raise RetryLaterError(f"the scan could not be recorded ({exc}); try again",
                               svc.settings.retry_after_s) from None
     return {"scan": rec.scan_id, "case": rec.case_id, "opened": rec.opened}

@@ -40,7 +40,8 @@ def artist_page(request: Request, done: Annotated[str, Query(max_length=20)] = "
     s = need(request, ARTIST)
     svc = service(request)
     works = sorted(svc.index.works(s.who.name), key=lambda w: -w.id)
-    about, _ = cases.list_cases(web(request).moderation, artist=s.who.name, limit=200)
+    mdb = web(request).moderation
+    about = cases.list_cases(mdb, artist=s.who.name, limit=200)[0] if mdb is not None else []
     shown = [{"id": c.id, "state": c.state, "tier": c.tier, "kind": c.kind, "opened_at": c.opened_at,
               "updated_at": c.updated_at, "strongest": c.artist == s.who.name} for c in reversed(about)]
     return render("artist.html.j2", s, works=works, cases=shown, writes=svc.writes,
@@ -94,6 +95,9 @@ async def upload(request: Request) -> Response:
             await run_in_threadpool(svc.thumbs.keep, images, [hashlib.sha256(i.data).hexdigest() for i in images])
     finally:
         svc.inflight.release()
+    from mimicry.faces.http.lookbacks import after_change
+
+    await run_in_threadpool(after_change, svc, actor.artist)  # as POST /v1/artists/{name}/works does
     return redirect(f"/artist?done=added&n={len(ids)}")
 
 

@@ -15,7 +15,7 @@ from mimicry.errors import InputError
 from mimicry.faces.http.context import INT_MAX, Position
 from mimicry.faces.http.gate import request_id
 from mimicry.faces.web.evidence import case_view
-from mimicry.faces.web.pages import MODERATING, checked_form, need, page, redirect, render, service, web
+from mimicry.faces.web.pages import MODERATING, checked_form, need, page, redirect, render, service, moderation
 from mimicry.faces.web.session import Who
 from mimicry.moderation import cases
 from mimicry.moderation.cases import DECISIONS, STATES, TIER_RANK
@@ -47,7 +47,7 @@ def queue(request: Request, state: Annotated[str, Query(max_length=20)] = "open"
     """The queue: cases matching the filters, oldest first, a page at a time."""
     s = need(request, MODERATING)
     st, who, tr = _filters(state, artist, tier)
-    found, nxt = cases.list_cases(web(request).moderation, st, who, tr, after=after, limit=PAGE)
+    found, nxt = cases.list_cases(moderation(request), st, who, tr, after=after, limit=PAGE)
     query = {"state": state, "artist": artist, "tier": tier}
     return render("cases.html.j2", s, cases=found, next=nxt, query=query, states=("all", *STATES),
                   tiers=tuple(TIER_RANK), artists=sorted(service(request).index.info().artists))
@@ -59,7 +59,7 @@ def case_page(request: Request, case_id: CaseId, done: Annotated[str, Query(max_
     """One case: its evidence from the scan behind it, its decisions, and the
     decision form."""
     s = need(request, MODERATING)
-    mdb = web(request).moderation
+    mdb = moderation(request)
     case = cases.get_case(mdb, case_id)
     view = case_view(mdb, case, service(request).index.snapshot().works)
     return render("case.html.j2", s, case=case, view=view, done=DONE.get(done, ""), decisions=DECISIONS)
@@ -87,6 +87,6 @@ async def decide(request: Request, case_id: CaseId) -> Response:
     if len(note) > NOTE_CHARS:
         raise InputError(f"the note has {len(note)} characters: at most {NOTE_CHARS}")
     rid = request_id(request.headers.get("x-request-id"))
-    await run_in_threadpool(decide_and_audit, service(request), web(request).moderation, case_id, decision,
+    await run_in_threadpool(decide_and_audit, service(request), moderation(request), case_id, decision,
                             note, s.who, rid)
     return redirect(f"/cases/{case_id}?done={decision}")

@@ -13,10 +13,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mimicry.errors import ForbiddenError, ImageError, NotFoundError
+from mimicry.images import sniff_type
 from mimicry.faces.http.context import WorkId
 from mimicry.faces.web.cases import CaseId
 from mimicry.faces.web.evidence import preview_name
-from mimicry.faces.web.pages import MODERATING, need, page, service, web
+from mimicry.faces.web.pages import MODERATING, moderation, need, page, service, web
 from mimicry.moderation import cases
 from mimicry.moderation.history import PREVIEWS
 
@@ -31,7 +32,7 @@ CACHE = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "no
 def preview(request: Request, case_id: CaseId, position: WorkId) -> Response:
     """The recorded preview of image ``position`` of the scan behind the case."""
     need(request, MODERATING)
-    mdb = web(request).moderation
+    mdb = moderation(request)
     name = preview_name(mdb, cases.get_case(mdb, case_id), position)
     if name is None:
         raise NotFoundError(f"case {case_id} has no recorded image {position}")
@@ -39,7 +40,7 @@ def preview(request: Request, case_id: CaseId, position: WorkId) -> Response:
         data = (mdb.folder / PREVIEWS / name).read_bytes()
     except OSError:
         raise NotFoundError(f"the preview of image {position} of case {case_id} is gone") from None
-    return Response(data, media_type="image/jpeg", headers=CACHE)
+    return Response(data, media_type=sniff_type(data) or "application/octet-stream", headers=CACHE)
 
 
 def _work_picture(request: Request, work_id: int, large: bool) -> Response:

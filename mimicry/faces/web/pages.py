@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException
 
-from mimicry.errors import ForbiddenError, InputError, MimicryError, clipped
+from mimicry.errors import ForbiddenError, InputError, MimicryError, NotFoundError, clipped
 from mimicry.faces.http.thumbs import Thumbnails
 from mimicry.faces.web import session as sessions
 from mimicry.faces.web.session import Session
@@ -53,7 +53,7 @@ class Web:
     """One app's state for the pages."""
 
     secret: bytes
-    moderation: ModerationDB
+    moderation: ModerationDB | None  # None: the service keeps no history (no cases)
     large: Thumbnails
 
 
@@ -71,11 +71,19 @@ def web(request: Request) -> Web:
         return state.web
 
 
-def moderation_db(svc: "Service") -> ModerationDB:
-    """The service's moderation database (its own when it has one, else one
-    opened on the index folder for the pages)."""
-    own = getattr(svc, "moderation", None)
-    return own if isinstance(own, ModerationDB) else ModerationDB(svc.index.folder)
+def moderation_db(svc: "Service") -> ModerationDB | None:
+    """The service's moderation database; None when it has none (history off
+    on a folder where it could not be opened: sign-in and the artist's works
+    still work, cases are a 404)."""
+    return svc.moderation
+
+
+def moderation(request: Request) -> ModerationDB:
+    """The moderation database for a cases page; :class:`NotFoundError` without one."""
+    mdb = web(request).moderation
+    if mdb is None:
+        raise NotFoundError("this service keeps no scan history: there are no cases")
+    return mdb
 
 
 def service(request: Request) -> "Service":

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,37 +83,51 @@ def still_valid(s: Session, admin_token: str | None, mdb: ModerationDB, ix: Any)
     if s.who.role == "admin":
         return bool(admin_token) and hmac.compare_digest(s.digest, token_hash(admin_token))
     if s.who.role == "moderator":
-        return moderators.by_digest(mdb, s.digest) == s.who.name
+        return mdb is not None and moderators.by_digest(mdb, s.digest) == s.who.name
     return artist_for_token_sha256(ix, s.digest) == s.who.name
 
 
 def load_secret(folder: Path) -> bytes:
     """The signing secret of the index at ``folder``: read from ``web-secret``,
-    or made (32 random bytes, mode 0600, created exclusively: two processes
-    starting at once agree). A folder that cannot be written gets a secret for
-    this process only (sessions end when it stops), with a warning."""
+    or made (64 hex characters, mode 0600). It is written whole to a temporary
+    file and linked into place (``os.link`` fails if another process got there
+    first, and then both use that one), so a kill never leaves a short or empty
+    secret; a file shorter than 32 bytes is not a secret and is replaced. A
+    folder that cannot be written gets a secret for this process only
+    (sessions end when it stops), with a warning."""
     path = Path(folder) / SECRET_FILE
-    for _ in range(2):
+    for _ in range(3):
         try:
             data = path.read_bytes().strip()
             if len(data) >= 32:
                 return data
+            path.unlink()  # damaged (a kill in an older version's write): made again
         except FileNotFoundError:
             pass
+        except OSError:
+            break
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            _link_new_secret(path)
         except FileExistsError:
-            time.sleep(0.05)  # another process is writing it
-            continue
+            continue  # another process made it: read theirs
         except OSError as exc:
             log.warning("cannot keep the web session secret in the index folder (%s): "
                         "sessions last until this process stops", exc.strerror or exc)
-            return secrets.token_hex(32).encode()
+            break
+    return secrets.token_hex(32).encode()
+
+
+def _link_new_secret(path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".web-secret-", suffix=".tmp")
+    try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(secrets.token_hex(32).encode())
             fh.flush()
             os.fsync(fh.fileno())
-    return path.read_bytes().strip()
+        os.chmod(tmp, 0o600)
+        os.link(tmp, path)  # atomic, and never over an existing secret
+    finally:
+        os.unlink(tmp)
 
 
 def _b64(data: bytes) -> str:
