@@ -103,20 +103,25 @@ def get_case(mdb: ModerationDB, case_id: int) -> Case:
 
 def list_cases(mdb: ModerationDB, state: str | None = None, artist: str | None = None, tier: str | None = None,
                since: float | None = None, until: float | None = None, after: int = 0,
-               limit: int = 50) -> tuple[list[Case], int | None]:
+               limit: int = 50, newest_first: bool = False) -> tuple[list[Case], int | None]:
     """Cases matching every filter given (``artist``: among the case's artists;
-    ``since``/``until``: opened in that time), oldest first from id ``after``;
+    ``since``/``until``: opened in that time), oldest first from id ``after``
+    (with ``newest_first``: newest first, below id ``after`` when it is not 0);
     returns (cases, the ``after`` of the next page or None)."""
     if state is not None and state not in STATES:
         raise InputError(f"state {state!r}: use one of {', '.join(STATES)}")
-    where, args = ["id > ?"], [after]
+    if not newest_first:
+        where, args = ["id > ?"], [after]
+    else:
+        where, args = (["id < ?"], [after]) if after else (["1"], [])
     for clause, value in (("state = ?", state), ("tier = ?", tier), ("opened_at >= ?", since),
                           ("opened_at < ?", until),
                           ("EXISTS (SELECT 1 FROM json_each(cases.artists) WHERE value = ?)", artist)):
         if value is not None:
             where.append(clause)
             args.append(value)
-    rows = mdb.read(f"SELECT {_COLUMNS} FROM cases WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+    order = "id DESC" if newest_first else "id"
+    rows = mdb.read(f"SELECT {_COLUMNS} FROM cases WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?",
                     [*args, limit + 1])
     cases = [_case(r) for r in rows[:limit]]
     return cases, (cases[-1].id if len(rows) > limit else None)

@@ -229,13 +229,42 @@ def _delete_scans(mdb: ModerationDB, where: str, args: tuple) -> int:
 
 def expire(mdb: ModerationDB, days: float, now: float | None = None) -> int:
     """Removes scans older than ``days`` (with their images, cases and
-    decisions) and their previews, and events older than that whose every
-    delivery is done (delivered or given up); returns how many scans went."""
-    cutoff = (time.time() if now is None else now) - days * 86400
+    decisions) and their previews, events older than that whose every
+    delivery is done (delivered or given up), and preview files an hour old
+    that no scan names (left by a kill between a preview's write and its
+    scan's commit, or between a purge's commit and its unlinks); returns how
+    many scans went."""
+    now = time.time() if now is None else now
+    cutoff = now - days * 86400
     with mdb.transaction() as db:
         db.execute("DELETE FROM events WHERE created < ? AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE "
                    "d.event_id = events.id AND d.delivered_at IS NULL AND d.gave_up_at IS NULL)", (cutoff,))
-    return _delete_scans(mdb, "s.id IN (SELECT id FROM scans WHERE at < ?)", (cutoff,))
+    n = _delete_scans(mdb, "s.id IN (SELECT id FROM scans WHERE at < ?)", (cutoff,))
+    sweep_previews(mdb, now - STRAY_AGE_S)
+    return n
+
+
+#: Seconds a preview file no scan names is left alone (a scan being recorded
+#: writes its previews a moment before its rows commit).
+STRAY_AGE_S = 3600.0
+
+
+def sweep_previews(mdb: ModerationDB, older_than: float) -> int:
+    """Removes preview files (and temporary files) last changed before
+    ``older_than`` (Unix time) that no recorded image names; how many went."""
+    folder = mdb.folder / PREVIEWS
+    if not folder.is_dir():
+        return 0
+    named = {r[0] for r in mdb.read("SELECT DISTINCT preview FROM scan_images WHERE preview IS NOT NULL")}
+    gone = 0
+    for path in folder.iterdir():
+        try:
+            if path.name not in named and path.stat().st_mtime < older_than:
+                path.unlink()
+                gone += 1
+        except FileNotFoundError:
+            pass
+    return gone
 
 
 def purge_uploader(mdb: ModerationDB, uploader: str) -> int:

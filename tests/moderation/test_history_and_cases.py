@@ -92,6 +92,9 @@ def test_decisions_move_cases_and_filters_find_them(tmp_path, scanned):
     page, nxt = cases.list_cases(mdb, limit=2)
     assert [c.id for c in page] == ids[:2] and nxt == ids[1]
     assert [c.id for c in cases.list_cases(mdb, after=nxt)[0]] == ids[2:]
+    newest, before = cases.list_cases(mdb, limit=2, newest_first=True)
+    assert [c.id for c in newest] == ids[:0:-1] and before == ids[1]
+    assert [c.id for c in cases.list_cases(mdb, after=before, newest_first=True)[0]] == ids[:1]
     assert [t for t, _ in _events(mdb)].count("case.decided") == 2
     # A decided case is not reopened by a new scan of the same upload.
     again = history.record_images(mdb, results[:1], uploads[:1], HubIds("u0"))
@@ -119,6 +122,24 @@ def test_retention_and_purge_leave_nothing_behind(tmp_path, scanned):
     assert history.purge_uploader(mdb, "bob") == 2
     assert mdb.read("SELECT COUNT(*) FROM scans") == [(0,)] and list(previews.iterdir()) == []
     assert mdb.read("SELECT COUNT(*) FROM scan_images") == [(0,)]
+
+
+def test_retention_sweeps_previews_and_temporary_files_no_scan_names(tmp_path, scanned):
+    import os
+
+    results, uploads = scanned
+    mdb = ModerationDB(tmp_path)
+    history.record_images(mdb, results[:1], uploads[:1], HubIds("kept"))
+    folder = tmp_path / history.PREVIEWS
+    kept = {p.name for p in folder.iterdir()}
+    stray, tmp, fresh = folder / ("f" * 64 + ".jpg"), folder / "x.tmp", folder / ("e" * 64 + ".jpg")
+    for p in (stray, tmp, fresh):
+        p.write_bytes(b"left by a kill")
+    for p in (stray, tmp):
+        os.utime(p, (time.time() - 7200, time.time() - 7200))
+    history.expire(mdb, 90)
+    # the named preview stays, and a fresh stray (a scan being recorded now) is left alone
+    assert {p.name for p in folder.iterdir()} == kept | {fresh.name}
 
 
 def test_retention_drops_old_events_once_every_delivery_is_done(tmp_path, scanned):

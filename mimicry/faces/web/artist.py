@@ -41,9 +41,9 @@ def artist_page(request: Request, done: Annotated[str, Query(max_length=20)] = "
     svc = service(request)
     works = sorted(svc.index.works(s.who.name), key=lambda w: -w.id)
     mdb = web(request).moderation
-    about = cases.list_cases(mdb, artist=s.who.name, limit=200)[0] if mdb is not None else []
+    about = cases.list_cases(mdb, artist=s.who.name, limit=200, newest_first=True)[0] if mdb is not None else []
     shown = [{"id": c.id, "state": c.state, "tier": c.tier, "kind": c.kind, "opened_at": c.opened_at,
-              "updated_at": c.updated_at, "strongest": c.artist == s.who.name} for c in reversed(about)]
+              "updated_at": c.updated_at, "strongest": c.artist == s.who.name} for c in about]
     return render("artist.html.j2", s, works=works, cases=shown, writes=svc.writes,
                   done=DONE.get(done, "").format(n=n, s="" if n == 1 else "s"), limits=svc.settings)
 
