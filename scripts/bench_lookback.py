@@ -62,15 +62,16 @@ def history(snapshot, artist: str, n: int, models: int, seed: int = 0) -> tuple[
 def insert(mdb: ModerationDB, images: np.ndarray, sets: list[np.ndarray]) -> None:
     """The history as recorded scans: one scan per single upload, one per model."""
     now = time.time()
+    base = int(mdb.read("SELECT coalesce(max(id), 0) FROM scans")[0][0])  # after the demo's own scans
     with mdb.transaction() as db:
         db.executemany("INSERT INTO scans(id, at, kind, upload_id, uploader, tier, result) "
                        "VALUES(?, ?, 'image', ?, ?, 'not-flagged', '{}')",
-                       [(i + 1, now, f"up-{i}", f"user-{i % 5000}") for i in range(len(images))])
+                       [(base + i + 1, now, f"up-{i}", f"user-{i % 5000}") for i in range(len(images))])
         db.executemany("INSERT INTO scan_images(scan_id, position, sha256, name, vector, tier) "
                        "VALUES(?, 0, ?, 'x.png', ?, 'not-flagged')",
-                       [(i + 1, f"{i:064x}", v.tobytes()) for i, v in enumerate(images)])
+                       [(base + i + 1, f"{i:064x}", v.tobytes()) for i, v in enumerate(images)])
         for m, vecs in enumerate(sets):
-            sid = len(images) + m + 1
+            sid = base + len(images) + m + 1
             db.execute("INSERT INTO scans(id, at, kind, model_id, tier, result) VALUES(?, ?, 'model', ?, 'none', '{}')",
                        (sid, now, f"model-{m}"))
             db.executemany("INSERT INTO scan_images(scan_id, position, sha256, name, vector, tier) "

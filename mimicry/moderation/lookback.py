@@ -20,13 +20,22 @@ Promises:
   ``finished`` or ``failed``; ``done`` of ``total`` vectors, cases ``opened``,
   the ``error``), committed with the cases each stretch opens; a
   ``lookback.finished`` event when it ends, whichever way.
-- A decided case is never reopened (:func:`mimicry.moderation.cases.open_case`).
+- Evidence: a case a lookback opens or joins points at a scan recording the
+  lookback's own verdict: a copy of the recorded scan (its kind, hub ids,
+  time, images and previews; no request id) whose result is re-judged from the
+  stored vectors against the index now (:func:`_rejudged`), marked
+  ``lookback`` (its id, artist and when). Only scans that open or join a case
+  are re-judged; copies are never screened again (their originals are), and
+  they expire and are purged with their originals (the same time and uploader).
+- A decided case is never reopened (:func:`mimicry.moderation.cases.open_case`),
+  and gets no copy.
 - Runs queue behind one another (one at a time per process): a lookback is
   CPU work on the service's cores.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -39,7 +48,8 @@ from mimicry.errors import NotFoundError
 from mimicry.moderation import events
 from mimicry.moderation.cases import open_case
 from mimicry.moderation.db import ModerationDB
-from mimicry.moderation.rescreen import ModelTest, model_tiers, screen_images
+from mimicry.moderation.history import image_tier
+from mimicry.moderation.rescreen import ModelTest, model_tiers, rejudged_images, rejudged_model, screen_images
 
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.index import StyleIndex
@@ -51,6 +61,8 @@ STATES = ("queued", "running", "finished", "failed")
 #: Vectors read, bounded and committed at a time.
 STRETCH = 8192
 _ONE_AT_A_TIME = threading.Lock()
+#: A scan as recorded by the service, not a lookback's re-judged copy of one.
+_ORIGINAL = "json_extract(s.result, '$.lookback') IS NULL"
 
 
 @dataclass
@@ -110,7 +122,7 @@ def _image_stretches(mdb: ModerationDB, dim: int, since: float):
     after = 0
     while True:
         rows = mdb.read("SELECT i.rowid, i.scan_id, i.vector, s.at FROM scan_images i JOIN scans s "
-                        "ON s.id = i.scan_id WHERE s.kind = 'image' AND i.rowid > ? ORDER BY i.rowid LIMIT ?",
+                        f"ON s.id = i.scan_id WHERE s.kind = 'image' AND {_ORIGINAL} AND i.rowid > ? ORDER BY i.rowid LIMIT ?",
                         (after, STRETCH))
         if not rows:
             return
@@ -127,15 +139,60 @@ def pinned_at(snapshot: Snapshot) -> float:
 
 
 def _count(mdb: ModerationDB, kind: str) -> int:
-    return int(mdb.read("SELECT count(*) FROM scan_images i JOIN scans s ON s.id = i.scan_id WHERE s.kind = ?",
-                        (kind,))[0][0])
+    return int(mdb.read(f"SELECT count(*) FROM scan_images i JOIN scans s ON s.id = i.scan_id "
+                        f"WHERE s.kind = ? AND {_ORIGINAL}", (kind,))[0][0])
 
 
 def _progress(db: Any, lookback_id: int, done: int, opened: int) -> None:
     db.execute("UPDATE lookbacks SET done = done + ?, opened = opened + ? WHERE id = ?", (done, opened, lookback_id))
 
 
-def _open_uploads(mdb: ModerationDB, lookback_id: int, artist: str, scan_ids: np.ndarray, seen: int) -> int:
+def _rejudged(db: Any, snapshot: Snapshot, test: ModelTest, lookback_id: int, scan_id: int, tier: str,
+              artist: str) -> int:
+    """Records the lookback's verdict on scan ``scan_id`` as a scan of its own
+    (module docstring: the result a scan would give now, from the stored
+    vectors; the images copied); the new scan's id."""
+    at, kind, upload_id, model_id, uploader, old = db.execute(
+        "SELECT at, kind, upload_id, model_id, uploader, result FROM scans WHERE id=?", (scan_id,)).fetchone()
+    imgs = db.execute("SELECT position, sha256, name, vector, preview FROM scan_images WHERE scan_id=? "
+                      "ORDER BY position", (scan_id,)).fetchall()
+    vecs = np.frombuffer(b"".join(r[3] for r in imgs), np.float32).reshape(len(imgs), snapshot.dim)
+    names = [r[2] for r in imgs]
+    result: dict[str, Any] = {"lookback": {"id": lookback_id, "artist": artist, "at": time.time()}}
+    if kind == "image":
+        results = rejudged_images(snapshot, vecs, names, [r[1] for r in imgs], test)
+        result["results"] = [r.to_dict(paths=False) for r in results]
+        marks = [(image_tier(r), r.artist) for r in results]
+    else:
+        verdict, recorded = rejudged_model(snapshot, vecs, names, test), json.loads(old)
+        result.update(verdict.to_dict(paths=False), inputs=recorded.get("inputs", list(range(len(imgs)))),
+                      skipped=recorded.get("skipped", []))
+        support = verdict.supported_by()
+        marks = [("supports" if i in support else "sample", support.get(i)) for i in range(len(imgs))]
+    new = int(db.execute("INSERT INTO scans(at, kind, upload_id, model_id, uploader, request_id, tier, artist, "
+                         "result) VALUES(?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+                         (at, kind, upload_id, model_id, uploader, tier, artist,
+                          json.dumps(result, ensure_ascii=False))).lastrowid)
+    db.executemany("INSERT INTO scan_images(scan_id, position, sha256, name, vector, preview, tier, artist) "
+                   "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                   [(new, pos, sha, name, vec, preview, t, a)
+                    for (pos, sha, name, vec, preview), (t, a) in zip(imgs, marks)])
+    return new
+
+
+def _open(db: Any, snapshot: Snapshot, test: ModelTest, lookback_id: int, kind: str, key: str, scan_id: int,
+          tier: str, artists: list[str]) -> int:
+    """Opens or joins case ``kind``/``key`` with the lookback's re-judged copy
+    of scan ``scan_id`` (none for a decided case); whether it was opened now."""
+    state = db.execute("SELECT state FROM cases WHERE kind=? AND key=?", (kind, key)).fetchone()
+    if state is not None and state[0] != "open":  # decided: never reopened
+        return 0
+    new = _rejudged(db, snapshot, test, lookback_id, scan_id, tier, artists[0])
+    return int(open_case(db, kind, key, new, tier, artists, source="lookback")[1])
+
+
+def _open_uploads(mdb: ModerationDB, snapshot: Snapshot, test: ModelTest, lookback_id: int, artist: str,
+                  scan_ids: np.ndarray, seen: int) -> int:
     """Opens or joins the cases of the uploads of ``scan_ids`` (flagged as
     ``artist``) and counts ``seen`` vectors done, in one transaction; cases opened."""
     opened = 0
@@ -145,7 +202,7 @@ def _open_uploads(mdb: ModerationDB, lookback_id: int, artist: str, scan_ids: np
             if upload is None:  # expired or purged meanwhile
                 continue
             key = upload[0] or f"scan:{scan_id}"
-            opened += open_case(db, "upload", key, scan_id, "flagged", [artist], source="lookback")[1]
+            opened += _open(db, snapshot, test, lookback_id, "upload", key, scan_id, "flagged", [artist])
         _progress(db, lookback_id, seen, opened)
     return opened
 
@@ -154,7 +211,7 @@ def _model_sets(mdb: ModerationDB, dim: int, since: float):
     """Recorded models, a stretch of about :data:`STRETCH` samples at a time:
     lists of (scan id, model id, sample vectors, vectors counted); a model
     recorded before ``since`` has no vectors here."""
-    models = mdb.read("SELECT id, model_id, at FROM scans WHERE kind = 'model' ORDER BY id")
+    models = mdb.read(f"SELECT id, model_id, at FROM scans AS s WHERE kind = 'model' AND {_ORIGINAL} ORDER BY id")
     batch: list[tuple[int, str | None, np.ndarray, int]] = []
     for scan_id, model_id, at in models:
         rows = mdb.read("SELECT vector FROM scan_images WHERE scan_id=? ORDER BY position", (scan_id,))
@@ -177,8 +234,8 @@ def _screen_models(mdb: ModerationDB, snapshot: Snapshot, lookback_id: int, arti
             new = 0
             for (scan_id, model_id, _, _), (tier, artists) in zip(batch, tiers):
                 if artist in artists and db.execute("SELECT 1 FROM scans WHERE id=?", (scan_id,)).fetchone():
-                    new += open_case(db, "model", model_id or f"scan:{scan_id}", scan_id, tier, artists,
-                                     source="lookback")[1]
+                    new += _open(db, snapshot, test, lookback_id, "model", model_id or f"scan:{scan_id}",
+                                 scan_id, tier, artists)
             _progress(db, lookback_id, sum(b[3] for b in batch), new)
         opened += new
     return opened
@@ -199,7 +256,7 @@ def run(mdb: ModerationDB, snapshot: Snapshot, lookback_id: int, test: ModelTest
         else:
             for seen, scan_ids, vecs in _image_stretches(mdb, snapshot.dim, pinned_at(snapshot)):
                 hit = screen_images(snapshot, vecs, artist)
-                _open_uploads(mdb, lookback_id, artist, scan_ids[hit], seen)
+                _open_uploads(mdb, snapshot, test, lookback_id, artist, scan_ids[hit], seen)
             _screen_models(mdb, snapshot, lookback_id, artist, test)
     except Exception as exc:  # noqa: BLE001 - a failed run says why in its row
         log.exception("lookback %s for %s failed", lookback_id, artist)
@@ -219,7 +276,7 @@ def start(mdb: ModerationDB, ix: StyleIndex, artist: str) -> tuple[int, threadin
     (after any running one), against the index as committed when it starts;
     (its id, the thread)."""
     s = ix.settings
-    test = ModelTest(s.alpha, s.review_alpha, (s.min_samples, s.max_samples))
+    test = ModelTest(s.alpha, s.review_alpha, (s.min_samples, s.max_samples), s.top, s.evidence)
     lookback_id = begin(mdb, artist)
 
     def _work() -> None:

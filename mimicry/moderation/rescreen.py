@@ -9,6 +9,10 @@ of each image's statistic for the artist (:class:`Bound`: its raw score, one
 matrix product with the artist's works, less a lower bound of its hubness
 neighbourhood) and runs the full image test only where the bound passes the
 flag threshold: a bound below it proves the image is not flagged as the artist.
+
+:func:`rejudged_images` and :func:`rejudged_model` give the whole result a
+scan would give now (matches and evidence, or the model verdict), for the few
+recorded scans a lookback opens or joins a case for.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mimicry.results import ModelVerdict, ScanResult
     from mimicry.store.snapshot import Snapshot
 
 #: Slack on the bound for float32 rounding (similarities are exact to ~1e-6).
@@ -108,11 +113,14 @@ def screen_images(snapshot: Snapshot, queries: np.ndarray, artist: str) -> np.nd
 
 @dataclass(frozen=True)
 class ModelTest:
-    """The model test's levels (the index's settings)."""
+    """The model test's levels, and the artists and works a re-judged result
+    shows (the index's settings)."""
 
     alpha: float = 0.001
     review_alpha: float = 0.05
     sample_range: tuple[int, int] = (8, 200)
+    top: int = 3
+    evidence: int = 3
 
 
 def model_tiers(snapshot: Snapshot, sets: list[np.ndarray], test: ModelTest) -> list[tuple[str, list[str]]]:
@@ -141,3 +149,27 @@ def model_tiers(snapshot: Snapshot, sets: list[np.ndarray], test: ModelTest) -> 
         out.append(("imitates", top + [a for a in review if a not in top]) if top else
                    ("review", review) if review else ("none", []))
     return out
+
+
+def rejudged_images(snapshot: Snapshot, vectors: np.ndarray, names: list[str], shas: list[str],
+                    test: ModelTest) -> list[ScanResult]:
+    """Each recorded image's result as a scan of it would give it now
+    (:func:`mimicry.scanning.iter_scan`), from its stored vector."""
+    from mimicry.flagging import calibration_of
+    from mimicry.results import ScanResult
+    from mimicry.scanning import image_matches, scan_warnings
+
+    cal = calibration_of(snapshot)
+    warnings = scan_warnings(snapshot, cal)
+    promise = cal.promise() if cal is not None else None
+    return [ScanResult(name, matches, None, artist, sha, list(warnings), p, promise, vec)
+            for name, sha, vec, (matches, artist, p) in zip(
+                names, shas, vectors, image_matches(snapshot, vectors, test.top, test.evidence))]
+
+
+def rejudged_model(snapshot: Snapshot, vectors: np.ndarray, names: list[str], test: ModelTest) -> ModelVerdict:
+    """The model verdict a scan of these samples would give now (:func:`mimicry.scanning.judge_model`)."""
+    from mimicry.scanning import judge_model
+
+    return judge_model(snapshot, vectors, names, test.alpha, test.evidence, (), test.sample_range,
+                       test.review_alpha)

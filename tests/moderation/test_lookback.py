@@ -207,3 +207,45 @@ def test_an_expired_scan_opens_nothing(before_registration):
     history.expire(mdb, 0, now=time.time() + 10)
     lb = lookback.run(mdb, ix.snapshot(), lookback.begin(mdb, artist))
     assert (lb.state, lb.total, lb.opened) == ("finished", 0, 0)
+
+
+def test_a_lookbacks_case_shows_the_lookbacks_verdict(before_registration):
+    """The case points at a scan recording the lookback's verdict: the same
+    hub ids, time and images, the result re-judged now (the new artist
+    flagged, with their nearest works), marked as the lookback's; the case
+    page says so. Re-judged copies are not screened again."""
+    from mimicry.faces.web.evidence import case_view
+    from mimicry.moderation.evidence import case_evidence, for_artist
+
+    ix, mdb, artist, _ = before_registration
+    snap = ix.snapshot()
+    lb = lookback.run(mdb, snap, lookback.begin(mdb, artist))
+    about, _ = cases.list_cases(mdb, artist=artist)
+    upload = next(c for c in about if c.kind == "upload")
+    ev = case_evidence(mdb, upload.id)
+    (old,) = mdb.read("SELECT at, upload_id, uploader FROM scans WHERE upload_id=? AND id<>?",
+                      (upload.key, ev.scan_id))
+    assert (ev.at, ev.upload_id, ev.uploader, ev.request_id, ev.tier) == (*old, None, "flagged")
+    assert ev.result["lookback"]["id"] == lb.id and ev.result["lookback"]["artist"] == artist
+    (r,) = ev.result["results"]
+    assert r["artist"] == artist and r["matches"][0]["artist"] == artist and r["matches"][0]["flagged"]
+    assert r["matches"][0]["evidence"] and all(e["artist"] == artist for e in r["matches"][0]["evidence"])
+    assert [(i.tier, i.artist) for i in ev.images] == [("flagged", artist)] and ev.images[0].preview
+    vecs = mdb.read("SELECT vector FROM scan_images WHERE sha256=?", (ev.images[0].sha256,))
+    assert len(vecs) == 2 and vecs[0] == vecs[1]
+    assert for_artist(ev).result["results"][0]["artist"] == artist
+    view = case_view(mdb, upload, snap.works)
+    assert view.headline == f"Flagged as {', '.join(upload.artists)}" and view.rows[0].kind == "flagged"
+    assert f"Re-screened by a lookback for {artist} on" in view.sentence and artist in view.rows[0].words
+    assert view.rows[0].works and all(w.url and artist in w.alt for w in view.rows[0].works)
+    model = next(c for c in about if c.kind == "model")
+    mev = case_evidence(mdb, model.id)
+    assert mev.kind == "model" and artist in mev.result["artists"] + mev.result["review"]
+    assert mev.result["lookback"]["id"] == lb.id and len(mev.images) == mev.result["n_samples"]
+    assert any(i.tier == "supports" for i in mev.images)
+    assert artist in case_view(mdb, model, snap.works).headline
+    # a second run screens the recorded scans only, and adds one copy per case
+    scans = mdb.read("SELECT count(*) FROM scans")[0][0]
+    again = lookback.run(mdb, snap, lookback.begin(mdb, artist))
+    assert again.total == lb.total and again.opened == 0
+    assert mdb.read("SELECT count(*) FROM scans")[0][0] == scans + len(about)

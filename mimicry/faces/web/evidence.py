@@ -7,6 +7,7 @@ are named by the page routes that serve them."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,7 +139,8 @@ def _model_view(case: Case, result: dict[str, Any], images: list, known: Any) ->
 
 def case_view(mdb: ModerationDB, case: Case, known: Any) -> CaseView:
     """The evidence of ``case`` from the scan behind it (``known``: the index's
-    works by id; a work removed since is shown as removed)."""
+    works by id; a work removed since is shown as removed); a lookback's
+    re-judged scan says so, with the lookback's artist and date."""
     rows = mdb.read("SELECT kind, result, uploader FROM scans WHERE id=?", (case.scan_id,))
     if not rows:  # a case always has its scan (they are removed together)
         return CaseView("image", "grey", "The scan behind this case is gone", "", [], [])
@@ -146,6 +148,10 @@ def case_view(mdb: ModerationDB, case: Case, known: Any) -> CaseView:
     images = _images(mdb, case.scan_id)
     view = (_model_view if kind == "model" else _upload_view)(case, result, images, known)
     view.uploader = rows[0][2]
+    lb = result.get("lookback")
+    if lb:  # a lookback's verdict on the recorded images, not the scan's at upload time
+        when = time.strftime("%Y-%m-%d", time.gmtime(lb["at"]))
+        view.sentence = f"Re-screened by a lookback for {lb['artist']} on {when}. {view.sentence}"
     return view
 
 
