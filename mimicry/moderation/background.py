@@ -71,9 +71,24 @@ class HistoryBackground:
     left_out: int
 
 
-def _rows(mdb: ModerationDB, since: float) -> list[tuple[str, bytes, str | None, int]]:
-    return mdb.read("SELECT i.sha256, i.vector, s.uploader, s.id FROM scan_images i JOIN scans s "
-                    "ON s.id = i.scan_id WHERE s.kind = 'image' AND s.at >= ? ORDER BY i.rowid", (since,))
+def _rows(mdb: ModerationDB, since: float) -> list[tuple[int, str, int, str | None, int]]:
+    """(rowid, sha256, vector bytes, uploader, scan id) of each recorded image: no vectors yet."""
+    return mdb.read("SELECT i.rowid, i.sha256, length(i.vector), s.uploader, s.id FROM scan_images i "
+                    "JOIN scans s ON s.id = i.scan_id WHERE s.kind = 'image' AND s.at >= ? ORDER BY i.rowid",
+                    (since,))
+
+
+def _vectors(mdb: ModerationDB, rowids: list[int], dim: int) -> np.ndarray:
+    """The vectors of the recorded images ``rowids``, in that order (read only
+    for the images sampled, so memory follows the sample, not the history)."""
+    got: dict[int, bytes] = {}
+    for start in range(0, len(rowids), 500):  # under SQLite's bound-variable limit
+        part = rowids[start:start + 500]
+        got.update(mdb.read(f"SELECT rowid, vector FROM scan_images WHERE rowid IN ({','.join('?' * len(part))})",
+                            part))
+    if not rowids:
+        return np.zeros((0, dim), np.float32)
+    return np.frombuffer(b"".join(got[r] for r in rowids), np.float32).reshape(len(rowids), dim)
 
 
 def sample(mdb: ModerationDB, dim: int, since: float = 0.0, per_uploader: int = PER_UPLOADER,
@@ -82,19 +97,19 @@ def sample(mdb: ModerationDB, dim: int, since: float = 0.0, per_uploader: int = 
     recorded at ``since`` or later whose vectors have dimension ``dim``."""
     confirmed = {u for (u,) in mdb.read(_CONFIRMED_UPLOADERS)}
     confirmed_scans = {s for (s,) in mdb.read(_CONFIRMED_SCANS)}
-    by_group: dict[str, list[bytes]] = {}
+    by_group: dict[str, list[int]] = {}
     seen: set[str] = set()
     left_out = 0
-    for sha, vec, uploader, scan_id in _rows(mdb, since):
+    for rowid, sha, nbytes, uploader, scan_id in _rows(mdb, since):
         if uploader in confirmed or scan_id in confirmed_scans:
             left_out += 1
             continue
-        if sha in seen or len(vec) != 4 * dim:
+        if sha in seen or nbytes != 4 * dim:
             continue
         seen.add(sha)
-        by_group.setdefault(f"u:{uploader}" if uploader is not None else f"s:{scan_id}", []).append(vec)
+        by_group.setdefault(f"u:{uploader}" if uploader is not None else f"s:{scan_id}", []).append(rowid)
     rng = np.random.default_rng(seed)
-    vecs: list[bytes] = []
+    vecs: list[int] = []
     groups: list[int] = []
     for g, name in enumerate(sorted(by_group, key=lambda _: rng.random())):
         rows = by_group[name]
@@ -104,9 +119,7 @@ def sample(mdb: ModerationDB, dim: int, since: float = 0.0, per_uploader: int = 
             break
         vecs += take
         groups += [g] * len(take)
-    n = len(vecs)
-    arr = np.frombuffer(b"".join(vecs), np.float32).reshape(n, dim) if n else np.zeros((0, dim), np.float32)
-    return HistoryBackground(arr, np.array(groups, np.int64), len(set(groups)), left_out)
+    return HistoryBackground(_vectors(mdb, vecs, dim), np.array(groups, np.int64), len(set(groups)), left_out)
 
 
 def calibrate_from_history(ix: StyleIndex, mdb: ModerationDB, rate: float, minimum: int | None = None

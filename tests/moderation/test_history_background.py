@@ -40,7 +40,9 @@ def _unit(rng, n: int, dim: int = 8) -> np.ndarray:
 def test_sample_groups_by_uploader_caps_and_leaves_out_confirmed_uploaders(tmp_path):
     rng = np.random.default_rng(0)
     mdb = ModerationDB(tmp_path)
-    ids = _record(mdb, _unit(rng, 12), ["ann"] * 5 + ["bob"] * 3 + ["eve"] * 2 + [None] * 2)
+    recorded = _unit(rng, 12)
+    owners = ["ann"] * 5 + ["bob"] * 3 + ["eve"] * 2 + [None] * 2
+    ids = _record(mdb, recorded, owners)
     _record(mdb, _unit(rng, 2), ["ann", "ann"], shas=[f"{ids[0]:064x}", f"{ids[1]:064x}"])  # the same bytes again
     _record(mdb, _unit(rng, 1, 4), ["bob"])  # another model's dimension
     with mdb.transaction() as db:  # eve: confirmed once; bob: flagged, dismissed
@@ -52,6 +54,11 @@ def test_sample_groups_by_uploader_caps_and_leaves_out_confirmed_uploaders(tmp_p
     sizes = sorted(np.bincount(bg.groups).tolist())
     assert sizes == [1, 1, 3, 4]  # ann capped at 4, bob's 3, each upload without an uploader alone; eve out
     assert bg.uploaders == 4 and bg.left_out == 2 and bg.vectors.shape == (9, 8)
+    # each sampled vector is one recorded by the uploader its group stands for (read back by row)
+    owner_of = {recorded[i].tobytes(): owners[i] for i in range(12)}
+    for g in set(bg.groups.tolist()):
+        who = {owner_of[v.tobytes()] for v in bg.vectors[bg.groups == g]}
+        assert len(who) == 1 and who != {"eve"}
     assert sample(mdb, 8, since=time.time() + 60).vectors.shape == (0, 8)  # recorded before: none
     assert len(sample(mdb, 8, limit=5).vectors) <= 5
     assert np.array_equal(sample(mdb, 8).vectors, sample(mdb, 8).vectors)  # seeded
