@@ -24,13 +24,13 @@ RETENTION_EVERY_S = 3600.0
 
 
 class Periodic:
-    """Calls ``fn()`` on a daemon thread at once and then every ``every_s``
-    seconds until :meth:`stop`; an exception is logged and the next run
-    happens on time. :meth:`stop` wakes the thread and waits for a run in
-    progress to end."""
+    """Calls ``fn()`` on a daemon thread at once (or, without ``at_start``,
+    first after ``every_s``) and then every ``every_s`` seconds until
+    :meth:`stop`; an exception is logged and the next run happens on time.
+    :meth:`stop` wakes the thread and waits for a run in progress to end."""
 
-    def __init__(self, name: str, every_s: float, fn: Callable[[], Any]) -> None:
-        self.name, self.every_s, self.fn = name, every_s, fn
+    def __init__(self, name: str, every_s: float, fn: Callable[[], Any], at_start: bool = True) -> None:
+        self.name, self.every_s, self.fn, self.at_start = name, every_s, fn, at_start
         self.runs = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -41,6 +41,8 @@ class Periodic:
         self._thread.start()
 
     def _loop(self) -> None:
+        if not self.at_start:
+            self._stop.wait(self.every_s)
         while not self._stop.is_set():
             try:
                 self.fn()

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, TypeVar
 
 from fastapi import Path as PathParam
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 
-from mimicry.errors import MimicryError, clipped
+from mimicry.errors import BusyError, MimicryError, clipped
 from mimicry.faces.http.thumbs import Thumbnails
 from mimicry.index import StyleIndex
 from mimicry.settings import Settings
@@ -81,6 +82,19 @@ class Service:
     def __post_init__(self) -> None:
         self.inference = threading.Semaphore(self.inference_slots)
         self.thumbs = Thumbnails(self.index.folder, self.settings.thumbnail_side)
+
+    @contextmanager
+    def holding_images(self) -> Iterator[None]:
+        """One of the ``MIMICRY_INFLIGHT`` slots for a request holding images
+        (none free: :class:`BusyError`, a 503 with ``Retry-After``), given back
+        however the block ends."""
+        if not self.inflight.acquire(blocking=False):
+            raise BusyError(f"{self.settings.inflight} requests with images are in flight; try again shortly",
+                            retry_after=self.settings.retry_after_s)
+        try:
+            yield
+        finally:
+            self.inflight.release()
 
     def infer(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on this (worker) thread, at most ``inference_slots`` at once."""

@@ -15,7 +15,6 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 
 from mimicry.errors import (
-    BusyError,
     ForbiddenError,
     ImageError,
     InputError,
@@ -137,13 +136,8 @@ async def inflight_slot(svc: ServiceDep, _body: Form) -> AsyncIterator[None]:
     """One of the ``MIMICRY_INFLIGHT`` slots for a request holding images, taken
     once its body has arrived (none free: 503 with ``Retry-After``), held until
     the response is sent and given back however the request ends, errors included."""
-    if not svc.inflight.acquire(blocking=False):
-        raise BusyError(f"{svc.settings.inflight} requests with images are in flight; try again shortly",
-                        retry_after=svc.settings.retry_after_s)
-    try:
+    with svc.holding_images():
         yield
-    finally:
-        svc.inflight.release()
 
 
 async def _files(form: FormData, s: Settings) -> list[ImageBytes]:
@@ -152,6 +146,12 @@ async def _files(form: FormData, s: Settings) -> list[ImageBytes]:
     files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
     if not files:
         raise InputError("no files: send images in the multipart field 'files'")
+    return await read_files(files, s)
+
+
+async def read_files(files: list[UploadFile], s: Settings) -> list[ImageBytes]:
+    """``files`` as :class:`ImageBytes` (their names labels, never paths):
+    files per request (413), then bytes per file (413)."""
     if len(files) > s.request_files:
         raise PayloadTooLargeError(f"{len(files)} files, above the {s.request_files}-file limit")
     out = []
@@ -183,14 +183,19 @@ async def uploads(svc: ServiceDep, form: Form, _slot: Annotated[None, Depends(in
     request (413), bytes per file (413), type sniffed from the bytes (415),
     pixels from the image header (422): any file failing fails the request.
     Routes list it after their authorisation."""
-    out = await _files(form, svc.settings)
-    for item in out:
+    return check_images(await _files(form, svc.settings), svc.settings.max_pixels)
+
+
+def check_images(items: list[ImageBytes], max_pixels: int) -> list[ImageBytes]:
+    """``items`` when every one may be decoded: type sniffed from the bytes
+    (415), then pixels from the header (422); any failing fails them all."""
+    for item in items:
         if sniff_type(item.data) is None:
             raise UnsupportedMediaError(f"{item.name}: not an image type mimicry reads "
                                         f"(JPEG, PNG, GIF, WebP, BMP, TIFF)")
-    for item in out:
-        check_header(item, svc.settings.max_pixels)
-    return out
+    for item in items:
+        check_header(item, max_pixels)
+    return items
 
 
 async def scan_uploads(svc: ServiceDep, form: Form, _slot: Annotated[None, Depends(inflight_slot)]

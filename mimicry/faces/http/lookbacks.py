@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Optional
 
 from fastapi import APIRouter
 
 from mimicry.errors import MimicryError, NotFoundError
+from mimicry.faces.http.background import Periodic
 from mimicry.faces.http.context import Count, Position, Service, WorkId
 from mimicry.faces.http.deps import ServiceDep
 from mimicry.faces.http.identity import Moderating
@@ -64,34 +64,17 @@ def one(lookback_id: WorkId, actor: Reader, svc: ServiceDep) -> dict[str, Any]:
     return lookback.get(moderation(svc), lookback_id).to_dict()
 
 
-class HistoryRefresh:
+class HistoryRefresh(Periodic):
     """Refreshes the calibration from the scan history every ``hours`` on a
     thread of its own (:func:`mimicry.moderation.background.calibrate_from_history`),
-    at the rate the index is calibrated at (else ``MIMICRY_FPR``). A refresh
-    needs a certified background (``ceil(3 / rate)`` uploads): with fewer,
-    the calibration is left as it is and the log says why."""
+    at the rate the index is calibrated at (else ``MIMICRY_FPR``), first
+    ``hours`` after the start. A refresh needs a certified background
+    (``ceil(3 / rate)`` uploads): with fewer, the calibration is left as it is
+    and the log says why."""
 
     def __init__(self, svc: Service, hours: float) -> None:
-        self.svc, self.period = svc, hours * 3600
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="history-calibration", daemon=True)
-
-    def start(self) -> HistoryRefresh:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stops the schedule and waits for a refresh in progress to end."""
-        self.stopped.set()
-        if self.thread.is_alive():
-            self.thread.join()
-
-    def _loop(self) -> None:
-        while not self.stopped.wait(self.period):
-            try:
-                self.once()
-            except Exception:  # noqa: BLE001 - the next refresh happens on time
-                log.exception("calibration from the scan history failed")
+        super().__init__("history-calibration", hours * 3600, self.once, at_start=False)
+        self.svc = svc
 
     def once(self) -> bool:
         """One refresh; whether the calibration changed."""

@@ -9,7 +9,6 @@ the artist and every work, and ends the session."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -17,12 +16,13 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from mimicry.errors import BusyError, ForbiddenError, InputError, PayloadTooLargeError, UnsupportedMediaError
+from mimicry.errors import ForbiddenError, InputError
 from mimicry.faces.http.context import WorkId
+from mimicry.faces.http.deps import check_images, read_files
 from mimicry.faces.http.gate import request_id
 from mimicry.faces.web import session as sessions
 from mimicry.faces.web.pages import checked_form, need, page, redirect, render, service, web
-from mimicry.images import ImageBytes, check_header, sniff_type
+from mimicry.images import ImageBytes
 from mimicry.moderation import cases
 from mimicry.registry import Actor
 
@@ -58,23 +58,11 @@ def _writer(request: Request, svc: Any) -> Actor:
 async def _images(form: Any, settings: Any) -> list[ImageBytes]:
     """The form's files, within the API's limits for ``POST /v1/artists/{name}/works``:
     files per request and bytes per file (413), type sniffed (415), pixels (422)."""
+    # a browser sends an empty part when no file was chosen
     files = [f for f in form.getlist("files") if isinstance(f, UploadFile) and (f.filename or f.size)]
     if not files:
         raise InputError("no files: choose one or more images to upload")
-    if len(files) > settings.request_files:
-        raise PayloadTooLargeError(f"{len(files)} files, above the {settings.request_files}-file limit")
-    out = []
-    for i, f in enumerate(files):
-        name = (FilePath(f.filename or f"upload-{i}").name or f"upload-{i}")[:200]
-        data = await f.read(settings.upload_bytes + 1)
-        if len(data) > settings.upload_bytes:
-            raise PayloadTooLargeError(f"{name}: above the {settings.upload_bytes}-byte limit per file")
-        item = ImageBytes(name, data)
-        if sniff_type(data) is None:
-            raise UnsupportedMediaError(f"{name}: not an image type mimicry reads (JPEG, PNG, GIF, WebP, BMP, TIFF)")
-        check_header(item, settings.max_pixels)
-        out.append(item)
-    return out
+    return check_images(await read_files(files, settings), settings.max_pixels)
 
 
 @router.post("/artist/works")
@@ -85,16 +73,11 @@ async def upload(request: Request) -> Response:
     actor = _writer(request, svc)
     form = await checked_form(request, need(request, ARTIST))
     images = await _images(form, svc.settings)
-    if not svc.inflight.acquire(blocking=False):  # the API's slots for requests holding images
-        raise BusyError(f"{svc.settings.inflight} requests with images are in flight; try again shortly",
-                        retry_after=svc.settings.retry_after_s)
-    try:
+    with svc.holding_images():  # the API's slots for requests holding images
         ids = await run_in_threadpool(svc.index.add_uploads, actor.artist, images, actor,
                                       svc.settings.write_wait_s)
         if svc.settings.thumbnails:  # made while the bytes are here, as the API does
             await run_in_threadpool(svc.thumbs.keep, images, [hashlib.sha256(i.data).hexdigest() for i in images])
-    finally:
-        svc.inflight.release()
     from mimicry.faces.http.lookbacks import after_change
 
     await run_in_threadpool(after_change, svc, actor.artist)  # as POST /v1/artists/{name}/works does
