@@ -179,13 +179,13 @@ class OpenClipEmbedder:
             self._use_onnx(arch, tuple(size))
 
     def _use_onnx(self, arch: str, size: tuple[int, int]) -> None:
-        from mimicry.backbones.onnx_runtime import Graph, OnnxModel, cache_key, exported, version_label
+        from mimicry.backbones.onnx_runtime import Graph, cache_key, load, version_label
         from mimicry.settings import get_settings
 
         key = cache_key({"weights": self.weights_sha256, "arch": arch, "recipe": self.recipe.to_dict()})
         model = self.model
         graph = Graph(f"open_clip-{arch}", key, lambda: _Tower(model), torch.zeros(2, 3, *size), ["features"])
-        self.onnx = OnnxModel(exported(graph, get_settings().home), ["features"], torch.get_num_threads())
+        self.onnx = load(graph, get_settings().home, torch.get_num_threads())
         self.runtime = version_label()
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:

@@ -108,14 +108,14 @@ class _Tuple(nn.Module):
 
 def onnx_trunk(path: str, weights_sha256: str, threads: int):  # -> OnnxModel
     """The trunk with the weights at ``path`` on ONNX Runtime (exported once, cached)."""
-    from mimicry.backbones.onnx_runtime import Graph, OnnxModel, cache_key, exported
+    from mimicry.backbones.onnx_runtime import Graph, cache_key, load
     from mimicry.settings import get_settings
 
     outputs = [f"stage{i + 1}" for i in range(len(STAGE_ENDS))]
     key = cache_key({"weights": weights_sha256, "recipe": RECIPE.to_dict()})
     graph = Graph(BACKBONE_ID, key, lambda: _Tuple(build_trunk(path)),
                   torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE), outputs)
-    return OnnxModel(exported(graph, get_settings().home), outputs, threads)
+    return load(graph, get_settings().home, threads)
 
 
 class EfficientNetLiteEmbedder:

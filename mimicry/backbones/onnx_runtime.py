@@ -8,8 +8,8 @@ the recipe or the pin: an index built on one runtime is scanned on the other.
 
 Promises:
 
-- :func:`exported` exports a module once per ``key`` (weights sha256, recipe
-  and :data:`EXPORT_RECIPE`) to ``<home>/onnx/<name>-<key>.onnx``, written
+- :func:`load` exports a module (:func:`exported`) once per ``key`` (weights
+  sha256, recipe and :data:`EXPORT_RECIPE`) to ``<home>/onnx/<name>-<key>.onnx``, written
   atomically (a temporary file in the same folder, then ``os.replace``), so a
   kill at any moment leaves either no file or a whole one. The key is also
   stored inside the graph's metadata and checked on load: a file that does not
@@ -108,23 +108,27 @@ def _export_bytes(graph: Graph) -> bytes:
     return proto.SerializeToString()
 
 
-def _key_of(model: bytes | str) -> str | None:
-    import onnxruntime as ort
-
-    try:
-        sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    except Exception:  # noqa: BLE001 - a damaged file is simply not a match
-        return None
-    return sess.get_modelmeta().custom_metadata_map.get(KEY_FIELD)
+def load(graph: Graph, home: Path, threads: int) -> OnnxModel:
+    """``graph`` on ONNX Runtime: the cached file, loaded once and its key
+    checked in that same session; a missing, damaged or foreign file is
+    exported again (:func:`exported`)."""
+    path = Path(home) / "onnx" / f"{graph.name}-{graph.key}.onnx"
+    if path.is_file() and graph.key not in _IN_MEMORY:
+        try:
+            model = OnnxModel(str(path), graph.outputs, threads, graph.input)
+        except BackboneError:  # a damaged file is simply not a match
+            model = None
+        if model is not None and model.key == graph.key:
+            return model
+    return OnnxModel(exported(graph, home), graph.outputs, threads, graph.input)
 
 
 def exported(graph: Graph, home: Path) -> bytes | str:
-    """The ONNX graph for ``graph``: a cached file's path, exported first when
-    missing or not matching; the graph's bytes when ``home`` is not writable."""
+    """The ONNX graph for ``graph``, exported now and written to the cache
+    file (its path); its bytes when ``home`` is not writable (kept in memory
+    for this process, exported once)."""
     folder = Path(home) / "onnx"
     path = folder / f"{graph.name}-{graph.key}.onnx"
-    if path.is_file() and _key_of(str(path)) == graph.key:
-        return str(path)
     if graph.key in _IN_MEMORY:
         return _IN_MEMORY[graph.key]
     try:
@@ -173,6 +177,7 @@ class OnnxModel:
             raise BackboneError(f"ONNX Runtime could not load the exported graph ({exc}); "
                                 f"use --runtime torch") from None
         self.outputs, self.input_name, self.threads = list(outputs), input_name, int(threads)
+        self.key = self.session.get_modelmeta().custom_metadata_map.get(KEY_FIELD)  # the cache key it was made for
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         return self.session.run(self.outputs, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
