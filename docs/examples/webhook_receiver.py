@@ -5,7 +5,8 @@
 Every POST is checked before it is read as JSON: the signature (HMAC-SHA256
 keyed with the endpoint's secret, compared in constant time) over the exact
 bytes received, and its timestamp (at most 5 minutes old or ahead). A
-refused POST gets 400 and nothing is done; a delivery may come more than
+refused POST gets 400 and nothing is done; a body cut short (the sender
+went away mid-request) is dropped unanswered. A delivery may come more than
 once, always with the same event id, so the handler skips ids it has seen.
 """
 
@@ -63,6 +64,9 @@ def make_server(secret: str, port: int, handle: Callable[[dict], None], host: st
             if not 0 < length <= MAX_BODY:
                 return self._answer(400, b"bad length")
             body = self.rfile.read(length)
+            if len(body) < length:
+                self.close_connection = True
+                return None  # the sender went away mid-request (it retries): nothing to answer or do
             if not verify(secret, self.headers.get("X-Mimicry-Signature", ""), body):
                 return self._answer(400, b"bad signature")
             handle(json.loads(body))

@@ -127,7 +127,7 @@ def test_every_committed_event_arrives_through_sigkills(demo, calibrated_copy):
     _check(mdb, receiver, committed, acked)
     types = Counter(t for (t,) in mdb.read("SELECT type FROM events"))
     print(f"\n{TRIALS} trials: {len(committed)} events committed ({dict(types)}), {len(receiver.events)} arrivals, "
-          f"{len(receiver.events) - len(receiver.ids)} duplicates, {len(acked['artists'])} registrations and "
+          f"{len(receiver.events) - len(receiver.ids)} duplicates, {receiver.cut_short} cut short by a kill, {len(acked['artists'])} registrations and "
           f"{len(acked['scans'])} scans acknowledged; the rest arrived {drained:.1f} s after the last start")
 
 

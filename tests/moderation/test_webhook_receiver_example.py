@@ -1,10 +1,12 @@
 """The docs' example receiver (``docs/examples/webhook_receiver.py``): the page
 shows the file as it is, and the receiver accepts a signed event, refuses a
-forged signature, an old request replayed, and a body changed after signing."""
+forged signature, an old request replayed, and a body changed after signing,
+and drops unanswered a body cut short by a sender that went away."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mimicry.moderation import events, webhooks
-from receiver import EXAMPLE, example
+from receiver import EXAMPLE, Receiver, example
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
 SECRET = "whsec_test-secret"
@@ -103,3 +105,35 @@ def test_the_printer_skips_a_delivery_seen_before(capsys):
     handle(event)
     handle(event)
     assert capsys.readouterr().out.count("case.opened") == 1
+
+
+def _cut_short(port: int, body: bytes, header: str) -> bytes:
+    """Sends the headers and half the body, then closes its side (a sender killed
+    mid-request); returns what the receiver answered."""
+    head = (f"POST /hooks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nX-Mimicry-Signature: {header}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(head + body[: len(body) // 2])
+        conn.shutdown(socket.SHUT_WR)
+        return conn.recv(1024)
+
+
+def test_a_body_cut_short_is_dropped_unanswered_not_called_forged(served):
+    url, got = served
+    body = _event()
+    header = webhooks.signature(SECRET, body, int(time.time()))
+    assert _cut_short(int(url.rsplit(":", 1)[1].strip("/")), body, header) == b""
+    assert got == []
+    assert _post(url, body, header) == 204 and got == [json.loads(body)]  # the retry is accepted
+
+
+def test_the_test_receiver_counts_a_cut_short_body_apart_from_a_bad_signature():
+    receiver = Receiver()
+    receiver.secret = SECRET
+    try:
+        body = _event()
+        assert _cut_short(receiver.port, body, webhooks.signature(SECRET, body, int(time.time()))) == b""
+        assert _post(receiver.url, body, webhooks.signature("whsec_guessed", body, int(time.time()))) == 400
+        assert (receiver.cut_short, receiver.bad_signatures, receiver.events) == (1, 1, [])
+    finally:
+        receiver.close()
