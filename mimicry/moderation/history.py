@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -134,6 +134,16 @@ def write_preview(folder: Path, sha256: str, data: bytes, side: int) -> str | No
     return name
 
 
+def _rewrite_missing_previews(folder: Path, kept: Sequence[tuple[str | None, str, bytes]], side: int) -> None:
+    """Writes again, inside the recording's write transaction, a preview that
+    a purge or sweep removed since :func:`write_preview` found it: those
+    remove a file only inside a write transaction after checking that no scan
+    names it, so once this transaction commits, every preview it names exists."""
+    for preview, sha256, data in kept:
+        if preview is not None and not (folder / PREVIEWS / preview).exists():
+            write_preview(folder, sha256, data, side)
+
+
 def _insert_scan(db: Any, kind: str, ids: HubIds, request_id: str | None, tier: str, artist: str | None,
                  result: dict[str, Any]) -> int:
     cur = db.execute("INSERT INTO scans(at, kind, upload_id, model_id, uploader, request_id, tier, artist, "
@@ -157,18 +167,20 @@ def record_images(mdb: ModerationDB, results: Sequence[ScanResult], uploads: Seq
     the same order; unreadable images are not recorded) and opens its case
     when an image is flagged: one case per upload id (or per scan without one),
     its artists those images are flagged as, the most often flagged first."""
-    rows, flagged = [], []
+    rows, flagged, kept = [], [], []
     for r, data in zip(results, uploads):
         if r.error is not None or r.vector is None or r.sha256 is None:
             continue
         preview = write_preview(mdb.folder, r.sha256, data, preview_side)
         rows.append((r.sha256, r.image, r.vector, preview, image_tier(r), r.artist))
+        kept.append((preview, r.sha256, data))
         if r.artist is not None:
             flagged.append(r.artist)
     artists = sorted(set(flagged), key=lambda a: (-flagged.count(a), a))
     tier = "flagged" if flagged else (rows[0][4] if rows else "error")
     summary = {"results": [r.to_dict(paths=False) for r in results]}
     with mdb.transaction() as db:
+        _rewrite_missing_previews(mdb.folder, kept, preview_side)
         scan_id = _insert_scan(db, "image", ids, request_id, tier, artists[0] if artists else None, summary)
         _insert_images(db, scan_id, rows)
         if not artists:
@@ -193,13 +205,15 @@ def record_model(mdb: ModerationDB, verdict: ModelVerdict, uploads: Sequence[byt
     ``imitates`` or ``review``: one case per model id (or per scan without one)."""
     tier, artists = model_tier(verdict)
     support = verdict.supported_by()
-    rows = []
+    rows, kept = [], []
     for i, (name, pos) in enumerate(zip(verdict.samples, verdict.inputs)):
         vec = verdict.vectors[i]
         sha = hashlib.sha256(uploads[pos]).hexdigest()
         preview = write_preview(mdb.folder, sha, uploads[pos], preview_side)
         rows.append((sha, name, vec, preview, "supports" if i in support else "sample", support.get(i)))
+        kept.append((preview, sha, uploads[pos]))
     with mdb.transaction() as db:
+        _rewrite_missing_previews(mdb.folder, kept, preview_side)
         scan_id = _insert_scan(db, "model", ids, request_id, tier, artists[0] if artists else None,
                                verdict.to_dict(paths=False))
         _insert_images(db, scan_id, rows)
@@ -209,13 +223,21 @@ def record_model(mdb: ModerationDB, verdict: ModelVerdict, uploads: Sequence[byt
     return Recorded(scan_id, case_id, opened)
 
 
-def _drop_unreferenced_previews(mdb: ModerationDB, names: set[str]) -> None:
-    for name in names:
-        if not mdb.read("SELECT 1 FROM scan_images WHERE preview=? LIMIT 1", (name,)):
-            try:
-                (mdb.folder / PREVIEWS / name).unlink()
-            except FileNotFoundError:
-                pass
+def _drop_unreferenced_previews(mdb: ModerationDB, names: Iterable[str]) -> int:
+    """Unlinks the preview files among ``names`` that no recorded image names,
+    checked and unlinked inside one write transaction, so that a scan being
+    recorded either commits first (and its preview stays) or finds its
+    preview gone inside its own transaction and writes it again."""
+    gone = 0
+    with mdb.transaction() as db:
+        for name in names:
+            if db.execute("SELECT 1 FROM scan_images WHERE preview=? LIMIT 1", (name,)).fetchone() is None:
+                try:
+                    (mdb.folder / PREVIEWS / name).unlink()
+                    gone += 1
+                except FileNotFoundError:
+                    pass
+    return gone
 
 
 def _delete_scans(mdb: ModerationDB, where: str, args: tuple) -> int:
@@ -250,21 +272,23 @@ STRAY_AGE_S = 3600.0
 
 
 def sweep_previews(mdb: ModerationDB, older_than: float) -> int:
-    """Removes preview files (and temporary files) last changed before
-    ``older_than`` (Unix time) that no recorded image names; how many went."""
+    """Removes preview files last changed before ``older_than`` (Unix time)
+    that no recorded image names, and temporary files also at least
+    :data:`STRAY_AGE_S` old; how many went."""
     folder = mdb.folder / PREVIEWS
     if not folder.is_dir():
         return 0
     named = {r[0] for r in mdb.read("SELECT DISTINCT preview FROM scan_images WHERE preview IS NOT NULL")}
-    gone = 0
+    stale, writing = [], time.time() - STRAY_AGE_S  # a temporary file younger than that is being written
     for path in folder.iterdir():
         try:
-            if path.name not in named and path.stat().st_mtime < older_than:
-                path.unlink()
-                gone += 1
+            age_limit = min(older_than, writing) if path.suffix == ".tmp" else older_than
+            if path.name not in named and path.stat().st_mtime < age_limit:
+                stale.append(path.name)
         except FileNotFoundError:
             pass
-    return gone
+    # checked again and unlinked under the write lock: a scan may have named one since
+    return sum(_drop_unreferenced_previews(mdb, stale[i:i + 512]) for i in range(0, len(stale), 512))
 
 
 def purge_uploader(mdb: ModerationDB, uploader: str) -> int:

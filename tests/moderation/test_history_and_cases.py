@@ -142,6 +142,56 @@ def test_retention_sweeps_previews_and_temporary_files_no_scan_names(tmp_path, s
     assert {p.name for p in folder.iterdir()} == kept | {fresh.name}
 
 
+def test_a_purge_between_a_scans_preview_and_its_commit_does_not_leave_it_without_one(tmp_path, scanned,
+                                                                                      monkeypatch):
+    results, uploads = scanned
+    mdb = ModerationDB(tmp_path)
+    history.record_images(mdb, results[:1], uploads[:1], HubIds("u-bob", None, "bob"))
+    write, purged = history.write_preview, []
+
+    def then_purge(*args, **kwargs):  # alice's scan found bob's preview; bob is purged before it commits
+        name = write(*args, **kwargs)
+        if not purged:
+            purged.append(history.purge_uploader(mdb, "bob"))
+        return name
+
+    monkeypatch.setattr(history, "write_preview", then_purge)
+    rec = history.record_images(mdb, results[:1], uploads[:1], HubIds("u-alice", None, "alice"))
+    assert purged == [1]
+    (name,) = mdb.read("SELECT preview FROM scan_images WHERE scan_id=?", (rec.scan_id,))[0]
+    assert (tmp_path / history.PREVIEWS / name).is_file()
+
+
+def test_previews_named_by_committed_scans_survive_purges_and_sweeps_racing_them(tmp_path, scanned):
+    import threading
+
+    results, uploads = scanned
+    mdb = ModerationDB(tmp_path)
+    stop, errors = threading.Event(), []
+
+    def remove() -> None:
+        try:
+            while not stop.is_set():
+                history.purge_uploader(mdb, "bob")
+                history.sweep_previews(mdb, time.time() + 1)  # every unnamed file counts as stale
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    remover = threading.Thread(target=remove)
+    remover.start()
+    try:
+        for i in range(60):
+            history.record_images(mdb, results[:1], uploads[:1], HubIds(f"b-{i}", None, "bob"))
+            history.record_images(mdb, results[:1], uploads[:1], HubIds(f"a-{i}", None, "alice"))
+            named = {r[0] for r in mdb.read("SELECT preview FROM scan_images i JOIN scans s ON s.id=i.scan_id "
+                                            "WHERE s.uploader='alice'")}
+            assert all((tmp_path / history.PREVIEWS / n).is_file() for n in named), i
+    finally:
+        stop.set()
+        remover.join()
+    assert not errors
+
+
 def test_retention_drops_old_events_once_every_delivery_is_done(tmp_path, scanned):
     results, uploads = scanned
     mdb = ModerationDB(tmp_path)
