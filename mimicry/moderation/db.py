@@ -23,7 +23,11 @@ Tables:
 - ``webhooks``, ``events`` and ``deliveries``: the registered endpoints, the
   durable outbox of events (committed with what they announce) and each
   event's delivery to each endpoint;
-- ``lookbacks``: each re-screening of the history for an artist, with progress.
+- ``lookbacks``: each re-screening of the history for an artist, with progress
+  and the process running it (``owner``).
+
+An older database is migrated on open, in the same transaction (``MIGRATIONS``);
+a newer one is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from mimicry.errors import PinMismatchError
+
 FILENAME = "moderation.sqlite"
 #: Bumped with any change to the tables below (checked on open).
-VERSION = 1
+VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -124,9 +130,15 @@ CREATE TABLE IF NOT EXISTS lookbacks (
     done INTEGER NOT NULL DEFAULT 0,
     total INTEGER NOT NULL DEFAULT 0,
     opened INTEGER NOT NULL DEFAULT 0,
-    error TEXT
+    error TEXT,
+    owner TEXT
 );
 """
+
+#: Steps from each older version to the next: (version reached, statements).
+MIGRATIONS = [
+    (2, ["ALTER TABLE lookbacks ADD COLUMN owner TEXT"]),  # the process running it (mimicry.moderation.owners)
+]
 
 
 class ModerationDB:
@@ -137,9 +149,20 @@ class ModerationDB:
         self.folder = Path(folder)
         self.path = self.folder / FILENAME
         self._local = threading.local()
-        self.connect().executescript(SCHEMA)  # idempotent: every table IF NOT EXISTS
         with self.transaction() as db:
-            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('version', ?)", (str(VERSION),))
+            found = db.execute("SELECT name FROM sqlite_master WHERE name='meta'").fetchone()
+            version = db.execute("SELECT value FROM meta WHERE key='version'").fetchone() if found else None
+            if version is not None and int(version[0]) > VERSION:
+                raise PinMismatchError(f"{self.path}: moderation database version {version[0]} is newer than this "
+                                f"mimicry reads ({VERSION}); upgrade mimicry")
+            for reached, statements in MIGRATIONS:
+                if version is not None and int(version[0]) < reached:
+                    for statement in statements:
+                        db.execute(statement)
+            for statement in SCHEMA.split(";"):  # idempotent: every table IF NOT EXISTS
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('version', ?)", (str(VERSION),))
 
     def connect(self) -> sqlite3.Connection:
         """This thread's connection (made on first use)."""

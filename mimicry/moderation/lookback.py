@@ -31,6 +31,9 @@ Promises:
   and gets no copy.
 - Runs queue behind one another (one at a time per process): a lookback is
   CPU work on the service's cores.
+- Each run belongs to the process that queued it (``owner``): a process
+  starting on the same folder takes over only the runs of processes that
+  are gone (:func:`interrupted`).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mimicry.errors import NotFoundError
-from mimicry.moderation import events
+from mimicry.moderation import events, owners
 from mimicry.moderation.cases import open_case
 from mimicry.moderation.db import ModerationDB
 from mimicry.moderation.history import image_tier
@@ -107,10 +110,12 @@ def listed(mdb: ModerationDB, artist: str | None = None, after: int = 0, limit: 
 
 
 def begin(mdb: ModerationDB, artist: str) -> int:
-    """A new lookback for ``artist``, queued; its id."""
+    """A new lookback for ``artist``, queued, owned by this process
+    (:func:`mimicry.moderation.owners.this_process`); its id."""
+    owner = owners.this_process(mdb.folder)
     with mdb.transaction() as db:
-        cur = db.execute("INSERT INTO lookbacks(artist, state, started_at) VALUES(?, 'queued', ?)",
-                         (artist, time.time()))
+        cur = db.execute("INSERT INTO lookbacks(artist, state, started_at, owner) VALUES(?, 'queued', ?, ?)",
+                         (artist, time.time(), owner))
         return int(cur.lastrowid)
 
 
@@ -304,10 +309,13 @@ def _fail(mdb: ModerationDB, lookback_id: int, exc: BaseException) -> None:
 
 
 def interrupted(mdb: ModerationDB) -> list[str]:
-    """Marks lookbacks a stopped process left queued or running as failed
-    (``interrupted``); the artists, to start again."""
+    """Marks lookbacks that a stopped process left queued or running as
+    failed (``interrupted``) and returns their artists, to start again.
+    Lookbacks of a process still running (another service on the same
+    folder) are left to it (:func:`mimicry.moderation.owners.alive`)."""
     with mdb.transaction() as db:
-        rows = db.execute("SELECT id, artist FROM lookbacks WHERE state IN ('queued', 'running')").fetchall()
-        db.execute("UPDATE lookbacks SET state='failed', error='interrupted: the service stopped', "
-                   "finished_at=? WHERE state IN ('queued', 'running')", (time.time(),))
-    return sorted({a for _, a in rows})
+        rows = db.execute("SELECT id, artist, owner FROM lookbacks WHERE state IN ('queued', 'running')").fetchall()
+        gone = [(i, a) for i, a, owner in rows if not owners.alive(mdb.folder, owner)]
+        db.executemany("UPDATE lookbacks SET state='failed', error='interrupted: the service stopped', "
+                       "finished_at=? WHERE id=?", [(time.time(), i) for i, _ in gone])
+    return sorted({a for _, a in gone})

@@ -72,6 +72,8 @@ def test_lookback_off_starts_none(index):
 def test_interrupted_lookbacks_start_again_with_the_app(index):
     mdb = ModerationDB(index.folder)
     left = lookback.begin(mdb, index.artists()[0])
+    with mdb.transaction() as db:  # queued by a process that has stopped (its owner file gone)
+        db.execute("UPDATE lookbacks SET owner='0123abcd' WHERE id=?", (left,))
     client = client_with(index)
     assert client.get(f"/v1/lookbacks/{left}", headers=AS_ADMIN).json()["state"] == "failed"
     again = client.get("/v1/lookbacks", headers=AS_ADMIN).json()["lookbacks"][-1]

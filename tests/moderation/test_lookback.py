@@ -196,6 +196,8 @@ def test_a_failed_run_says_why_and_still_announces_its_end(before_registration, 
 def test_lookbacks_a_stopped_process_left_are_marked_interrupted(tmp_path):
     mdb = ModerationDB(tmp_path)
     queued = lookback.begin(mdb, "ann")
+    with mdb.transaction() as db:  # queued by a process that has stopped (its owner file gone)
+        db.execute("UPDATE lookbacks SET owner='0123abcd' WHERE id=?", (queued,))
     assert lookback.interrupted(mdb) == ["ann"]
     lb = lookback.get(mdb, queued)
     assert lb.state == "failed" and lb.error.startswith("interrupted")

@@ -1,0 +1,74 @@
+"""Lookbacks belong to the process that queued them: a second process on the
+same folder leaves a live process's lookbacks alone and takes over those of a
+process that was killed; the moderation database migrates from version 1."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mimicry.errors import PinMismatchError
+from mimicry.moderation import lookback, owners
+from mimicry.moderation.db import VERSION, ModerationDB
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from mimicry.moderation import lookback
+    from mimicry.moderation.db import ModerationDB
+    mdb = ModerationDB(sys.argv[1])
+    print(lookback.begin(mdb, "held-by-a-live-process"), flush=True)
+    time.sleep(600)
+""")
+
+
+def test_a_live_processs_lookback_is_left_to_it_and_a_killed_ones_is_taken_over(tmp_path):
+    mdb = ModerationDB(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        held = int(holder.stdout.readline())
+        mine = lookback.begin(mdb, "queued-here")
+        with mdb.transaction() as db:  # a row of a process that ended long ago, its file gone
+            db.execute("UPDATE lookbacks SET owner='0123abcd' WHERE id=?", (mine,))
+        assert lookback.interrupted(mdb) == ["queued-here"]
+        assert lookback.get(mdb, held).state == "queued"  # its process is alive: not touched
+        assert lookback.get(mdb, mine).state == "failed"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        assert lookback.interrupted(mdb) == ["held-by-a-live-process"]
+        got = lookback.get(mdb, held)
+        assert (got.state, got.error) == ("failed", "interrupted: the service stopped")
+        assert list((tmp_path / owners.OWNERS).iterdir()) == [tmp_path / owners.OWNERS /
+                                                              f"{owners.this_process(tmp_path)}.lock"]
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+def test_this_processs_own_lookbacks_count_as_alive(tmp_path):
+    mdb = ModerationDB(tmp_path)
+    lookback.begin(mdb, "mine")
+    assert lookback.interrupted(mdb) == []
+    assert owners.alive(tmp_path, owners.this_process(tmp_path))
+    assert not owners.alive(tmp_path, None) and not owners.alive(tmp_path, "../etc")
+
+
+def test_a_version_1_database_is_migrated_and_a_newer_one_refused(tmp_path):
+    mdb = ModerationDB(tmp_path)
+    with mdb.transaction() as db:  # as version 1 left it: lookbacks without an owner
+        db.execute("INSERT INTO lookbacks(artist, state, started_at) VALUES('old', 'running', 0)")
+        db.execute("ALTER TABLE lookbacks DROP COLUMN owner")
+        db.execute("UPDATE meta SET value='1' WHERE key='version'")
+    mdb.close()
+    mdb = ModerationDB(tmp_path)
+    assert mdb.read("SELECT value FROM meta WHERE key='version'") == [(str(VERSION),)]
+    assert mdb.read("SELECT artist, owner FROM lookbacks") == [("old", None)]
+    assert lookback.interrupted(mdb) == ["old"]  # no owner: a process that is gone
+    with mdb.transaction() as db:
+        db.execute("UPDATE meta SET value=? WHERE key='version'", (str(VERSION + 1),))
+    mdb.close()
+    with pytest.raises(PinMismatchError, match="newer"):
+        ModerationDB(tmp_path)
