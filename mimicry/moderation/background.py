@@ -47,16 +47,23 @@ PER_UPLOADER = 50
 LIMIT = 5000
 SEED = 0
 
-_CONFIRMED_UPLOADERS = """
-SELECT DISTINCT s.uploader FROM cases c JOIN scans s
-  ON (c.kind = 'upload' AND s.kind = 'image' AND (s.upload_id = c.key OR 'scan:' || s.id = c.key))
-  OR (c.kind = 'model' AND s.kind = 'model' AND (s.model_id = c.key OR 'scan:' || s.id = c.key))
-WHERE c.state = 'confirmed' AND s.uploader IS NOT NULL
+#: The scans of confirmed cases: their upload's or model's scans (by the hub's
+#: id), or the one scan a case without a hub id was opened by (``scan:<id>``).
+#: Three indexed lookups per case (scans by upload_id, by model_id, by id).
+_CONFIRMED_CASE_SCANS = """
+WITH confirmed AS (SELECT kind, key FROM cases WHERE state = 'confirmed'),
+case_scans AS (
+  SELECT s.id, s.uploader, s.kind FROM confirmed c JOIN scans s ON s.upload_id = c.key
+    WHERE c.kind = 'upload' AND s.kind = 'image'
+  UNION SELECT s.id, s.uploader, s.kind FROM confirmed c JOIN scans s ON s.model_id = c.key
+    WHERE c.kind = 'model' AND s.kind = 'model'
+  UNION SELECT s.id, s.uploader, s.kind FROM confirmed c JOIN scans s
+    ON s.id = CAST(substr(c.key, 6) AS INTEGER) AND c.key = 'scan:' || s.id
+    WHERE c.key LIKE 'scan:%' AND s.kind = CASE c.kind WHEN 'upload' THEN 'image' ELSE 'model' END
+)
 """
-_CONFIRMED_SCANS = """
-SELECT s.id FROM cases c JOIN scans s ON c.kind = 'upload' AND s.kind = 'image'
-  AND (s.upload_id = c.key OR 'scan:' || s.id = c.key) WHERE c.state = 'confirmed'
-"""
+_CONFIRMED_UPLOADERS = _CONFIRMED_CASE_SCANS + "SELECT DISTINCT uploader FROM case_scans WHERE uploader IS NOT NULL"
+_CONFIRMED_SCANS = _CONFIRMED_CASE_SCANS + "SELECT id FROM case_scans WHERE kind = 'image'"
 
 
 @dataclass(frozen=True)

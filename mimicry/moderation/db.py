@@ -41,7 +41,8 @@ from typing import Iterator
 from mimicry.errors import PinMismatchError
 
 FILENAME = "moderation.sqlite"
-#: Bumped with any change to the tables below (checked on open).
+#: Bumped with any change to the tables below (checked on open); indices are
+#: made on every open, whatever the version.
 VERSION = 2
 
 SCHEMA = """
@@ -57,6 +58,8 @@ CREATE TABLE IF NOT EXISTS scans (
 );
 CREATE INDEX IF NOT EXISTS scans_at ON scans(at);
 CREATE INDEX IF NOT EXISTS scans_uploader ON scans(uploader);
+CREATE INDEX IF NOT EXISTS scans_upload_id ON scans(upload_id);
+CREATE INDEX IF NOT EXISTS scans_model_id ON scans(model_id);
 CREATE TABLE IF NOT EXISTS scan_images (
     scan_id INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
     position INTEGER NOT NULL,

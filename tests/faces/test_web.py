@@ -176,6 +176,29 @@ def test_the_artist_page_lists_cases_about_their_style_without_uploader_or_ids(h
     assert f'data-case="{hub.case}"' not in other
 
 
+def test_the_artist_page_pages_through_every_case_about_them(hub):
+    import re
+
+    from mimicry.faces.web.artist import CASES_PAGE
+
+    name = hub.artist
+    with hub.mdb.transaction() as db:
+        made = []
+        for i in range(CASES_PAGE + 30):
+            scan = db.execute("INSERT INTO scans(at, kind, tier, result) VALUES(0, 'image', 'flagged', '{}')"
+                              ).lastrowid
+            made.append(cases.open_case(db, "upload", f"page-{i}", scan, "flagged", [name])[0])
+    client = signed_in(hub, hub.artist_token)
+    seen, url, pages = [], "/artist", 0
+    while url:
+        page = client.get(url).text
+        seen += [int(c) for c in re.findall(r'data-case="(\d+)"', page)]
+        older = re.search(r'href="(/artist\?after=\d+)#cases-h">Older cases', page)
+        url, pages = (older.group(1) if older else None), pages + 1
+        assert (pages > 1) == ("Newest cases" in page)
+    assert pages == 2 and seen == sorted(seen, reverse=True) and set(made) <= set(seen) and len(set(seen)) == len(seen)
+
+
 def test_a_moderator_or_the_admin_cannot_use_the_artist_page(hub):
     for token in (hub.moderator, ADMIN):
         client = signed_in(hub, token)

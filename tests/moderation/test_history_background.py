@@ -131,3 +131,43 @@ def cli():
 
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args))
+
+
+def test_the_confirmed_join_finds_exactly_the_scans_of_confirmed_cases(tmp_path):
+    """Against the definition, on a random history: a confirmed upload case
+    names the image scans of its upload id (or its one scan, ``scan:<id>``),
+    a model case the model scans of its model id (or its one scan)."""
+    from mimicry.moderation.background import _CONFIRMED_SCANS, _CONFIRMED_UPLOADERS
+
+    rng = np.random.default_rng(3)
+    mdb = ModerationDB(tmp_path)
+    scans = []
+    with mdb.transaction() as db:
+        for i in range(400):
+            kind = "image" if rng.random() < 0.7 else "model"
+            hub = f"id-{rng.integers(40)}" if rng.random() < 0.8 else None
+            uploader = f"u{rng.integers(30)}" if rng.random() < 0.9 else None
+            sid = db.execute("INSERT INTO scans(at, kind, upload_id, model_id, uploader, tier, result) "
+                             "VALUES(0, ?, ?, ?, ?, 'x', '{}')", (kind, hub if kind == "image" else None,
+                                                                 hub if kind == "model" else None, uploader)
+                             ).lastrowid
+            scans.append((sid, kind, hub, uploader))
+        for sid, kind, hub, _ in scans[::7]:
+            case_kind = "upload" if kind == "image" else "model"
+            key = hub if hub is not None and rng.random() < 0.7 else f"scan:{sid}"
+            state = rng.choice(["confirmed", "open", "dismissed"])
+            db.execute("INSERT OR IGNORE INTO cases(kind, key, scan_id, state, tier, artist, artists, opened_at, "
+                       "updated_at) VALUES(?, ?, ?, ?, 'flagged', 'a', '[\"a\"]', 0, 0)",
+                       (case_kind, key, sid, state))
+    confirmed = mdb.read("SELECT kind, key FROM cases WHERE state='confirmed'")
+    assert len(confirmed) > 10
+    want = set()
+    for case_kind, key in confirmed:
+        kind = "image" if case_kind == "upload" else "model"
+        want |= {(sid, u) for sid, k, hub, u in scans
+                 if k == kind and (key == f"scan:{sid}" or (hub == key and not key.startswith("scan:")))}
+    assert {s for (s,) in mdb.read(_CONFIRMED_SCANS)} == {sid for sid, _ in want
+                                                          if dict((s, k) for s, k, _, _ in scans)[sid] == "image"}
+    assert {u for (u,) in mdb.read(_CONFIRMED_UPLOADERS)} == {u for _, u in want if u is not None}
+    plan = " ".join(str(r) for r in mdb.read("EXPLAIN QUERY PLAN " + _CONFIRMED_UPLOADERS))
+    assert "scans_upload_id" in plan and "scans_model_id" in plan  # indexed lookups, not a scan per case

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from mimicry.errors import ForbiddenError, InputError
-from mimicry.faces.http.context import WorkId
+from mimicry.faces.http.context import Position, WorkId
 from mimicry.faces.http.deps import check_images, read_files
 from mimicry.faces.http.gate import request_id
 from mimicry.faces.web import session as sessions
@@ -28,6 +28,8 @@ from mimicry.registry import Actor
 
 router = APIRouter(include_in_schema=False)
 ARTIST = ("artist",)
+#: Cases about the artist on one page.
+CASES_PAGE = 100
 #: What the page says after a write (by key; the count is a number only).
 DONE = {"added": "Added {n} work{s}.", "removed": "Removed work #{n}."}
 
@@ -35,16 +37,18 @@ DONE = {"added": "Added {n} work{s}.", "removed": "Removed work #{n}."}
 @router.get("/artist")
 @page
 def artist_page(request: Request, done: Annotated[str, Query(max_length=20)] = "",
-                n: Annotated[int, Query(ge=0, le=10**9)] = 0) -> Response:
-    """The artist's works (newest first) and the cases about their style."""
+                n: Annotated[int, Query(ge=0, le=10**9)] = 0, after: Position = 0) -> Response:
+    """The artist's works (newest first) and the cases about their style,
+    newest first, :data:`CASES_PAGE` at a time (older ones: below id ``after``)."""
     s = need(request, ARTIST)
     svc = service(request)
     works = sorted(svc.index.works(s.who.name), key=lambda w: -w.id)
     mdb = web(request).moderation
-    about = cases.list_cases(mdb, artist=s.who.name, limit=200, newest_first=True)[0] if mdb is not None else []
+    about, older = (cases.list_cases(mdb, artist=s.who.name, after=after, limit=CASES_PAGE, newest_first=True)
+                    if mdb is not None else ([], None))
     shown = [{"id": c.id, "state": c.state, "tier": c.tier, "kind": c.kind, "opened_at": c.opened_at,
               "updated_at": c.updated_at, "strongest": c.artist == s.who.name} for c in about]
-    return render("artist.html.j2", s, works=works, cases=shown, writes=svc.writes,
+    return render("artist.html.j2", s, works=works, cases=shown, older=older, paged=bool(after), writes=svc.writes,
                   done=DONE.get(done, "").format(n=n, s="" if n == 1 else "s"), limits=svc.settings)
 
 
