@@ -19,7 +19,10 @@ empty (it names artists only), and the moderator's name is in ``detail``:
 - ``decide_case``, target ``case:<id>``, detail ``{"decision", "state", "moderator"}`` (JSON);
 - ``add_moderator`` / ``revoke_moderator``, target the moderator's name;
 - ``purge_history``, target ``uploader-sha256:<hex>`` (the uploader's id is
-  what was purged, so the log keeps only its hash), detail the scans removed.
+  what was purged, so the log keeps only its hash), detail
+  ``{"scans", "background_removed"}`` (JSON): the scans removed, and how many
+  of the stored background's images were theirs and left it (the index was
+  then recalibrated on the rest).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-from mimicry.moderation import cases, history, moderators
+from mimicry.moderation import background, cases, history, moderators
 from mimicry.moderation.db import ModerationDB
 from mimicry.registry import Actor
 
@@ -65,10 +68,15 @@ def revoke_moderator(ix: StyleIndex, mdb: ModerationDB, name: str, actor: Actor,
 
 def purge_uploader(ix: StyleIndex, mdb: ModerationDB, uploader: str, actor: Actor,
                    wait_s: float | None = None) -> int:
-    """Removes everything recorded of ``uploader`` (:func:`.history.purge_uploader`)
-    and its audit row (the uploader by sha256 only); how many scans went."""
+    """Removes everything recorded of ``uploader`` (:func:`.history.purge_uploader`),
+    their images' vectors from the index's stored background (recalibrating
+    a calibrated index on the rest: :func:`.background.forget`), and writes
+    its audit row (the uploader by sha256 only); how many scans went."""
     with ix.store.writer(wait_s, build=False) as w:
+        theirs = background.uploader_vectors(mdb, uploader)
         n = history.purge_uploader(mdb, uploader)
+        forgotten = background.forget(w, theirs)
         digest = hashlib.sha256(uploader.encode()).hexdigest()
-        w.record(actor.kind, None, "purge_history", f"uploader-sha256:{digest}", str(n), actor.request_id)
+        detail = json.dumps({"scans": n, "background_removed": forgotten}, sort_keys=True)
+        w.record(actor.kind, None, "purge_history", f"uploader-sha256:{digest}", detail, actor.request_id)
     return n

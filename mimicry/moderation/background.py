@@ -38,6 +38,7 @@ from mimicry.moderation.db import ModerationDB
 if TYPE_CHECKING:  # pragma: no cover
     from mimicry.flagging import Calibration
     from mimicry.index import StyleIndex
+    from mimicry.store.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +168,32 @@ def calibrate_index_from_history(ix: StyleIndex, fpr: float | None = None) -> tu
     cal, bg = calibrate_from_history(ix, ModerationDB(ix.folder), rate)
     return cal, (f"background from the scan history: {len(bg.vectors)} uploads by {bg.uploaders} uploaders "
                  f"({bg.left_out} left out: uploaders with a confirmed case)")
+
+
+def uploader_vectors(mdb: ModerationDB, uploader: str) -> set[bytes]:
+    """The float32 bytes of every image vector recorded of ``uploader``
+    (read before a purge, to find them in the stored background)."""
+    return {v for (v,) in mdb.read("SELECT i.vector FROM scan_images i JOIN scans s ON s.id = i.scan_id "
+                                   "WHERE s.uploader = ?", (uploader,))}
+
+
+def forget(w: Writer, vectors: set[bytes]) -> int:
+    """Removes, in writer ``w``, the rows of the stored background whose
+    vector is one of ``vectors`` (an uploader's, :func:`uploader_vectors`),
+    and recalibrates a calibrated index at its target rate on what is left;
+    how many rows went (0: nothing changed). A row whose vector is equal
+    byte for byte is removed whoever recorded it first: a purge errs on the
+    side of forgetting."""
+    from mimicry.ingestion import refresh_calibration
+
+    snap = w.snapshot()
+    if not vectors or snap.background is None or not len(snap.background):
+        return 0
+    keep = np.array([row.tobytes() not in vectors for row in np.asarray(snap.background, np.float32)])
+    if keep.all():
+        return 0
+    groups = snap.background_groups if snap.background_groups is not None else np.arange(len(keep))
+    w.set_background(np.asarray(snap.background, np.float32)[keep], np.asarray(groups, np.int64)[keep])
+    for line in refresh_calibration(w, force=True):
+        log.warning("%s", line)
+    return int((~keep).sum())

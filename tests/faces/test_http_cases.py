@@ -5,6 +5,7 @@ may read, the purge of an uploader, retention at start-up, and who a token is.""
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 import time
 from dataclasses import replace
@@ -281,7 +282,7 @@ def test_an_uploader_can_be_purged(client, demo):
     assert svc.moderation.read("SELECT uploader FROM scans") == [("stays",)]
     assert svc.moderation.read("SELECT COUNT(*) FROM cases") == [(0,)] and not preview.exists()
     purge = [e for e in client.get("/v1/audit", headers=AS_ADMIN).json()["entries"] if e["action"] == "purge_history"]
-    assert len(purge) == 1 and "gone" not in purge[0]["target"] and purge[0]["detail"] == "1"
+    assert len(purge) == 1 and "gone" not in purge[0]["target"] and json.loads(purge[0]["detail"]) == {"scans": 1, "background_removed": 0}
 
 
 def test_retention_runs_at_start_up_and_stops_with_the_app(app_of, demo):

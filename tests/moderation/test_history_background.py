@@ -101,6 +101,34 @@ def test_calibrating_from_the_history_stores_it_as_background_and_maker_null(wit
     assert ix.calibration.calibrated_at == before.calibrated_at  # nothing changed
 
 
+def test_a_purged_uploader_leaves_the_stored_background_and_the_index_is_recalibrated(with_history):
+    import json
+
+    from mimicry.moderation import audited
+    from mimicry.registry import Actor
+
+    ix, mdb = with_history
+    calibrate_from_history(ix, mdb, 0.02)
+    theirs = {v for (v,) in mdb.read("SELECT i.vector FROM scan_images i JOIN scans s ON s.id = i.scan_id "
+                                     "WHERE s.uploader = 'user-7'")}
+    before, stored = ix.calibration, ix.snapshot().background
+    assert len(theirs) == 5 and sum(r.tobytes() in theirs for r in stored) == 5
+    assert audited.purge_uploader(ix, mdb, "user-7", Actor("admin", None, None)) == 5
+    snap = ix.snapshot()
+    assert snap.background.shape == (145, snap.dim) and not any(r.tobytes() in theirs for r in snap.background)
+    assert len(np.unique(snap.background_groups)) == 29
+    after = ix.calibration
+    assert after.n_null == 145 and after.target_rate == before.target_rate and after.makers.makers == 29
+    assert after.calibrated_at > before.calibrated_at and ix.info().calibration == "current"
+    entry = ix.audit(0, 1000)[-1]
+    assert entry.action == "purge_history" and json.loads(entry.detail) == {"scans": 5, "background_removed": 5}
+    # an uploader none of whose images are in the background: the calibration is left as it is
+    _record(mdb, _unit(np.random.default_rng(9), 2, snap.dim), ["late", "late"])
+    assert audited.purge_uploader(ix, mdb, "late", Actor("admin", None, None)) == 2
+    assert ix.calibration.calibrated_at == after.calibrated_at
+    assert json.loads(ix.audit(0, 1000)[-1].detail) == {"scans": 2, "background_removed": 0}
+
+
 def test_the_cli_flag_and_its_refusals(with_history, cli, tmp_path):
     ix, _ = with_history
     out = cli("calibrate", "--index", str(ix.folder), "--from-history", "--fpr", "0.02")
