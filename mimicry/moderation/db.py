@@ -156,8 +156,8 @@ class ModerationDB:
             found = db.execute("SELECT name FROM sqlite_master WHERE name='meta'").fetchone()
             version = db.execute("SELECT value FROM meta WHERE key='version'").fetchone() if found else None
             if version is not None and int(version[0]) > VERSION:
-                raise PinMismatchError(f"{self.path}: moderation database version {version[0]} is newer than this "
-                                f"mimicry reads ({VERSION}); upgrade mimicry")
+                raise PinMismatchError(f"{self.path}: moderation database version {version[0]} is newer "
+                                       f"than this mimicry reads ({VERSION}); upgrade mimicry")
             for reached, statements in MIGRATIONS:
                 if version is not None and int(version[0]) < reached:
                     for statement in statements:

@@ -318,4 +318,5 @@ def interrupted(mdb: ModerationDB) -> list[str]:
         gone = [(i, a) for i, a, owner in rows if not owners.alive(mdb.folder, owner)]
         db.executemany("UPDATE lookbacks SET state='failed', error='interrupted: the service stopped', "
                        "finished_at=? WHERE id=?", [(time.time(), i) for i, _ in gone])
+    owners.sweep(mdb.folder)  # the files of ended processes whose lookbacks all finished
     return sorted({a for _, a in gone})

@@ -12,7 +12,8 @@ Promises:
 
 - :func:`alive` is True for an owner id of a live process on this machine
   that made it with :func:`this_process`, False for one whose process has
-  ended; an owner's file is removed once it is found dead.
+  ended; an owner's file is removed once it is found dead, and
+  :func:`sweep` removes every dead owner's file (a service does at start).
 - Where ``fcntl`` is missing (not a POSIX system), every owner counts as
   gone: jobs are taken over as before owners existed.
 
@@ -52,6 +53,15 @@ def this_process(folder: str | Path) -> str:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: nobody else holds it
             _mine[key] = (owner, fd)
         return _mine[key][0]
+
+
+def sweep(folder: str | Path) -> int:
+    """Removes the files of owners whose process has ended (each process
+    leaves one behind); how many went."""
+    where = Path(folder) / OWNERS
+    if not where.is_dir():
+        return 0
+    return sum(not alive(folder, path.stem) for path in where.glob("*.lock"))
 
 
 def alive(folder: str | Path, owner: str | None) -> bool:

@@ -36,6 +36,8 @@ def test_a_live_processs_lookback_is_left_to_it_and_a_killed_ones_is_taken_over(
         assert lookback.interrupted(mdb) == ["queued-here"]
         assert lookback.get(mdb, held).state == "queued"  # its process is alive: not touched
         assert lookback.get(mdb, mine).state == "failed"
+        (tmp_path / owners.OWNERS / "feedface.lock").write_bytes(b"")  # an ended process's, its lookbacks done
+        assert len(list((tmp_path / owners.OWNERS).iterdir())) == 3  # that one, the holder's, this process's
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
         assert lookback.interrupted(mdb) == ["held-by-a-live-process"]
