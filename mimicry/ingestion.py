@@ -242,17 +242,16 @@ def rebuild_index(ix: StyleIndex, engine: Engine, *, drop_unreadable: bool, batc
     return report
 
 
-def refresh_calibration(w: Writer, force: bool = False) -> list[str]:
-    """After a portfolio change (or, with ``force``, a change to the stored
-    background), in the same writer: recalibrates a calibrated index (same
-    target rate, stored background), or drops a calibration that no longer
-    applies; the sentences to tell the user."""
+def refresh_calibration(w: Writer) -> list[str]:
+    """After a portfolio change, in the same writer: recalibrates a calibrated
+    index (same target rate, stored background), or drops a calibration that
+    no longer applies; the sentences to tell the user."""
     from mimicry.calibration import calibrate_snapshot
     from mimicry.flagging import STALE, calibration_of, calibration_state
 
     snap = w.snapshot()
     cal = calibration_of(snap, strict=False)
-    if cal is None or (not force and calibration_state(snap, strict=False) != STALE):
+    if cal is None or calibration_state(snap, strict=False) != STALE:
         return []
     if len(snap.artists) < 2:
         w.set_calibration(None)

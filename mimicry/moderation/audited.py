@@ -73,9 +73,9 @@ def purge_uploader(ix: StyleIndex, mdb: ModerationDB, uploader: str, actor: Acto
     a calibrated index on the rest: :func:`.background.forget`), and writes
     its audit row (the uploader by sha256 only); how many scans went."""
     with ix.store.writer(wait_s, build=False) as w:
-        theirs = background.uploader_vectors(mdb, uploader)
+        # the background first: a kill after it leaves the history whole, so the purge can be run again
+        forgotten = background.forget(w, background.uploader_vectors(mdb, uploader))
         n = history.purge_uploader(mdb, uploader)
-        forgotten = background.forget(w, theirs)
         digest = hashlib.sha256(uploader.encode()).hexdigest()
         detail = json.dumps({"scans": n, "background_removed": forgotten}, sort_keys=True)
         w.record(actor.kind, None, "purge_history", f"uploader-sha256:{digest}", detail, actor.request_id)

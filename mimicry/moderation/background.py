@@ -180,20 +180,30 @@ def uploader_vectors(mdb: ModerationDB, uploader: str) -> set[bytes]:
 def forget(w: Writer, vectors: set[bytes]) -> int:
     """Removes, in writer ``w``, the rows of the stored background whose
     vector is one of ``vectors`` (an uploader's, :func:`uploader_vectors`),
-    and recalibrates a calibrated index at its target rate on what is left;
-    how many rows went (0: nothing changed). A row whose vector is equal
-    byte for byte is removed whoever recorded it first: a purge errs on the
-    side of forgetting."""
-    from mimicry.ingestion import refresh_calibration
+    with a calibrated index's calibration remade on what is left at its
+    target rate, both in one transaction (a kill leaves the old pair or the
+    new); how many rows went (0: nothing changed). A row whose vector is
+    equal byte for byte is removed whoever recorded it first: a purge errs
+    on the side of forgetting."""
+    from mimicry.calibration import calibrate
+    from mimicry.flagging import calibration_of, flaggable_size
 
     snap = w.snapshot()
     if not vectors or snap.background is None or not len(snap.background):
         return 0
-    keep = np.array([row.tobytes() not in vectors for row in np.asarray(snap.background, np.float32)])
+    stored = np.asarray(snap.background, np.float32)
+    keep = np.array([row.tobytes() not in vectors for row in stored])
     if keep.all():
         return 0
-    groups = snap.background_groups if snap.background_groups is not None else np.arange(len(keep))
-    w.set_background(np.asarray(snap.background, np.float32)[keep], np.asarray(groups, np.int64)[keep])
-    for line in refresh_calibration(w, force=True):
-        log.warning("%s", line)
+    groups = np.asarray(snap.background_groups if snap.background_groups is not None else np.arange(len(keep)),
+                        np.int64)[keep]
+    cal, arrays = calibration_of(snap, strict=False), None
+    if cal is not None and len(snap.artists) >= 2:
+        arrays = calibrate(snap.vectors, snap.row_artist_names, stored[keep], target_rate=cal.target_rate,
+                           generation=snap.generation, background_groups=groups).to_arrays()
+        if keep.sum() < flaggable_size(cal.target_rate):
+            log.warning("the stored background keeps %d images after a purge: too few to flag anything at %g; "
+                        "calibrate again (`mimicry calibrate`) with a larger background", keep.sum(),
+                        cal.target_rate)
+    w.set_background(stored[keep], groups, calibration=arrays, subset=True)
     return int((~keep).sum())

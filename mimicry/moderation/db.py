@@ -26,7 +26,7 @@ Tables:
 - ``lookbacks``: each re-screening of the history for an artist, with progress
   and the process running it (``owner``).
 
-An older database is migrated on open, in the same transaction (``MIGRATIONS``);
+An older database is migrated on open, in one transaction (``ADDED_COLUMNS``);
 a newer one is refused with a clear error.
 """
 
@@ -138,9 +138,11 @@ CREATE TABLE IF NOT EXISTS lookbacks (
 );
 """
 
-#: Steps from each older version to the next: (version reached, statements).
-MIGRATIONS = [
-    (2, ["ALTER TABLE lookbacks ADD COLUMN owner TEXT"]),  # the process running it (mimicry.moderation.owners)
+#: Columns added after a table was first made: (table, column, its definition), applied
+#: on open wherever the table lacks the column (whatever the version row says: a
+#: version 1 database, or one whose version row a kill kept from being written).
+ADDED_COLUMNS = [
+    ("lookbacks", "owner", "TEXT"),  # version 2: the process running it (mimicry.moderation.owners)
 ]
 
 
@@ -158,13 +160,12 @@ class ModerationDB:
             if version is not None and int(version[0]) > VERSION:
                 raise PinMismatchError(f"{self.path}: moderation database version {version[0]} is newer "
                                        f"than this mimicry reads ({VERSION}); upgrade mimicry")
-            for reached, statements in MIGRATIONS:
-                if version is not None and int(version[0]) < reached:
-                    for statement in statements:
-                        db.execute(statement)
             for statement in SCHEMA.split(";"):  # idempotent: every table IF NOT EXISTS
                 if statement.strip():
                     db.execute(statement)
+            for table, column, definition in ADDED_COLUMNS:
+                if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('version', ?)", (str(VERSION),))
 
     def connect(self) -> sqlite3.Connection:

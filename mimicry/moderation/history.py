@@ -134,14 +134,19 @@ def write_preview(folder: Path, sha256: str, data: bytes, side: int) -> str | No
     return name
 
 
-def _rewrite_missing_previews(folder: Path, kept: Sequence[tuple[str | None, str, bytes]], side: int) -> None:
-    """Writes again, inside the recording's write transaction, a preview that
-    a purge or sweep removed since :func:`write_preview` found it: those
-    remove a file only inside a write transaction after checking that no scan
-    names it, so once this transaction commits, every preview it names exists."""
-    for preview, sha256, data in kept:
+def _with_previews(folder: Path, rows: list[tuple], uploads: Sequence[bytes], side: int) -> list[tuple]:
+    """``rows`` (preview name at index 3), each preview that a purge or sweep
+    removed since :func:`write_preview` found it written again: called inside
+    the recording's write transaction, and those remove a file only inside a
+    write transaction after checking that no scan names it, so once this
+    transaction commits, every preview it names exists."""
+    out = []
+    for row, data in zip(rows, uploads):
+        preview = row[3]
         if preview is not None and not (folder / PREVIEWS / preview).exists():
-            write_preview(folder, sha256, data, side)
+            preview = write_preview(folder, row[0], data, side)
+        out.append((*row[:3], preview, *row[4:]))
+    return out
 
 
 def _insert_scan(db: Any, kind: str, ids: HubIds, request_id: str | None, tier: str, artist: str | None,
@@ -173,16 +178,15 @@ def record_images(mdb: ModerationDB, results: Sequence[ScanResult], uploads: Seq
             continue
         preview = write_preview(mdb.folder, r.sha256, data, preview_side)
         rows.append((r.sha256, r.image, r.vector, preview, image_tier(r), r.artist))
-        kept.append((preview, r.sha256, data))
+        kept.append(data)
         if r.artist is not None:
             flagged.append(r.artist)
     artists = sorted(set(flagged), key=lambda a: (-flagged.count(a), a))
     tier = "flagged" if flagged else (rows[0][4] if rows else "error")
     summary = {"results": [r.to_dict(paths=False) for r in results]}
     with mdb.transaction() as db:
-        _rewrite_missing_previews(mdb.folder, kept, preview_side)
         scan_id = _insert_scan(db, "image", ids, request_id, tier, artists[0] if artists else None, summary)
-        _insert_images(db, scan_id, rows)
+        _insert_images(db, scan_id, _with_previews(mdb.folder, rows, kept, preview_side))
         if not artists:
             return Recorded(scan_id)
         case_id, opened = open_case(db, "upload", ids.upload_id or f"scan:{scan_id}", scan_id, "flagged", artists)
@@ -211,12 +215,11 @@ def record_model(mdb: ModerationDB, verdict: ModelVerdict, uploads: Sequence[byt
         sha = hashlib.sha256(uploads[pos]).hexdigest()
         preview = write_preview(mdb.folder, sha, uploads[pos], preview_side)
         rows.append((sha, name, vec, preview, "supports" if i in support else "sample", support.get(i)))
-        kept.append((preview, sha, uploads[pos]))
+        kept.append(uploads[pos])
     with mdb.transaction() as db:
-        _rewrite_missing_previews(mdb.folder, kept, preview_side)
         scan_id = _insert_scan(db, "model", ids, request_id, tier, artists[0] if artists else None,
                                verdict.to_dict(paths=False))
-        _insert_images(db, scan_id, rows)
+        _insert_images(db, scan_id, _with_previews(mdb.folder, rows, kept, preview_side))
         if not artists:
             return Recorded(scan_id)
         case_id, opened = open_case(db, "model", ids.model_id or f"scan:{scan_id}", scan_id, tier, artists)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -41,18 +42,44 @@ _lock = threading.Lock()
 
 def this_process(folder: str | Path) -> str:
     """This process's owner id for jobs on ``folder`` (made, and its file
-    locked, on first use; the same id for the rest of the process's life)."""
+    locked, on first use; the same id for the rest of the process's life).
+    The file is locked under a temporary name and then renamed, so no other
+    process ever sees an owner's file that is not locked yet."""
     key = (os.getpid(), Path(folder).resolve())
     with _lock:
         if key not in _mine:
             owner = uuid.uuid4().hex
             path = Path(folder) / OWNERS / f"{owner}.lock"
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: nobody else holds it
+            making = path.with_suffix(".making")
+            fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: nobody else holds it
+                os.replace(making, path)
+            except BaseException:
+                os.close(fd)
+                making.unlink(missing_ok=True)
+                raise
             _mine[key] = (owner, fd)
         return _mine[key][0]
+
+
+def _after_fork_in_child() -> None:
+    """A forked child is not its parent: it lets go of the parent's owner
+    files (the parent's lock lasts as long as the parent) and makes its own."""
+    global _lock
+    for _, fd in _mine.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _mine.clear()
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def sweep(folder: str | Path) -> int:
@@ -61,6 +88,13 @@ def sweep(folder: str | Path) -> int:
     where = Path(folder) / OWNERS
     if not where.is_dir():
         return 0
+    stale = time.time() - 3600  # a ".making" file this old was left by a kill while it was being made
+    for making in where.glob("*.making"):
+        try:
+            if making.stat().st_mtime < stale:
+                making.unlink()
+        except FileNotFoundError:
+            pass
     return sum(not alive(folder, path.stem) for path in where.glob("*.lock"))
 
 

@@ -2,8 +2,7 @@
 
 A :class:`Writer` comes from :meth:`mimicry.store.Store.writer` (which holds
 the lock) and commits each change on its own, atomically, in one SQLite
-transaction: rows, the list of vector segments, the generation, calibration
-and background arrays, audit rows.
+transaction: rows, segments, generation, calibration, background, audit rows.
 
 Promises:
 - Crash safety: a commit's new segment (and any merge's) is complete on disk
@@ -336,12 +335,16 @@ class Writer:
                 cat.set_arrays(CALIBRATION, dict(arrays))
         self._reload()
 
-    def set_background(self, vectors: np.ndarray, groups: np.ndarray) -> None:
-        """Stores the background (reference population) and each image's group;
-        checks ``expect`` first (module docstring)."""
+    def set_background(self, vectors: np.ndarray, groups: np.ndarray,
+                       calibration: Mapping[str, np.ndarray] | None = None, subset: bool = False) -> None:
+        """Stores the background, its groups (and ``calibration`` made on it, in the same
+        transaction); checks ``expect``. ``subset``: rows of the stored one (runtime kept)."""
         with self._transaction() as cat:
             self._check_expected(cat)
             cat.set_arrays(BACKGROUND, {"vectors": np.asarray(vectors, dtype=np.float32),
                                         "groups": np.asarray(groups, dtype=np.int64)})
-            cat.set_meta("background_runtime", getattr(self.expect, "runtime", None) or "not recorded")
+            if not subset:
+                cat.set_meta("background_runtime", getattr(self.expect, "runtime", None) or "not recorded")
+            if calibration is not None:
+                cat.set_arrays(CALIBRATION, dict(calibration))
         self._reload()

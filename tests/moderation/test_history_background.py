@@ -111,7 +111,7 @@ def test_a_purged_uploader_leaves_the_stored_background_and_the_index_is_recalib
     calibrate_from_history(ix, mdb, 0.02)
     theirs = {v for (v,) in mdb.read("SELECT i.vector FROM scan_images i JOIN scans s ON s.id = i.scan_id "
                                      "WHERE s.uploader = 'user-7'")}
-    before, stored = ix.calibration, ix.snapshot().background
+    before, stored, runtime = ix.calibration, ix.snapshot().background, ix.info().background_runtime
     assert len(theirs) == 5 and sum(r.tobytes() in theirs for r in stored) == 5
     assert audited.purge_uploader(ix, mdb, "user-7", Actor("admin", None, None)) == 5
     snap = ix.snapshot()
@@ -120,6 +120,7 @@ def test_a_purged_uploader_leaves_the_stored_background_and_the_index_is_recalib
     after = ix.calibration
     assert after.n_null == 145 and after.target_rate == before.target_rate and after.makers.makers == 29
     assert after.calibrated_at > before.calibrated_at and ix.info().calibration == "current"
+    assert ix.info().background_runtime == runtime not in (None, "not recorded")  # the rows kept theirs
     entry = ix.audit(0, 1000)[-1]
     assert entry.action == "purge_history" and json.loads(entry.detail) == {"scans": 5, "background_removed": 5}
     # an uploader none of whose images are in the background: the calibration is left as it is

@@ -74,3 +74,30 @@ def test_a_version_1_database_is_migrated_and_a_newer_one_refused(tmp_path):
     mdb.close()
     with pytest.raises(PinMismatchError, match="newer"):
         ModerationDB(tmp_path)
+
+
+def test_a_database_without_its_version_row_gets_the_columns_it_lacks(tmp_path):
+    mdb = ModerationDB(tmp_path)
+    with mdb.transaction() as db:  # tables made, version row never written (a kill in between)
+        db.execute("ALTER TABLE lookbacks DROP COLUMN owner")
+        db.execute("DELETE FROM meta")
+    mdb.close()
+    mdb = ModerationDB(tmp_path)
+    lookback.begin(mdb, "ann")
+    assert mdb.read("SELECT value FROM meta WHERE key='version'") == [(str(VERSION),)]
+    assert lookback.interrupted(mdb) == []  # this process's own
+
+
+def test_a_forked_child_lets_go_of_its_parents_owner_files(tmp_path):
+    import os
+
+    mine = owners.this_process(tmp_path)
+    child = os.fork()
+    if child == 0:  # the child: its own owner id, and the parent's fd closed
+        code = 0 if owners.this_process(tmp_path) != mine else 1
+        os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert owners.alive(tmp_path, mine)  # the parent's lock outlives the child's closing its copy
+    assert len(list((tmp_path / owners.OWNERS).glob("*.lock"))) == 2
+    assert owners.sweep(tmp_path) == 1  # the child's, its process gone
