@@ -5,7 +5,6 @@ for the index lock, then answers 503 with ``Retry-After``."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from mimicry.errors import ImageError, InputError, NotFoundError, quoted
+from mimicry.faces.http import artist_writes
 from mimicry.faces.http.context import WorkId
 from mimicry.faces.http.deps import Admin, ArtistWriter, ScanAllowed, ServiceDep, Uploads, Writable
 from mimicry.faces.http.webhooks import announce
@@ -93,25 +93,19 @@ async def rotate(name: str, actor: Admin, svc: ServiceDep) -> dict[str, str]:
 async def add_works(name: str, actor: ArtistWriter, images: Uploads, svc: ServiceDep) -> dict[str, Any]:
     """Adds works to the artist (their token or the admin's); answers their ids
     and the id of the lookback started for the artist (null when off)."""
-    ids = await run_in_threadpool(svc.index.add_uploads, name, images, actor, svc.settings.write_wait_s)
-    if svc.settings.thumbnails:  # made while the bytes are here: a GET never decodes a stored upload
-        await run_in_threadpool(svc.thumbs.keep, images, [hashlib.sha256(i.data).hexdigest() for i in images])
-    return {"artist": name, "works": ids, "lookback": await run_in_threadpool(after_change, svc, name)}
+    ids, lookback = await run_in_threadpool(artist_writes.add_works, svc, name, images, actor)
+    return {"artist": name, "works": ids, "lookback": lookback}
 
 
 @router.delete("/v1/artists/{name}/works/{work_id}", dependencies=[Writable])
 async def remove_work(name: str, work_id: WorkId, actor: ArtistWriter, svc: ServiceDep) -> dict[str, Any]:
     """Removes one of the artist's works (their token or the admin's)."""
-    forget = await run_in_threadpool(svc.thumbs.forget, svc.index, name, work_id)
-    await run_in_threadpool(svc.index.remove_work, name, work_id, actor, svc.settings.write_wait_s)
-    await run_in_threadpool(forget)
+    await run_in_threadpool(artist_writes.remove_work, svc, name, work_id, actor)
     return {"artist": name, "removed": work_id}
 
 
 @router.delete("/v1/artists/{name}", dependencies=[Writable])
 async def withdraw(name: str, actor: ArtistWriter, svc: ServiceDep) -> dict[str, Any]:
     """Removes the artist and all their works (the artist themself, or the admin)."""
-    forget = await run_in_threadpool(svc.thumbs.forget, svc.index, name)
-    n = await run_in_threadpool(svc.index.remove_artist, name, actor, svc.settings.write_wait_s)
-    await run_in_threadpool(forget)
+    n = await run_in_threadpool(artist_writes.withdraw, svc, name, actor)
     return {"artist": name, "removed": n}

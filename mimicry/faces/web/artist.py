@@ -8,7 +8,6 @@ the artist and every work, and ends the session."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -17,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from mimicry.errors import ForbiddenError, InputError
+from mimicry.faces.http import artist_writes
 from mimicry.faces.http.context import Position, WorkId
 from mimicry.faces.http.deps import check_images, read_files
 from mimicry.faces.http.gate import request_id
@@ -78,13 +78,7 @@ async def upload(request: Request) -> Response:
     form = await checked_form(request, need(request, ARTIST))
     images = await _images(form, svc.settings)
     with svc.holding_images():  # the API's slots for requests holding images
-        ids = await run_in_threadpool(svc.index.add_uploads, actor.artist, images, actor,
-                                      svc.settings.write_wait_s)
-        if svc.settings.thumbnails:  # made while the bytes are here, as the API does
-            await run_in_threadpool(svc.thumbs.keep, images, [hashlib.sha256(i.data).hexdigest() for i in images])
-    from mimicry.faces.http.lookbacks import after_change
-
-    await run_in_threadpool(after_change, svc, actor.artist)  # as POST /v1/artists/{name}/works does
+        ids, _ = await run_in_threadpool(artist_writes.add_works, svc, actor.artist, images, actor)
     return redirect(f"/artist?done=added&n={len(ids)}")
 
 
@@ -95,9 +89,7 @@ async def remove(request: Request, work_id: WorkId) -> Response:
     svc = service(request)
     actor = _writer(request, svc)
     await checked_form(request, need(request, ARTIST))
-    forget = await run_in_threadpool(svc.thumbs.forget, svc.index, actor.artist, work_id)  # every side kept
-    await run_in_threadpool(svc.index.remove_work, actor.artist, work_id, actor, svc.settings.write_wait_s)
-    await run_in_threadpool(forget)
+    await run_in_threadpool(artist_writes.remove_work, svc, actor.artist, work_id, actor)
     return redirect(f"/artist?done=removed&n={work_id}")
 
 
@@ -110,9 +102,7 @@ async def withdraw(request: Request) -> Response:
     form = await checked_form(request, need(request, ARTIST))
     if form.get("confirm") != "yes":
         raise InputError("to withdraw, tick the box that says you understand every work is removed")
-    forget = await run_in_threadpool(svc.thumbs.forget, svc.index, actor.artist, None)
-    await run_in_threadpool(svc.index.remove_artist, actor.artist, actor, svc.settings.write_wait_s)
-    await run_in_threadpool(forget)
+    await run_in_threadpool(artist_writes.withdraw, svc, actor.artist, actor)
     out = redirect("/?note=withdrawn")
     out.delete_cookie(sessions.COOKIE, path="/", httponly=True, samesite="strict")
     return out
