@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "report")]
 
 from browser import browser  # noqa: E402
-from webhub import ADMIN, make_hub, page_facts, served  # noqa: E402
+from helpers import served  # noqa: E402
+from webhub import ADMIN, make_hub, page_facts  # noqa: E402
 
 
 def shoot(base: str, token: str, path: str, png: Path, width: int, max_height: int) -> None:

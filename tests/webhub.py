@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import io
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -83,32 +81,6 @@ def sign_in(client, token: str):
     """Signs ``client`` (a TestClient) in with ``token``; the answer to the POST."""
     page = client.get("/")
     return client.post("/signin", data={"token": token, "csrf": csrf_of(page.text)}, follow_redirects=False)
-
-
-@contextmanager
-def served(app) -> Iterator[str]:
-    """``app`` served by uvicorn on a free loopback port, on a thread: its base URL."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started, "the test server did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 #: What a page fetched and how it is laid out, read from the live page.

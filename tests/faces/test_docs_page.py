@@ -5,16 +5,13 @@ page names is served by the app itself and answers 200."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from browser import browser  # noqa: E402
-from helpers import free_port  # noqa: E402
+from helpers import served  # noqa: E402
 from mimicry.faces.http import create_app  # noqa: E402
 from mimicry.index import StyleIndex  # noqa: E402
 from mimicry.settings import get_settings  # noqa: E402
@@ -44,18 +41,7 @@ def test_docs_names_only_its_own_assets_and_each_answers(app):
 
 @pytest.mark.slow
 def test_docs_renders_in_chromium_with_no_network(app):
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started
-        base = f"http://127.0.0.1:{port}"
+    with served(app) as base:
         with browser(1280) as driver:
             from selenium.webdriver.support.ui import WebDriverWait
 
@@ -72,6 +58,3 @@ def test_docs_renders_in_chromium_with_no_network(app):
         with TestClient(app) as client:
             for asset in assets:
                 assert client.get(asset).status_code == 200, asset
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -16,7 +16,8 @@ from browser import browser, chromium_or_skip
 from mimicry.faces.http import create_app
 from mimicry.moderation import cases
 from mimicry.settings import get_settings
-from webhub import ADMIN, make_hub, page_facts, painting, served
+from helpers import served
+from webhub import ADMIN, make_hub, page_facts, painting
 
 pytestmark = pytest.mark.slow
 WIDTHS = (390, 1280)
