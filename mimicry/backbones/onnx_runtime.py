@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,18 +135,10 @@ def exported(graph: Graph, home: Path) -> bytes | str:
         raise BackboneError(f"{graph.name}: could not export to ONNX ({type(exc).__name__}: {exc}); "
                             f"use --runtime torch") from None
     try:
+        from mimicry.store.durable import write_atomically  # an export only: a cached graph never loads it
+
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{graph.name}-", suffix=".onnx.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)  # a cache others (a service's user) may read
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomically(path, data, mode=0o644)  # a cache others (a service's user) may read
     except OSError as exc:
         log.info("%s: cannot write %s (%s); keeping the ONNX graph in memory", graph.name, folder, exc)
         _IN_MEMORY[graph.key] = data

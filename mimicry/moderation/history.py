@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import numpy as np
 
 from mimicry.moderation.cases import open_case
 from mimicry.moderation.db import ModerationDB
+from mimicry.store.durable import write_atomically
 from mimicry.results import ModelVerdict, ScanResult
 
 PREVIEWS = Path("history") / "previews"
@@ -121,16 +120,7 @@ def write_preview(folder: Path, sha256: str, data: bytes, side: int) -> str | No
     name = f"{sha256}{made[0]}"
     target = folder / PREVIEWS / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(made[1])
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(target, made[1])
     return name
 
 
@@ -298,14 +288,3 @@ def purge_uploader(mdb: ModerationDB, uploader: str) -> int:
     """Removes every scan of ``uploader`` (with their images, cases, decisions
     and previews); returns how many scans went."""
     return _delete_scans(mdb, "s.id IN (SELECT id FROM scans WHERE uploader = ?)", (uploader,))
-
-
-def vectors(mdb: ModerationDB, kind: str = "image", since: float | None = None) -> tuple[np.ndarray, np.ndarray, int]:
-    """(scan ids, vectors, dimension) of every recorded image of scans of
-    ``kind``, oldest first: what lookback and the history background read."""
-    rows = mdb.read("SELECT i.scan_id, i.vector FROM scan_images i JOIN scans s ON s.id = i.scan_id "
-                    "WHERE s.kind = ? AND s.at >= ? ORDER BY i.scan_id, i.position", (kind, since or 0.0))
-    if not rows:
-        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32), 0
-    vecs = np.stack([np.frombuffer(v, np.float32) for _, v in rows])
-    return np.array([r[0] for r in rows], np.int64), vecs, vecs.shape[1]

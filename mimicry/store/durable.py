@@ -25,3 +25,27 @@ def sync_replace(tmp: Path, final: Path) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
     fsync_dir(final.parent)
+
+
+def write_atomically(path: Path, data: bytes, mode: int | None = None, durable: bool = True) -> None:
+    """``data`` at ``path``, whole or not at all: written to a temporary file
+    beside it (``.<name>…tmp``, removed on any failure), given ``mode`` when
+    set, then renamed over ``path``. ``durable``: the bytes and the rename
+    are synced to disk too (:func:`sync_replace`); without it a power cut
+    may lose the file (never leave it half written), for caches made again."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if durable:
+            sync_replace(tmp, path)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -69,7 +69,7 @@ def test_a_thumbnail_is_made_once_and_kept(tmp_path, monkeypatch):
         got = list(pool.map(lambda _: t.get(work, "abc"), range(8)))
     assert len(made) == 1 and len(set(got)) == 1
     assert Image.open(io.BytesIO(got[0])).size == (64, 32) and cached_path(tmp_path / "ix", "abc", 64).is_file()
-    assert not [p for p in (tmp_path / "ix" / "thumbnails").iterdir() if p.name.startswith(".tmp")]
+    assert not [p for p in (tmp_path / "ix" / "thumbnails").iterdir() if p.name.endswith(".tmp")]  # temporaries
 
 
 def test_an_upload_s_thumbnail_is_kept_and_goes_with_its_work(client):

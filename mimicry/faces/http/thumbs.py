@@ -8,14 +8,13 @@ never decodes the full image of a work the service stored."""
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from mimicry.errors import ImageError
 from mimicry.images import ImageBytes, ImageSource
+from mimicry.store.durable import write_atomically
 
 #: Thumbnails decoded at once, per app (a 9000x9000 PNG decodes to about 320 MB).
 GATE = 1
@@ -38,19 +37,6 @@ def render(source: ImageSource, side: int) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=85)
     return buf.getvalue()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """``data`` at ``path``, whole or not at all (a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jpg")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Thumbnails:
@@ -77,7 +63,8 @@ class Thumbnails:
             except OSError:
                 data = render(source, self.side)
             try:
-                _write_atomically(path, data)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomically(path, data, durable=False)  # a cache: made again if lost
             except OSError:
                 pass  # a read-only folder: served, not kept
             return data
