@@ -187,6 +187,7 @@ class OpenClipEmbedder:
         graph = Graph(f"open_clip-{arch}", key, lambda: _Tower(model), torch.zeros(2, 3, *size), ["features"])
         self.onnx = load(graph, get_settings().home, torch.get_num_threads())
         self.runtime = version_label()
+        self.model = None  # ONNX Runtime runs the tower now: the torch model (both towers) is let go
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.transform(image)
