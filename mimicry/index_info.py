@@ -17,7 +17,7 @@ def describe(store: Store, snap: Snapshot) -> IndexInfo:
     runtimes that made the works' and the background's vectors, of ``snap``."""
     pin, cal, ann = snap.pin, calibration_of(snap), snap.ann
     assert pin is not None
-    runtimes = Counter(snap.works[int(i)].runtime or NOT_RECORDED for i in snap.work_ids)
+    runtimes, background_runtime = _runtimes(store, snap)
     return IndexInfo(
         str(store.folder), pin.backbone_id, pin.model_spec, pin.weights_sha256, dict(pin.recipe), pin.dim,
         pin.schema_version, pin.package_version, dict(snap.artist_counts), len(snap.work_ids),
@@ -26,4 +26,14 @@ def describe(store: Store, snap: Snapshot) -> IndexInfo:
         state_warnings(snap), (cal.calibrated_at or None) if cal is not None else None,
         {"type": pin.index_type, "in_use": ann.info.type if ann is not None else "flat",
          "infos": ann.info.to_dict() if ann is not None else None},
-        dict(runtimes), store.read_meta("background_runtime") if snap.background is not None else None)
+        dict(runtimes), background_runtime)
+
+
+def _runtimes(store: Store, snap: Snapshot) -> tuple[dict[str, int], str | None]:
+    """(works per runtime, the background's runtime) of ``snap``: counted once per
+    snapshot (kept in its memo; a write that changes either makes a new snapshot)."""
+    if "runtimes" not in snap.memo:
+        counts = Counter(snap.works[int(i)].runtime or NOT_RECORDED for i in snap.work_ids)
+        background = store.read_meta("background_runtime") if snap.background is not None else None
+        snap.memo["runtimes"] = (dict(counts), background)
+    return snap.memo["runtimes"]
