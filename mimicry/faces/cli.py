@@ -115,12 +115,17 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """Detect imitation of registered artists' styles."""
 
 
+def _command_line() -> str:
+    """This command as a shell would take it back (the header of its reports)."""
+    return shlex.join(["mimicry", *sys.argv[1:]])
+
+
 def _write_report(path: Optional[Path], kind: str, *results: object) -> None:
     """Writes the HTML report ``kind`` of ``results`` to ``path`` (:func:`mimicry.report.write_named`)."""
     if path is not None:
         from mimicry.report import write_named
 
-        write_named(path, kind, results, sys.argv[1:])
+        write_named(path, kind, results, _command_line())
         typer.echo(f"report written to {path}", err=True)
 
 
@@ -309,7 +314,7 @@ def evaluate(
                               seed=seed, perturb=perturb, fpr=s.fpr if fpr is None else fpr,
                               batch_size=s.batch_size, out=out, background=background,
                               heldout_background=heldout_background,
-                              cache=s.home / "cache" if cache else None, command=shlex.join(["mimicry", *sys.argv[1:]]),
+                              cache=s.home / "cache" if cache else None, command=_command_line(),
                               progress=_progress(quiet, "evaluate"))
     _print(as_json, "evaluation", result)
 

@@ -11,8 +11,6 @@ command line asks for one.
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -22,12 +20,11 @@ from mimicry.report.render import evaluation_report, model_report, scan_report, 
 __all__ = ["evaluation_report", "model_report", "scan_report", "write_named", "write_report"]
 
 
-def write_named(path: str | Path, kind: str, results: Sequence[object], argv: Sequence[str] | None = None) -> None:
+def write_named(path: str | Path, kind: str, results: Sequence[object], command: str) -> None:
     """Writes the report ``kind`` (``scan_report``, ``model_report``,
-    ``evaluation_report``) of ``results`` to ``path``, headed by the command
-    line ``mimicry ARGV`` as a shell would take it back; a path that cannot be
-    written is :class:`InputError` naming it."""
-    command = shlex.join(["mimicry", *(sys.argv[1:] if argv is None else argv)])
+    ``evaluation_report``) of ``results`` to ``path``, headed by ``command``
+    (the command line that asked for it); a path that cannot be written is
+    :class:`InputError` naming it."""
     try:
         write_report(globals()[kind](*results, command), path)
     except OSError as exc:

@@ -46,8 +46,8 @@ def artist_page(request: Request, done: Annotated[str, Query(max_length=20)] = "
     mdb = web(request).moderation
     about, older = (cases.list_cases(mdb, artist=s.who.name, after=after, limit=CASES_PAGE, newest_first=True)
                     if mdb is not None else ([], None))
-    shown = [{"id": c.id, "state": c.state, "tier": c.tier, "kind": c.kind, "opened_at": c.opened_at,
-              "updated_at": c.updated_at, "strongest": c.artist == s.who.name} for c in about]
+    # only what an artist may see of each case (never its key: the hub's upload or model id)
+    shown = [{"id": c.id, "state": c.state, "tier": c.tier, "kind": c.kind, "opened_at": c.opened_at} for c in about]
     return render("artist.html.j2", s, works=works, cases=shown, older=older, paged=bool(after), writes=svc.writes,
                   done=DONE.get(done, "").format(n=n, s="" if n == 1 else "s"), limits=svc.settings)
 

@@ -62,7 +62,7 @@ def case_page(request: Request, case_id: CaseId, done: Annotated[str, Query(max_
     mdb = moderation(request)
     case = cases.get_case(mdb, case_id)
     view = case_view(mdb, case, service(request).index.snapshot().works)
-    return render("case.html.j2", s, case=case, view=view, done=DONE.get(done, ""), decisions=DECISIONS)
+    return render("case.html.j2", s, case=case, view=view, done=DONE.get(done, ""))
 
 
 def decide_and_audit(svc: Any, mdb: Any, case_id: int, decision: str, note: str, who: Who, rid: str) -> None:
