@@ -63,8 +63,7 @@ def _index_dir(index: Optional[Path], settings: Settings) -> Path:
 
 
 @contextmanager
-def _opened(index: Optional[Path], device: Optional[str], runtime: Optional[str] = None, verify: bool = True,
-            ) -> Iterator["StyleIndex"]:
+def _opened(index: Optional[Path], device: Optional[str], runtime: Optional[str] = None, verify: bool = True) -> Iterator["StyleIndex"]:
     """The index named by ``--index`` or ``MIMICRY_INDEX``, errors handled, its model on ``device`` and ``runtime``."""
     from mimicry.index import StyleIndex
 
@@ -115,8 +114,7 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """Detect imitation of registered artists' styles."""
 
 
-def _command_line() -> str:
-    """This command as a shell would take it back (the header of its reports)."""
+def _command_line() -> str:  # this command as a shell would take it back: its reports' header
     return shlex.join(["mimicry", *sys.argv[1:]])
 
 
@@ -145,14 +143,12 @@ def _warn(lines: List[str]) -> None:
 @app.command()
 def index(
     portfolios: Path = typer.Argument(..., help="Folder of artist folders, or a path,artist CSV."),
-    index: Optional[Path] = INDEX_OPT,
-    model: str = MODEL_OPT,
+    index: Optional[Path] = INDEX_OPT, model: str = MODEL_OPT,
     batch_size: Optional[int] = BATCH_OPT,
     device: Optional[str] = DEVICE_OPT, runtime: Optional[str] = RUNTIME_OPT,
     drop_unreadable: bool = typer.Option(False, "--drop-unreadable", help="When rebuilding an old index, drop works whose file cannot be read."),
     index_type: Optional[str] = typer.Option(None, "--index-type", help="flat | ivf | hnsw | auto (new indexes: auto = exact below 20,000 works, HNSW above). Re-pins an existing index."),
-    engine: str = ENGINE_OPT,
-    address: Optional[str] = ADDRESS_OPT,
+    engine: str = ENGINE_OPT, address: Optional[str] = ADDRESS_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Embed portfolios into an index (incremental: unchanged files cost nothing).
@@ -182,8 +178,7 @@ def scan(
     batch_size: Optional[int] = BATCH_OPT,
     device: Optional[str] = DEVICE_OPT, runtime: Optional[str] = RUNTIME_OPT,
     report: Optional[Path] = REPORT_OPT,
-    engine: str = ENGINE_OPT,
-    address: Optional[str] = ADDRESS_OPT,
+    engine: str = ENGINE_OPT, address: Optional[str] = ADDRESS_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT, verbose: bool = VERBOSE_OPT,
 ) -> None:
     """Score images against every registered artist, with the nearest works as evidence.

@@ -3,8 +3,6 @@ sha256 is stored; the token itself is shown once, when it is made."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import secrets
 import time
@@ -13,6 +11,7 @@ from typing import Any
 
 from mimicry.errors import ConflictError, InputError, NotFoundError, quoted
 from mimicry.moderation.db import ModerationDB
+from mimicry.registry import token_hash
 
 #: Names decisions use for callers who are not moderators.
 RESERVED = ("admin", "anonymous")
@@ -28,10 +27,6 @@ class Moderator:
         return asdict(self)
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def add(mdb: ModerationDB, name: str) -> str:
     """Adds moderator ``name`` (letters, digits, space, ``._-``; at most 64;
     unique whatever the case) and returns their new token."""
@@ -44,7 +39,7 @@ def add(mdb: ModerationDB, name: str) -> str:
         if db.execute("SELECT 1 FROM moderators WHERE name=?", (name,)).fetchone():
             raise ConflictError(f"a moderator {quoted(name)} exists already")
         db.execute("INSERT INTO moderators(name, token_sha256, added_at) VALUES(?, ?, ?)",
-                   (name, _digest(token), time.time()))
+                   (name, token_hash(token), time.time()))
     return token
 
 
@@ -61,13 +56,11 @@ def revoke(mdb: ModerationDB, name: str) -> None:
 
 def who(mdb: ModerationDB, token: str) -> str | None:
     """The moderator whose token ``token`` is, or None."""
-    return by_digest(mdb, _digest(token))
+    return by_digest(mdb, token_hash(token))
 
 
 def by_digest(mdb: ModerationDB, digest: str) -> str | None:
     """The moderator whose token has the sha256 ``digest`` (hex), or None (a
     session signed in with a token keeps only its sha256)."""
-    for name, stored in mdb.read("SELECT name, token_sha256 FROM moderators WHERE token_sha256=?", (digest,)):
-        if hmac.compare_digest(stored, digest):
-            return name
-    return None
+    rows = mdb.read("SELECT name FROM moderators WHERE token_sha256=?", (digest,))
+    return rows[0][0] if rows else None
