@@ -185,10 +185,16 @@ def record_images(mdb: ModerationDB, results: Sequence[ScanResult], uploads: Seq
 
 def model_tier(verdict: ModelVerdict) -> tuple[str, list[str]]:
     """A model verdict's tier (``imitates``, ``review`` or ``none``) and its artists, strongest first."""
-    if verdict.artists:
-        return "imitates", list(verdict.artists) + [a for a in verdict.review if a not in verdict.artists]
-    if verdict.review:
-        return "review", list(verdict.review)
+    return tier_of(verdict.artists, verdict.review)
+
+
+def tier_of(imitates: Sequence[str], review: Sequence[str]) -> tuple[str, list[str]]:
+    """The tier of a model whose test put ``imitates`` (strongest first) at
+    ``imitates`` and ``review`` at ``review``, and its artists, strongest first."""
+    if imitates:
+        return "imitates", list(imitates) + [a for a in review if a not in imitates]
+    if review:
+        return "review", list(review)
     return "none", []
 
 

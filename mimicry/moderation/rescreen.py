@@ -128,6 +128,7 @@ def model_tiers(snapshot: Snapshot, sets: list[np.ndarray], test: ModelTest) -> 
     of :func:`mimicry.scanning.judge_model` gives them (the same rule,
     :func:`mimicry.model_test.judge_set`), every set's samples scored in one pass."""
     from mimicry.model_test import judge_set
+    from mimicry.moderation.history import tier_of
     from mimicry.scanning import Calibrated, judge_aligned
     from mimicry.scoring import score
 
@@ -144,10 +145,7 @@ def model_tiers(snapshot: Snapshot, sets: list[np.ndarray], test: ModelTest) -> 
             continue
         sj = judge_set(judged.subset(np.arange(at, at + len(v))), aligned.cal, test.alpha, test.review_alpha)
         at += len(v)
-        top = [aligned.cal.artists[j] for j in sj.imitates]
-        review = [aligned.cal.artists[j] for j in sj.review]
-        out.append(("imitates", top + [a for a in review if a not in top]) if top else
-                   ("review", review) if review else ("none", []))
+        out.append(tier_of([aligned.cal.artists[j] for j in sj.imitates], [aligned.cal.artists[j] for j in sj.review]))
     return out
 
 
