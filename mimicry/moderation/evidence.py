@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mimicry.errors import NotFoundError
 from mimicry.moderation.cases import Case, get_case
 from mimicry.moderation.db import ModerationDB
 from mimicry.moderation.history import PREVIEWS
@@ -66,8 +67,11 @@ def case_evidence(mdb: ModerationDB, case_id: int) -> CaseEvidence:
     """The evidence of case ``case_id`` (:class:`~mimicry.errors.NotFoundError`
     when there is none): its latest scan, recorded result and images."""
     case = get_case(mdb, case_id)
-    (row,) = mdb.read("SELECT id, at, kind, upload_id, model_id, uploader, request_id, tier, result "
-                      "FROM scans WHERE id=?", (case.scan_id,))
+    rows = mdb.read("SELECT id, at, kind, upload_id, model_id, uploader, request_id, tier, result "
+                    "FROM scans WHERE id=?", (case.scan_id,))
+    if not rows:  # purged between the two reads (a case goes with its scan)
+        raise NotFoundError(f"no case {case_id}")
+    row = rows[0]
     images = [RecordedImage(*r) for r in mdb.read(
         "SELECT position, name, sha256, tier, artist, preview FROM scan_images WHERE scan_id=? ORDER BY position",
         (case.scan_id,))]

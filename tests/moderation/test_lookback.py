@@ -236,7 +236,7 @@ def test_a_lookbacks_case_shows_the_lookbacks_verdict(before_registration):
     vecs = mdb.read("SELECT vector FROM scan_images WHERE sha256=?", (ev.images[0].sha256,))
     assert len(vecs) == 2 and vecs[0] == vecs[1]
     assert for_artist(ev).result["results"][0]["artist"] == artist
-    view = case_view(mdb, upload, snap.works)
+    view = case_view(ev, snap.works)
     assert view.headline == f"Flagged as {', '.join(upload.artists)}" and view.rows[0].kind == "flagged"
     assert f"Re-screened by a lookback for {artist} on" in view.sentence and artist in view.rows[0].words
     assert view.rows[0].works and all(w.url and artist in w.alt for w in view.rows[0].works)
@@ -245,7 +245,7 @@ def test_a_lookbacks_case_shows_the_lookbacks_verdict(before_registration):
     assert mev.kind == "model" and artist in mev.result["artists"] + mev.result["review"]
     assert mev.result["lookback"]["id"] == lb.id and len(mev.images) == mev.result["n_samples"]
     assert any(i.tier == "supports" for i in mev.images)
-    assert artist in case_view(mdb, model, snap.works).headline
+    assert artist in case_view(mev, snap.works).headline
     # a second run screens the recorded scans only, and adds one copy per case
     scans = mdb.read("SELECT count(*) FROM scans")[0][0]
     again = lookback.run(mdb, snap, lookback.begin(mdb, artist))

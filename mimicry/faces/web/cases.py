@@ -19,6 +19,7 @@ from mimicry.faces.web.pages import MODERATING, checked_form, need, page, redire
 from mimicry.faces.web.session import Who
 from mimicry.moderation import cases
 from mimicry.moderation.cases import DECISIONS, STATES, TIER_RANK
+from mimicry.moderation.evidence import case_evidence
 
 router = APIRouter(include_in_schema=False)
 
@@ -60,9 +61,9 @@ def case_page(request: Request, case_id: CaseId, done: Annotated[str, Query(max_
     decision form."""
     s = need(request, MODERATING)
     mdb = moderation(request)
-    case = cases.get_case(mdb, case_id)
-    view = case_view(mdb, case, service(request).index.snapshot().works)
-    return render("case.html.j2", s, case=case, view=view, done=DONE.get(done, ""))
+    ev = case_evidence(mdb, case_id)
+    view = case_view(ev, service(request).index.snapshot().works)
+    return render("case.html.j2", s, case=ev.case, view=view, done=DONE.get(done, ""))
 
 
 def decide_and_audit(svc: Any, mdb: Any, case_id: int, decision: str, note: str, who: Who, rid: str) -> None:

@@ -6,13 +6,12 @@ are named by the page routes that serve them."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from mimicry.moderation.cases import Case
-from mimicry.moderation.db import ModerationDB
+from mimicry.moderation.evidence import CaseEvidence, RecordedImage
 from mimicry.results import ArtistFinding, Evidence, Match, ModelVerdict, ScanResult, SupportingSample
 
 #: The most sample-and-work pairs a model case shows per artist (the strongest).
@@ -90,15 +89,11 @@ def work_picture(e: Evidence, known: Any) -> Picture:
                     f"{e.artist} · similarity {e.similarity:.3f}"])
 
 
-def _images(mdb: ModerationDB, scan_id: int) -> list[tuple[int, str, str | None]]:
-    return [(int(p), n, pv) for p, n, pv in mdb.read(
-        "SELECT position, name, preview FROM scan_images WHERE scan_id=? ORDER BY position", (scan_id,))]
-
-
-def _upload_view(case: Case, result: dict[str, Any], images: list, known: Any) -> CaseView:
+def _upload_view(case: Case, result: dict[str, Any], images: list[RecordedImage], known: Any) -> CaseView:
     readable = [scan_result(r) for r in result.get("results", []) if r.get("error") is None and r.get("sha256")]
     rows = []
-    for r, (pos, name, preview) in zip(readable, images):
+    for r, image in zip(readable, images):
+        pos, preview = image.position, image.preview
         kind, words = r.verdict_words()
         works = [work_picture(e, known) for e in (r.matches[0].evidence if r.matches else [])]
         pic = Picture(f"/cases/{case.id}/images/{pos}" if preview else None, f"Recorded upload image {pos + 1}",
@@ -113,11 +108,11 @@ def _upload_view(case: Case, result: dict[str, Any], images: list, known: Any) -
     return CaseView("image", "flagged" if flagged else "neutral", headline, sentence, rows, list(warnings))
 
 
-def _model_view(case: Case, result: dict[str, Any], images: list, known: Any) -> CaseView:
+def _model_view(case: Case, result: dict[str, Any], images: list[RecordedImage], known: Any) -> CaseView:
     from mimicry.report.render import _model_sentence
 
     v = model_verdict(result)
-    by_pos = {pos: preview for pos, _, preview in images}
+    by_pos = {i.position: i.preview for i in images}
     rows = []
     for f in v.findings:
         if f.tier is None and f.artist not in v.artists + v.review:
@@ -137,25 +132,14 @@ def _model_view(case: Case, result: dict[str, Any], images: list, known: Any) ->
     return CaseView("model", banner, headline, _model_sentence(v), rows, list(v.warnings))
 
 
-def case_view(mdb: ModerationDB, case: Case, known: Any) -> CaseView:
-    """The evidence of ``case`` from the scan behind it (``known``: the index's
+def case_view(ev: CaseEvidence, known: Any) -> CaseView:
+    """The evidence of a case from the scan behind it (``known``: the index's
     works by id; a work removed since is shown as removed); a lookback's
     re-judged scan says so, with the lookback's artist and date."""
-    rows = mdb.read("SELECT kind, result, uploader FROM scans WHERE id=?", (case.scan_id,))
-    if not rows:  # a case always has its scan (they are removed together)
-        return CaseView("image", "grey", "The scan behind this case is gone", "", [], [])
-    kind, result = rows[0][0], json.loads(rows[0][1])
-    images = _images(mdb, case.scan_id)
-    view = (_model_view if kind == "model" else _upload_view)(case, result, images, known)
-    view.uploader = rows[0][2]
-    lb = result.get("lookback")
+    view = (_model_view if ev.kind == "model" else _upload_view)(ev.case, ev.result, ev.images, known)
+    view.uploader = ev.uploader
+    lb = ev.result.get("lookback")
     if lb:  # a lookback's verdict on the recorded images, not the scan's at upload time
         when = time.strftime("%Y-%m-%d", time.gmtime(lb["at"]))
         view.sentence = f"Re-screened by a lookback for {lb['artist']} on {when}. {view.sentence}"
     return view
-
-
-def preview_name(mdb: ModerationDB, case: Case, position: int) -> str | None:
-    """The preview file of image ``position`` of the scan behind ``case``, or None."""
-    rows = mdb.read("SELECT preview FROM scan_images WHERE scan_id=? AND position=?", (case.scan_id, position))
-    return rows[0][0] if rows and rows[0][0] else None

@@ -16,10 +16,8 @@ from mimicry.errors import ForbiddenError, ImageError, NotFoundError
 from mimicry.images import sniff_type
 from mimicry.faces.http.context import WorkId
 from mimicry.faces.web.cases import CaseId
-from mimicry.faces.web.evidence import preview_name
 from mimicry.faces.web.pages import MODERATING, moderation, need, page, service, web
-from mimicry.moderation import cases
-from mimicry.moderation.history import PREVIEWS
+from mimicry.moderation.evidence import case_evidence
 
 router = APIRouter(include_in_schema=False)
 
@@ -33,11 +31,11 @@ def preview(request: Request, case_id: CaseId, position: WorkId) -> Response:
     """The recorded preview of image ``position`` of the scan behind the case."""
     need(request, MODERATING)
     mdb = moderation(request)
-    name = preview_name(mdb, cases.get_case(mdb, case_id), position)
-    if name is None:
+    path = case_evidence(mdb, case_id).preview_path(mdb.folder, position)
+    if path is None:
         raise NotFoundError(f"case {case_id} has no recorded image {position}")
     try:
-        data = (mdb.folder / PREVIEWS / name).read_bytes()
+        data = path.read_bytes()
     except OSError:
         raise NotFoundError(f"the preview of image {position} of case {case_id} is gone") from None
     return Response(data, media_type=sniff_type(data) or "application/octet-stream", headers=CACHE)
