@@ -5,7 +5,6 @@ for the index lock, then answers 503 with ``Retry-After``."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,7 +12,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from mimicry.errors import ImageError, InputError, NotFoundError, quoted
+from mimicry.errors import InputError, NotFoundError, quoted
 from mimicry.faces.http import artist_writes
 from mimicry.faces.http.context import WorkId
 from mimicry.faces.http.deps import Admin, ArtistWriter, ScanAllowed, ServiceDep, Uploads, Writable
@@ -59,11 +58,7 @@ def thumbnail(work_id: WorkId, svc: ServiceDep) -> Response:
     work = svc.index.snapshot().works.get(work_id)
     if work is None:
         raise NotFoundError(f"no work {work_id}")
-    try:
-        data = svc.thumbs.get(Path(work.path), work.sha256)
-    except ImageError:
-        raise NotFoundError("the file of work " + str(work_id) + " is not available") from None
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+    return Response(svc.thumbs.of_work(work), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
 # -- writes -------------------------------------------------------------------

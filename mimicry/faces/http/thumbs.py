@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from mimicry.errors import ImageError
+from mimicry.errors import ImageError, NotFoundError
 from mimicry.images import ImageBytes, ImageSource
 from mimicry.store.durable import write_atomically
 
@@ -45,6 +45,14 @@ class Thumbnails:
     def __init__(self, folder: Path, side: int) -> None:
         self.folder, self.side = folder, side
         self.gate = threading.BoundedSemaphore(GATE)
+
+    def of_work(self, work: Any) -> bytes:
+        """The thumbnail of registered work ``work`` (:meth:`get`);
+        :class:`NotFoundError` when its file is not available."""
+        try:
+            return self.get(Path(work.path), work.sha256)
+        except ImageError:
+            raise NotFoundError(f"the file of work {work.id} is not available") from None
 
     def get(self, source: ImageSource, sha256: str) -> bytes:
         """The thumbnail of the work stored at ``source`` (bytes hashing to

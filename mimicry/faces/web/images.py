@@ -7,12 +7,11 @@ admin see every work, an artist their own only."""
 
 from __future__ import annotations
 
-from pathlib import Path as FilePath
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from mimicry.errors import ForbiddenError, ImageError, NotFoundError
+from mimicry.errors import ForbiddenError, NotFoundError
 from mimicry.images import sniff_type
 from mimicry.faces.http.context import WorkId
 from mimicry.faces.web.cases import CaseId
@@ -50,11 +49,7 @@ def _work_picture(request: Request, work_id: int, large: bool) -> Response:
     if s.who.role == "artist" and work.artist != s.who.name:
         raise ForbiddenError(f"work {work_id} is not yours")
     thumbs = web(request).large if large else svc.thumbs
-    try:
-        data = thumbs.get(FilePath(work.path), work.sha256)
-    except ImageError:
-        raise NotFoundError(f"the file of work {work_id} is not available") from None
-    return Response(data, media_type="image/jpeg", headers=CACHE)
+    return Response(thumbs.of_work(work), media_type="image/jpeg", headers=CACHE)
 
 
 @router.get("/works/{work_id}/image")
