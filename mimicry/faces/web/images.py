@@ -7,7 +7,6 @@ admin see every work, an artist their own only."""
 
 from __future__ import annotations
 
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
