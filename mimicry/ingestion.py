@@ -265,10 +265,8 @@ def calibrate_index(ix: StyleIndex, background: Sequence[ImageSource] | None, ra
     """Fits and stores the calibration of ``ix`` at ``rate``, after embedding and
     storing ``background`` when given (else the stored one, if any, is used);
     skipped background files are logged."""
-    from mimicry.calibration import calibrate_snapshot
     from mimicry.engines import Embedded
     from mimicry.portfolio import background_groups
-    from mimicry.registry import CLI
 
     with ix.store.writer(expect=ix.loaded_embedder) as w:
         if background is not None:
@@ -277,10 +275,19 @@ def calibrate_index(ix: StyleIndex, background: Sequence[ImageSource] | None, ra
             for err in got.errors:
                 log.warning("background image skipped: %s", err)
             w.set_background(got.vectors, background_groups(got.keys, background))
-        cal = calibrate_snapshot(w.snapshot(), rate)
-        w.set_calibration(cal.to_arrays())
-        w.record(CLI.kind, None, "calibrate", str(ix.folder),
-                 detail=f"fpr {rate}, {cal.n_null} {cal.null_source} images")
+        return _calibrated(ix, w, rate)
+
+
+def _calibrated(ix: StyleIndex, w: Writer, rate: float, source: str = "") -> Calibration:
+    """In writer ``w``: fits the calibration at ``rate`` on the stored background,
+    stores it and records it in the audit log (``source``: where the background came from)."""
+    from mimicry.calibration import calibrate_snapshot
+    from mimicry.registry import CLI
+
+    cal = calibrate_snapshot(w.snapshot(), rate)
+    w.set_calibration(cal.to_arrays())
+    w.record(CLI.kind, None, "calibrate", str(ix.folder),
+             detail=f"fpr {rate}, {cal.n_null} {cal.null_source} images{', ' + source if source else ''}"[:1000])
     return cal
 
 
@@ -290,17 +297,10 @@ def calibrate_index_vectors(ix: StyleIndex, vectors: np.ndarray, groups: np.ndar
     (already embedded by the index's pinned model; ``groups``: one number per
     maker) stored as its background, in one writer; ``source`` says in the
     audit log where they came from (the scan history)."""
-    from mimicry.calibration import calibrate_snapshot
-    from mimicry.registry import CLI
-
     vectors = np.asarray(vectors, dtype=np.float32)
     with ix.store.writer(expect=ix.loaded_embedder) as w:
         if vectors.ndim != 2 or vectors.shape[1] != w.pin.dim or len(groups) != len(vectors):
             raise InputError(f"{ix.folder}: a background of {vectors.shape} vectors and {len(groups)} groups "
                              f"does not fit the index's {w.pin.dim} dimensions")
         w.set_background(vectors, np.asarray(groups, dtype=np.int64))
-        cal = calibrate_snapshot(w.snapshot(), rate)
-        w.set_calibration(cal.to_arrays())
-        w.record(CLI.kind, None, "calibrate", str(ix.folder),
-                 detail=f"fpr {rate}, {cal.n_null} {cal.null_source} images, {source}"[:1000])
-    return cal
+        return _calibrated(ix, w, rate, source)
