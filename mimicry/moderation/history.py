@@ -139,21 +139,24 @@ def _with_previews(folder: Path, rows: list[tuple], uploads: Sequence[bytes], si
     return out
 
 
-def _insert_scan(db: Any, kind: str, ids: HubIds, request_id: str | None, tier: str, artist: str | None,
-                 result: dict[str, Any]) -> int:
+def insert_scan(db: Any, kind: str, ids: HubIds, request_id: str | None, tier: str, artist: str | None,
+                result: dict[str, Any], at: float | None = None) -> int:
+    """Inside a write transaction: one ``scans`` row (recorded now, or ``at``); its id."""
     cur = db.execute("INSERT INTO scans(at, kind, upload_id, model_id, uploader, request_id, tier, artist, "
                      "result) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     (time.time(), kind, ids.upload_id, ids.model_id, ids.uploader, request_id, tier, artist,
-                      json.dumps(result, ensure_ascii=False)))
+                     (time.time() if at is None else at, kind, ids.upload_id, ids.model_id, ids.uploader,
+                      request_id, tier, artist, json.dumps(result, ensure_ascii=False)))
     return int(cur.lastrowid)
 
 
-def _insert_images(db: Any, scan_id: int, rows: Sequence[tuple[str, str, np.ndarray, str | None, str, str | None]]
-                   ) -> None:
+def insert_images(db: Any, scan_id: int,
+                  rows: Sequence[tuple[str, str, np.ndarray | bytes, str | None, str, str | None]]) -> None:
+    """Inside a write transaction: the images of scan ``scan_id`` in order, each
+    (sha256, name, vector (float32, or its bytes as stored), preview, tier, artist)."""
     db.executemany("INSERT INTO scan_images(scan_id, position, sha256, name, vector, preview, tier, artist) "
                    "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                   [(scan_id, i, sha, name, np.asarray(vec, np.float32).tobytes(), preview, tier, artist)
-                    for i, (sha, name, vec, preview, tier, artist) in enumerate(rows)])
+                   [(scan_id, i, sha, name, vec if isinstance(vec, bytes) else np.asarray(vec, np.float32).tobytes(),
+                     preview, tier, artist) for i, (sha, name, vec, preview, tier, artist) in enumerate(rows)])
 
 
 def record_images(mdb: ModerationDB, results: Sequence[ScanResult], uploads: Sequence[bytes], ids: HubIds,
@@ -175,8 +178,8 @@ def record_images(mdb: ModerationDB, results: Sequence[ScanResult], uploads: Seq
     tier = "flagged" if flagged else (rows[0][4] if rows else "error")
     summary = {"results": [r.to_dict(paths=False) for r in results]}
     with mdb.transaction() as db:
-        scan_id = _insert_scan(db, "image", ids, request_id, tier, artists[0] if artists else None, summary)
-        _insert_images(db, scan_id, _with_previews(mdb.folder, rows, kept, preview_side))
+        scan_id = insert_scan(db, "image", ids, request_id, tier, artists[0] if artists else None, summary)
+        insert_images(db, scan_id, _with_previews(mdb.folder, rows, kept, preview_side))
         if not artists:
             return Recorded(scan_id)
         case_id, opened = open_case(db, "upload", ids.upload_id or f"scan:{scan_id}", scan_id, "flagged", artists)
@@ -213,9 +216,9 @@ def record_model(mdb: ModerationDB, verdict: ModelVerdict, uploads: Sequence[byt
         rows.append((sha, name, vec, preview, "supports" if i in support else "sample", support.get(i)))
         kept.append(uploads[pos])
     with mdb.transaction() as db:
-        scan_id = _insert_scan(db, "model", ids, request_id, tier, artists[0] if artists else None,
+        scan_id = insert_scan(db, "model", ids, request_id, tier, artists[0] if artists else None,
                                verdict.to_dict(paths=False))
-        _insert_images(db, scan_id, _with_previews(mdb.folder, rows, kept, preview_side))
+        insert_images(db, scan_id, _with_previews(mdb.folder, rows, kept, preview_side))
         if not artists:
             return Recorded(scan_id)
         case_id, opened = open_case(db, "model", ids.model_id or f"scan:{scan_id}", scan_id, tier, artists)

@@ -51,7 +51,7 @@ from mimicry.errors import NotFoundError
 from mimicry.moderation import events, owners
 from mimicry.moderation.cases import open_case
 from mimicry.moderation.db import ModerationDB
-from mimicry.moderation.history import image_tier
+from mimicry.moderation.history import HubIds, image_tier, insert_images, insert_scan
 from mimicry.moderation.rescreen import ModelTest, model_tiers, rejudged_images, rejudged_model, screen_images
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,14 +174,8 @@ def _rejudged(db: Any, snapshot: Snapshot, test: ModelTest, lookback_id: int, sc
                       skipped=recorded.get("skipped", []))
         support = verdict.supported_by()
         marks = [("supports" if i in support else "sample", support.get(i)) for i in range(len(imgs))]
-    new = int(db.execute("INSERT INTO scans(at, kind, upload_id, model_id, uploader, request_id, tier, artist, "
-                         "result) VALUES(?, ?, ?, ?, ?, NULL, ?, ?, ?)",
-                         (at, kind, upload_id, model_id, uploader, tier, artist,
-                          json.dumps(result, ensure_ascii=False))).lastrowid)
-    db.executemany("INSERT INTO scan_images(scan_id, position, sha256, name, vector, preview, tier, artist) "
-                   "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                   [(new, pos, sha, name, vec, preview, t, a)
-                    for (pos, sha, name, vec, preview), (t, a) in zip(imgs, marks)])
+    new = insert_scan(db, kind, HubIds(upload_id, model_id, uploader), None, tier, artist, result, at)
+    insert_images(db, new, [(sha, name, vec, preview, t, a) for (_, sha, name, vec, preview), (t, a) in zip(imgs, marks)])
     return new
 
 
