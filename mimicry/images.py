@@ -211,6 +211,18 @@ def load_image(source: ImageSource, draft_size: int | None = None) -> Image.Imag
     return decode(source, draft_size).image
 
 
+def reduced_jpeg(source: ImageSource, side: int, quality: int) -> bytes:
+    """``source`` as a JPEG at most ``side`` pixels on its long side; a JPEG is
+    decoded at the smallest scale at least ``side`` (``draft``), then every
+    image is reduced by whole factors before resampling (``reducing_gap``).
+    Unreadable: :class:`~mimicry.errors.ImageError`."""
+    img = load_image(source, draft_size=side)
+    img.thumbnail((side, side), reducing_gap=2.0)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def iter_image_files(root: str | Path) -> Iterator[Path]:
     """Every file under ``root`` with an image suffix, sorted, hidden files and
     folders skipped. Symlinked folders are followed; paths stay under ``root``

@@ -18,7 +18,6 @@ Promises:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -88,22 +87,16 @@ def _preview_bytes(name: str, data: bytes, side: int) -> tuple[str, bytes] | Non
     pixels is kept as it is without its metadata (no decode, no loss); any
     other image is decoded (a JPEG at the smallest scale still at least
     ``side``), reduced and written as a JPEG. None when it cannot be decoded."""
-    from PIL import Image
-
-    from mimicry.images import ImageBytes, check_header, decode
+    from mimicry.images import ImageBytes, check_header, reduced_jpeg
 
     try:
         if data.startswith(b"\x89PNG") and max(check_header(ImageBytes(name, data))) <= side:
             kept = png_without_metadata(data)
             if kept is not None:
                 return ".png", kept
-        img = decode(ImageBytes(name, data), draft_size=side).image
+        return ".jpg", reduced_jpeg(ImageBytes(name, data), side, quality=88)
     except Exception:  # noqa: BLE001 - an unreadable upload has no preview
         return None
-    img.thumbnail((side, side), Image.BICUBIC, reducing_gap=2.0)
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=88)
-    return ".jpg", buf.getvalue()
 
 
 def write_preview(folder: Path, sha256: str, data: bytes, side: int) -> str | None:

@@ -7,13 +7,12 @@ never decodes the full image of a work the service stored."""
 
 from __future__ import annotations
 
-import io
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from mimicry.errors import ImageError, NotFoundError
-from mimicry.images import ImageBytes, ImageSource
+from mimicry.images import ImageBytes, ImageSource, reduced_jpeg
 from mimicry.store.durable import write_atomically
 
 #: Thumbnails decoded at once, per app (a 9000x9000 PNG decodes to about 320 MB).
@@ -27,16 +26,9 @@ def cached_path(folder: Path, sha256: str, side: int) -> Path:
 
 
 def render(source: ImageSource, side: int) -> bytes:
-    """``source`` as a JPEG at most ``side`` pixels on its long side; a JPEG is
-    decoded at the smallest scale at least ``side`` (``draft``), then every
-    image is reduced by whole factors before resampling (``reducing_gap``)."""
-    from mimicry.images import load_image
-
-    img = load_image(source, draft_size=side)
-    img.thumbnail((side, side), reducing_gap=2.0)
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=85)
-    return buf.getvalue()
+    """``source`` as a thumbnail JPEG at most ``side`` pixels on its long side
+    (:func:`mimicry.images.reduced_jpeg`)."""
+    return reduced_jpeg(source, side, quality=85)
 
 
 class Thumbnails:
