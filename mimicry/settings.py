@@ -24,10 +24,12 @@ from mimicry.errors import InputError
 
 #: Checks a value may carry: ``rate`` (strictly between 0 and 1), ``positive``
 #: (at least 1), ``nonneg`` (at least 0).
-RATE, POSITIVE, NONNEG = "rate", "positive", "nonneg"
+RATE, POSITIVE, NONNEG = "rate", "positive", "nonneg"  # a check may also be a tuple of the allowed values
+#: What may run a backbone's forward pass (:mod:`mimicry.backbones`): ``auto`` picks per device.
+RUNTIMES = ("auto", "torch", "onnx")
 
 
-def _setting(default: Any, env: str, kind: type, doc: str, check: str | None = None,
+def _setting(default: Any, env: str, kind: type, doc: str, check: str | tuple[str, ...] | None = None,
              shown: str | None = None) -> Any:
     """A field of :class:`Settings`: its default, variable, type, meaning and check
     (``shown``: the default as the docs print it, when ``repr`` is not it)."""
@@ -47,7 +49,7 @@ class Settings:
     device: str = _setting("auto", "MIMICRY_DEVICE", str, "`auto`, `cpu` or `cuda`")
     runtime: str = _setting("auto", "MIMICRY_RUNTIME", str,
                             "what runs the model: `torch`, `onnx` (ONNX Runtime, CPU) or `auto` "
-                            "(ONNX Runtime on the CPU, torch on CUDA); the vectors are the same")
+                            "(ONNX Runtime on the CPU, torch on CUDA); the vectors are the same", RUNTIMES)
     # -- verdicts ---------------------------------------------------------------
     fpr: float = _setting(0.01, "MIMICRY_FPR", float,
                           "calibration target: of images by nobody registered, the share flagged "
@@ -125,7 +127,7 @@ class Settings:
     # -- the hub's moderation loop ------------------------------------------------
     history: str = _setting("on", "MIMICRY_HISTORY", str,
                             "service: record every scan (the hub's ids, each image's sha256, vector and "
-                            "preview, the verdict) and open cases: `on` or `off`")
+                            "preview, the verdict) and open cases: `on` or `off`", ("on", "off"))
     history_days: int = _setting(90, "MIMICRY_HISTORY_DAYS", int,
                                  "service: days a recorded scan is kept (expired at start-up and hourly, "
                                  "with its cases and previews)", POSITIVE)
@@ -182,6 +184,8 @@ def _check(f: Any, value: Any) -> None:
         check_positive(env, value)
     elif check == NONNEG and value < 0:
         raise InputError(f"{env}={value}: must not be negative")
+    elif isinstance(check, tuple) and value not in check:
+        raise InputError(f"{env}={value!r}: use {', '.join(check[:-1])} or {check[-1]}")
 
 
 def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -200,10 +204,6 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)  # type: ignore[arg-type]
     for f in fields(Settings):
         _check(f, getattr(settings, f.name))
-    if settings.runtime not in ("auto", "torch", "onnx"):
-        raise InputError(f"MIMICRY_RUNTIME={settings.runtime!r}: use auto, torch or onnx")
-    if settings.history not in ("on", "off"):
-        raise InputError(f"MIMICRY_HISTORY={settings.history!r}: use on or off")
     if settings.review_alpha < settings.alpha:
         raise InputError("MIMICRY_REVIEW_ALPHA must be at least MIMICRY_ALPHA")
     if settings.min_samples > settings.max_samples:

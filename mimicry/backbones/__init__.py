@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 from mimicry.errors import BackboneError, InputError
+from mimicry.settings import RUNTIMES
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -96,8 +97,6 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-#: What may run a backbone's forward pass: ``auto`` picks per device.
-RUNTIMES = ("auto", "torch", "onnx")
 
 
 def resolve_runtime(runtime: str | None, device: str) -> str:
