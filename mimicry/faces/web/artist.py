@@ -52,11 +52,14 @@ def artist_page(request: Request, done: Annotated[str, Query(max_length=20)] = "
                   done=DONE.get(done, "").format(n=n, s="" if n == 1 else "s"), limits=svc.settings)
 
 
-def _writer(request: Request, svc: Any) -> Actor:
+async def _writer(request: Request, svc: Any) -> tuple[Actor, Any]:
+    """The artist writing (a writable service, an artist's session) and their
+    form, its CSRF token checked."""
     if not svc.writes:
         raise ForbiddenError("this service is read-only")
     s = need(request, ARTIST)
-    return Actor("artist", s.who.name, request_id(request.headers.get("x-request-id")))
+    form = await checked_form(request, s)
+    return Actor("artist", s.who.name, request_id(request.headers.get("x-request-id"))), form
 
 
 async def _images(form: Any, settings: Any) -> list[ImageBytes]:
@@ -74,8 +77,7 @@ async def _images(form: Any, settings: Any) -> list[ImageBytes]:
 async def upload(request: Request) -> Response:
     """Adds the uploaded works (all or none), then back to the page."""
     svc = service(request)
-    actor = _writer(request, svc)
-    form = await checked_form(request, need(request, ARTIST))
+    actor, form = await _writer(request, svc)
     images = await _images(form, svc.settings)
     with svc.holding_images():  # the API's slots for requests holding images
         ids, _ = await run_in_threadpool(artist_writes.add_works, svc, actor.artist, images, actor)
@@ -87,8 +89,7 @@ async def upload(request: Request) -> Response:
 async def remove(request: Request, work_id: WorkId) -> Response:
     """Removes one of the artist's works."""
     svc = service(request)
-    actor = _writer(request, svc)
-    await checked_form(request, need(request, ARTIST))
+    actor, _ = await _writer(request, svc)
     await run_in_threadpool(artist_writes.remove_work, svc, actor.artist, work_id, actor)
     return redirect(f"/artist?done=removed&n={work_id}")
 
@@ -98,8 +99,7 @@ async def remove(request: Request, work_id: WorkId) -> Response:
 async def withdraw(request: Request) -> Response:
     """Removes the artist and all their works (the form must say so), and signs out."""
     svc = service(request)
-    actor = _writer(request, svc)
-    form = await checked_form(request, need(request, ARTIST))
+    actor, form = await _writer(request, svc)
     if form.get("confirm") != "yes":
         raise InputError("to withdraw, tick the box that says you understand every work is removed")
     await run_in_threadpool(artist_writes.withdraw, svc, actor.artist, actor)
