@@ -25,6 +25,8 @@ STATES = ("open", "confirmed", "dismissed", "escalated")
 DECISIONS = {"confirm": "confirmed", "dismiss": "dismissed", "escalate": "escalated"}
 #: How strong each tier is: a case keeps the strongest it has seen.
 TIER_RANK = {"review": 1, "flagged": 2, "imitates": 2}
+#: The longest note a decision may carry (characters).
+NOTE_CHARS = 2000
 
 
 @dataclass
@@ -110,6 +112,8 @@ def list_cases(mdb: ModerationDB, state: str | None = None, artist: str | None =
     returns (cases, the ``after`` of the next page or None)."""
     if state is not None and state not in STATES:
         raise InputError(f"state {state!r}: use one of {', '.join(STATES)}")
+    if tier is not None and tier not in TIER_RANK:
+        raise InputError(f"tier {tier[:40]!r}: use one of {', '.join(TIER_RANK)}")
     if not newest_first:
         where, args = ["id > ?"], [after]
     else:
@@ -134,6 +138,8 @@ def decide(mdb: ModerationDB, case_id: int, decision: str, note: str, moderator:
     decided case may be decided again (an escalated case is confirmed later)."""
     if decision not in DECISIONS:
         raise InputError(f"decision {decision!r}: use confirm, dismiss or escalate")
+    if len(note) > NOTE_CHARS:
+        raise InputError(f"the note has {len(note)} characters: at most {NOTE_CHARS}")
     with mdb.transaction() as db:
         if db.execute("SELECT 1 FROM cases WHERE id=?", (case_id,)).fetchone() is None:
             raise NotFoundError(f"no case {case_id}")
