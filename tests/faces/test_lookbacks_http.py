@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from mimicry import StyleIndex  # noqa: E402
 from mimicry.faces.http import create_app  # noqa: E402
-from mimicry.faces.http.lookbacks import HistoryRefresh, moderation  # noqa: E402
+from mimicry.faces.http.lookbacks import HistoryRefresh  # noqa: E402
 from mimicry.moderation import lookback  # noqa: E402
 from mimicry.moderation.db import ModerationDB  # noqa: E402
 from mimicry.settings import get_settings  # noqa: E402
@@ -86,7 +86,7 @@ def test_the_scheduled_refresh_needs_a_certified_history(index, caplog):
     svc = client.app.state.service
     assert isinstance(client.app.state.history_refresh, HistoryRefresh)
     client.app.state.history_refresh.stop()
-    mdb = moderation(svc)
+    mdb = svc.moderation_or_404()
     snap = index.snapshot()
     rng = np.random.default_rng(0)
     base = snap.background[rng.integers(0, len(snap.background), 300)]

@@ -14,7 +14,7 @@ from fastapi import Path as PathParam
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 
-from mimicry.errors import BusyError, MimicryError, clipped
+from mimicry.errors import BusyError, MimicryError, NotFoundError, clipped
 from mimicry.faces.http.thumbs import Thumbnails
 from mimicry.index import StyleIndex
 from mimicry.settings import Settings
@@ -100,6 +100,14 @@ class Service:
         """``fn(*args)`` on this (worker) thread, at most ``inference_slots`` at once."""
         with self.inference:
             return fn(*args)
+
+    def moderation_or_404(self) -> ModerationDB:
+        """The moderation database (scan history, cases, lookbacks);
+        :class:`NotFoundError` on a service that has none (history off on a
+        folder where it could not be opened)."""
+        if self.moderation is None:
+            raise NotFoundError("this service keeps no scan history: no cases or lookbacks")
+        return self.moderation
 
     @property
     def recording(self) -> bool:

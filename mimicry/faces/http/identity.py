@@ -19,7 +19,7 @@ from typing import Annotated, Mapping
 
 from fastapi import Depends, Request
 
-from mimicry.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from mimicry.errors import ForbiddenError, UnauthorizedError
 from mimicry.faces.http.context import Service
 from mimicry.faces.http.deps import ServiceDep
 from mimicry.faces.http.gate import bearer
@@ -111,9 +111,7 @@ def _moderating(who: Annotated[Identity, Depends(_signed_in)]) -> Identity:
 
 def _moderation_db(svc: ServiceDep) -> ModerationDB:
     """The service's moderation database (404 on a service that has none)."""
-    if svc.moderation is None:
-        raise NotFoundError("this service keeps no cases: its index folder cannot be written")
-    return svc.moderation
+    return svc.moderation_or_404()
 
 
 SignedIn = Annotated[Identity, Depends(_signed_in)]

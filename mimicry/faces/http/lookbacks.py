@@ -17,13 +17,12 @@ from typing import Any, Optional
 
 from fastapi import APIRouter
 
-from mimicry.errors import MimicryError, NotFoundError
+from mimicry.errors import MimicryError
 from mimicry.faces.http.background import Periodic
 from mimicry.faces.http.context import Count, Position, Service, WorkId
 from mimicry.faces.http.deps import ServiceDep
 from mimicry.faces.http.identity import Moderating
 from mimicry.moderation import lookback
-from mimicry.moderation.db import ModerationDB
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -32,20 +31,12 @@ router = APIRouter()
 Reader = Moderating
 
 
-def moderation(svc: Service) -> ModerationDB:
-    """The service's moderation database; 404 when it has none (history off
-    on a folder where it could not be opened)."""
-    if svc.moderation is None:
-        raise NotFoundError("this service keeps no scan history: no lookbacks")
-    return svc.moderation
-
-
 def after_change(svc: Service, artist: str) -> int | None:
     """Starts a lookback for ``artist`` after they registered or added works
     (a writable service with ``MIMICRY_LOOKBACK`` on); its id, else None."""
     if not svc.writes or not svc.settings.lookback or svc.moderation is None:
         return None
-    return lookback.start(moderation(svc), svc.index, artist)[0]
+    return lookback.start(svc.moderation, svc.index, artist)[0]
 
 
 @router.get("/v1/lookbacks")
@@ -53,7 +44,7 @@ def lookbacks(actor: Reader, svc: ServiceDep, artist: Optional[str] = None, afte
               limit: Count = 50) -> dict[str, Any]:
     """Lookbacks (of ``artist`` when given), oldest first from id ``after``,
     at most ``limit`` (1 to 1000); ``next`` pages on (null: no more)."""
-    found, nxt = lookback.listed(moderation(svc), artist, after, max(1, min(limit, 1000)))
+    found, nxt = lookback.listed(svc.moderation_or_404(), artist, after, max(1, min(limit, 1000)))
     return {"lookbacks": [lb.to_dict() for lb in found], "next": nxt}
 
 
@@ -61,7 +52,7 @@ def lookbacks(actor: Reader, svc: ServiceDep, artist: Optional[str] = None, afte
 def one(lookback_id: WorkId, actor: Reader, svc: ServiceDep) -> dict[str, Any]:
     """One lookback: ``artist``, ``state`` (queued, running, finished, failed),
     ``done`` of ``total`` vectors, cases ``opened``, ``error``."""
-    return lookback.get(moderation(svc), lookback_id).to_dict()
+    return lookback.get(svc.moderation_or_404(), lookback_id).to_dict()
 
 
 class HistoryRefresh(Periodic):
@@ -85,7 +76,7 @@ class HistoryRefresh(Periodic):
         try:
             cal = ix.calibration
             rate = cal.target_rate if cal is not None else self.svc.settings.fpr
-            new, bg = calibrate_from_history(ix, moderation(self.svc), rate, certified_size(rate))
+            new, bg = calibrate_from_history(ix, self.svc.moderation_or_404(), rate, certified_size(rate))
         except MimicryError as exc:
             log.warning("calibration from the scan history skipped: %s", exc)
             return False
@@ -100,7 +91,7 @@ def attach(svc: Service) -> HistoryRefresh | None:
     if svc.moderation is None:
         return None
     if svc.writes and svc.settings.lookback:
-        for artist in lookback.interrupted(moderation(svc)):
+        for artist in lookback.interrupted(svc.moderation):
             after_change(svc, artist)
     hours = svc.settings.history_calibrate_hours
     if hours <= 0 or not svc.writes:

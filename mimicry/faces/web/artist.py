@@ -21,7 +21,7 @@ from mimicry.faces.http.context import Position, WorkId
 from mimicry.faces.http.deps import check_images, read_files
 from mimicry.faces.http.gate import request_id
 from mimicry.faces.web import session as sessions
-from mimicry.faces.web.pages import checked_form, need, page, redirect, render, service, web
+from mimicry.faces.web.pages import checked_form, need, page, redirect, render, service
 from mimicry.images import ImageBytes
 from mimicry.moderation import cases
 from mimicry.registry import Actor
@@ -43,7 +43,7 @@ def artist_page(request: Request, done: Annotated[str, Query(max_length=20)] = "
     s = need(request, ARTIST)
     svc = service(request)
     works = sorted(svc.index.works(s.who.name), key=lambda w: -w.id)
-    mdb = web(request).moderation
+    mdb = service(request).moderation
     about, older = (cases.list_cases(mdb, artist=s.who.name, after=after, limit=CASES_PAGE, newest_first=True)
                     if mdb is not None else ([], None))
     # only what an artist may see of each case (never its key: the hub's upload or model id)

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException
 
-from mimicry.errors import ForbiddenError, InputError, MimicryError, NotFoundError, clipped
+from mimicry.errors import ForbiddenError, InputError, MimicryError, clipped
 from mimicry.faces.http.thumbs import Thumbnails
 from mimicry.faces.web import session as sessions
 from mimicry.faces.web.session import Session
@@ -53,7 +53,6 @@ class Web:
     """One app's state for the pages."""
 
     secret: bytes
-    moderation: ModerationDB | None  # None: the service keeps no history (no cases)
     large: Thumbnails
 
 
@@ -67,23 +66,14 @@ def web(request: Request) -> Web:
         if getattr(state, "web", None) is None:
             svc = state.service
             folder = svc.index.folder
-            state.web = Web(sessions.load_secret(folder), moderation_db(svc), Thumbnails(folder, LARGE_SIDE))
+            state.web = Web(sessions.load_secret(folder), Thumbnails(folder, LARGE_SIDE))
         return state.web
 
 
-def moderation_db(svc: "Service") -> ModerationDB | None:
-    """The service's moderation database; None when it has none (history off
-    on a folder where it could not be opened: sign-in and the artist's works
-    still work, cases are a 404)."""
-    return svc.moderation
-
-
 def moderation(request: Request) -> ModerationDB:
-    """The moderation database for a cases page; :class:`NotFoundError` without one."""
-    mdb = web(request).moderation
-    if mdb is None:
-        raise NotFoundError("this service keeps no scan history: there are no cases")
-    return mdb
+    """The moderation database for a cases page; :class:`NotFoundError` without
+    one (sign-in and the artist's works still work)."""
+    return service(request).moderation_or_404()
 
 
 def service(request: Request) -> "Service":
@@ -99,7 +89,7 @@ def signed_in(request: Request) -> Session | None:
     still naming the same person (else None)."""
     w, svc = web(request), service(request)
     s = sessions.read(w.secret, request.cookies.get(sessions.COOKIE))
-    if s is None or not sessions.still_valid(s, svc.settings.admin_token, w.moderation, svc.index):
+    if s is None or not sessions.still_valid(s, svc.settings.admin_token, svc.moderation, svc.index):
         return None
     return s
 
