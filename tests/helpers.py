@@ -120,6 +120,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: The admin token of the apps the HTTP tests build, and its header.
+ADMIN = "admin-secret"
+AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def client_with(ix, env: dict[str, str] | None = None, **kwargs):
+    """A TestClient of the app over ``ix`` with settings read from ``env`` (as
+    the service reads them; the admin token :data:`ADMIN`); server errors are answers."""
+    from fastapi.testclient import TestClient
+
+    from mimicry.faces.http import create_app
+    from mimicry.settings import get_settings
+
+    settings = get_settings({"MIMICRY_ADMIN_TOKEN": ADMIN, **(env or {})})
+    return TestClient(create_app(ix, settings, **kwargs), raise_server_exceptions=False)
+
+
 @contextmanager
 def served(app) -> Iterator[str]:
     """``app`` served by uvicorn on a free loopback port, on a thread of this

@@ -14,25 +14,10 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
 
+from helpers import AS_ADMIN, client_with  # noqa: E402
 from mimicry import StyleIndex  # noqa: E402
-from mimicry.faces.http import create_app  # noqa: E402
 from mimicry.settings import get_settings  # noqa: E402
-
-ADMIN = "admin-secret"
-AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
-
-
-@pytest.fixture
-def index(calibrated_copy, default_embedder) -> StyleIndex:
-    return StyleIndex.open(calibrated_copy, embedder=default_embedder)
-
-
-def client_with(ix: StyleIndex, env: dict[str, str] | None = None, **kwargs) -> TestClient:
-    """The app over ``ix`` with settings read from ``env`` (as the service reads them)."""
-    settings = get_settings({"MIMICRY_ADMIN_TOKEN": ADMIN, **(env or {})})
-    return TestClient(create_app(ix, settings, **kwargs), raise_server_exceptions=False)
 
 
 def png(size=(8, 8)) -> bytes:

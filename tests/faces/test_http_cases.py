@@ -8,7 +8,6 @@ import io
 import json
 import sqlite3
 import time
-from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -239,7 +238,7 @@ def test_decisions_move_the_case_and_are_audited(client, demo):
     assert [(e["actor"], e["actor_artist"], e["target"], e["request_id"]) for e in entries] == [
         ("moderator", None, f"case:{case_id}", "d-1"), ("admin", None, f"case:{case_id}", entries[1]["request_id"])]
     assert '"moderator": "mia"' in entries[0]["detail"] and '"decision": "escalate"' in entries[0]["detail"]
-    assert client.get(f"/v1/cases?state=confirmed", headers=mod).json()["cases"][0]["id"] == case_id
+    assert client.get("/v1/cases?state=confirmed", headers=mod).json()["cases"][0]["id"] == case_id
 
 
 def test_an_artist_reads_only_the_cases_about_them(client, demo):

@@ -10,28 +10,15 @@ import re
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
 
-from mimicry import StyleIndex  # noqa: E402
+from helpers import ADMIN, AS_ADMIN, client_with  # noqa: E402
 from mimicry.errors import InputError  # noqa: E402
-from mimicry.faces.http import create_app  # noqa: E402
 from mimicry.registry import check_name  # noqa: E402
 from mimicry.settings import get_settings  # noqa: E402
 
-ADMIN, SCAN = "admin-secret", "scan-secret"
-AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
+SCAN = "scan-secret"
 AS_SCANNER = {"Authorization": f"Bearer {SCAN}"}
 BIG = 2**63
-
-
-@pytest.fixture
-def index(calibrated_copy, default_embedder) -> StyleIndex:
-    return StyleIndex.open(calibrated_copy, embedder=default_embedder)
-
-
-def client_with(ix: StyleIndex, env: dict[str, str] | None = None) -> TestClient:
-    settings = get_settings({"MIMICRY_ADMIN_TOKEN": ADMIN, **(env or {})})
-    return TestClient(create_app(ix, settings), raise_server_exceptions=False)
 
 
 def photo(demo, i: int = 0) -> list:

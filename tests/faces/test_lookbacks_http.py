@@ -12,25 +12,10 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from mimicry import StyleIndex  # noqa: E402
-from mimicry.faces.http import create_app  # noqa: E402
+from helpers import AS_ADMIN, client_with  # noqa: E402
 from mimicry.faces.http.lookbacks import HistoryRefresh  # noqa: E402
 from mimicry.moderation import lookback  # noqa: E402
 from mimicry.moderation.db import ModerationDB  # noqa: E402
-from mimicry.settings import get_settings  # noqa: E402
-
-ADMIN = "admin-secret"
-AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
-
-
-@pytest.fixture
-def index(calibrated_copy, default_embedder) -> StyleIndex:
-    return StyleIndex.open(calibrated_copy, embedder=default_embedder)
-
-
-def client_with(ix: StyleIndex, env: dict[str, str] | None = None, **kwargs) -> TestClient:
-    return TestClient(create_app(ix, get_settings({"MIMICRY_ADMIN_TOKEN": ADMIN, **(env or {})}), **kwargs),
-                      raise_server_exceptions=False)
 
 
 def _finished(client: TestClient, lookback_id: int) -> dict:
