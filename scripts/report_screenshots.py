@@ -14,17 +14,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "report")]
 
-from browser import browser, page_facts  # noqa: E402
+from browser import browser, full_screenshot, page_facts  # noqa: E402
 
 
 def shoot(path: Path, png: Path, width: int, max_height: int) -> None:
     with browser(width) as driver:
         facts = page_facts(driver, path)
         assert not facts["undecoded"], facts["undecoded"]
-        height = min(int(driver.execute_script("return document.documentElement.scrollHeight")), max_height)
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
-        driver.save_screenshot(str(png))
+        height = full_screenshot(driver, png, width, max_height=max_height)
     print(f"{png}  {width}x{height}")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "report")]
 
-from browser import browser  # noqa: E402
+from browser import browser, full_screenshot  # noqa: E402
 from helpers import served  # noqa: E402
 from webhub import ADMIN, make_hub, page_facts  # noqa: E402
 
@@ -29,13 +29,14 @@ def shoot(base: str, token: str, path: str, png: Path, width: int, max_height: i
         driver.get(f"{base}/")
         driver.find_element("id", "token").send_keys(token)
         driver.find_element("css selector", "form.signin button[type=submit]").click()
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        # the sign-in's own redirect lands first, else it may replace the page asked for next
+        WebDriverWait(driver, 10).until(lambda d: d.current_url.rstrip("/") != base)
         driver.get(f"{base}{path}")
         page_facts(driver, base)
         bottom = driver.execute_script("return document.querySelector('main').getBoundingClientRect().bottom")
-        height = min(int(bottom) + 24, max_height)
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
-        driver.save_screenshot(str(png))
+        height = full_screenshot(driver, png, width, int(bottom) + 24, max_height)
     print(f"{png}  {width}x{height}")
 
 

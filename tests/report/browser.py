@@ -68,13 +68,16 @@ def browser(width: int, height: int = 900) -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def full_screenshot(driver, path: Path, width: int) -> None:
-    """A PNG of the whole page at ``width`` (the viewport grown to the page's height)."""
-    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+def full_screenshot(driver, path: Path, width: int, height: int | None = None, max_height: int = 16000) -> int:
+    """A PNG of the page at ``width``, the viewport grown to ``height`` (default:
+    the page's) and at most ``max_height``; the height taken."""
+    if height is None:
+        height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    height = min(height, max_height)
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": width, "height": min(height, 16000), "deviceScaleFactor": 1,
-                            "mobile": width < 600})
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
     driver.save_screenshot(str(path))
+    return height
 
 
 PAGE_FACTS = """
