@@ -33,6 +33,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from mimicry import __version__
+from mimicry.jobs import ThreadJob
 from mimicry.moderation import events
 from mimicry.moderation.db import ModerationDB
 from mimicry.moderation.webhooks import HEADER, loopback, signature
@@ -104,42 +105,36 @@ _DUE = ("SELECT d.event_id, d.webhook_id, d.attempts, e.type, e.created, e.data,
 _PENDING = "delivered_at IS NULL AND gave_up_at IS NULL"
 
 
-class Deliverer:
+class Deliverer(ThreadJob):
     """The worker of one moderation database: :meth:`start`, :meth:`stop`
     (both idempotent), :meth:`wake`; :meth:`run_once` is one pass, for tests.
     ``before`` runs at the start of each pass (the service announces
     registrations there)."""
 
+    thread_name = "mimicry-webhooks"
+
     def __init__(self, mdb: ModerationDB, policy: Policy | None = None, send: Sender = post,
                  before: Callable[[], object] | None = None) -> None:
+        super().__init__()
         self.mdb, self.policy, self.send, self.before = mdb, policy or Policy(), send, before
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
 
     def wake(self) -> None:
         """Look for due deliveries now (called by every enqueue of this process)."""
         self._wake.set()
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        events.listen(self.wake)
-        self._thread = threading.Thread(target=self._loop, name="mimicry-webhooks", daemon=True)
-        self._thread.start()
+        if self._thread is None:
+            events.listen(self.wake)
+        super().start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stops after the POST in progress (if any) ends."""
         events.unlisten(self.wake)
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        super().stop(timeout)
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def _wake_up(self) -> None:
+        self._wake.set()
 
     def _loop(self) -> None:
         try:

@@ -8,9 +8,10 @@ expiry (``MIMICRY_HISTORY_DAYS``), at start-up and hourly."""
 from __future__ import annotations
 
 import logging
-import threading
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+
+from mimicry.jobs import ThreadJob
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastapi import FastAPI
@@ -23,22 +24,17 @@ log = logging.getLogger(__name__)
 RETENTION_EVERY_S = 3600.0
 
 
-class Periodic:
+class Periodic(ThreadJob):
     """Calls ``fn()`` on a daemon thread at once (or, without ``at_start``,
     first after ``every_s``) and then every ``every_s`` seconds until
     :meth:`stop`; an exception is logged and the next run happens on time.
     :meth:`stop` wakes the thread and waits for a run in progress to end."""
 
     def __init__(self, name: str, every_s: float, fn: Callable[[], Any], at_start: bool = True) -> None:
+        super().__init__()
         self.name, self.every_s, self.fn, self.at_start = name, every_s, fn, at_start
+        self.thread_name = f"mimicry-{name}"
         self.runs = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name=f"mimicry-{self.name}", daemon=True)
-        self._thread.start()
 
     def _loop(self) -> None:
         if not self.at_start:
@@ -50,16 +46,6 @@ class Periodic:
                 log.exception("%s failed; trying again in %.0f s", self.name, self.every_s)
             self.runs += 1
             self._stop.wait(self.every_s)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
 
 def retention(svc: Service, every_s: float = RETENTION_EVERY_S) -> Periodic:
