@@ -43,7 +43,7 @@ def artist_page(request: Request, done: Annotated[str, Query(max_length=20)] = "
     s = need(request, ARTIST)
     svc = service(request)
     works = sorted(svc.index.works(s.who.name), key=lambda w: -w.id)
-    mdb = service(request).moderation
+    mdb = svc.moderation
     about, older = (cases.list_cases(mdb, artist=s.who.name, after=after, limit=CASES_PAGE, newest_first=True)
                     if mdb is not None else ([], None))
     # only what an artist may see of each case (never its key: the hub's upload or model id)
